@@ -1,0 +1,14 @@
+//! webex-archiver keeps a complete, verifiable archive of an organisation's Webex
+//! meeting recordings in S3-compatible storage.
+//!
+//! `main.rs` only wires; every command is a library function here that takes its
+//! dependencies and a cancellation token, so tests drive the same code.
+
+pub mod app;
+pub mod archive;
+pub mod cli;
+pub mod config;
+pub mod shutdown;
+pub mod state;
+pub mod telemetry;
+pub mod webex;

@@ -1,0 +1,537 @@
+//! The archive's durable state and work queue, behind one interface with a Postgres
+//! and a SQLite implementation. All SQL of the project lives in this module.
+//!
+//! Rules: every operation is one short statement or one short transaction; nothing is
+//! held across network I/O. A claim sets a lease; finishing is another statement that
+//! only succeeds for the holder of that lease.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::DatabaseUrl;
+
+pub use postgres::PgState;
+pub use sqlite::SqliteState;
+
+/// A Webex recording id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct RecordingId(pub String);
+
+impl fmt::Display for RecordingId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a recording is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArchiveState {
+    /// Listed, waiting for a worker (now or at `next_attempt_at`).
+    Pending,
+    /// Claimed by a worker holding a lease.
+    Archiving,
+    /// Every file and `metadata.json` are stored and checked. Final.
+    Archived,
+    /// Gave up: attempts exhausted or a final error. `retry` makes it due again.
+    Failed,
+    /// No download link for this token (e.g. "Prevent downloading"). Final.
+    NotDownloadable,
+}
+
+impl ArchiveState {
+    /// Every state, in life order.
+    pub const ALL: [Self; 5] = [Self::Pending, Self::Archiving, Self::Archived, Self::Failed, Self::NotDownloadable];
+
+    /// The name stored in the database and shown by `status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Archiving => "archiving",
+            Self::Archived => "archived",
+            Self::Failed => "failed",
+            Self::NotDownloadable => "not_downloadable",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, StateError> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| StateError::Corrupt(format!("unknown state {text:?}")))
+    }
+}
+
+/// A discovery scope: `user`, or `admin:<siteUrl>`. Each has its own cursors.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ScopeKey(pub String);
+
+impl ScopeKey {
+    /// The user listing.
+    pub fn user() -> Self {
+        Self("user".into())
+    }
+    /// The admin listing of one site.
+    pub fn admin(site_url: &str) -> Self {
+        Self(format!("admin:{site_url}"))
+    }
+}
+
+impl fmt::Display for ScopeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The two cursors of a scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CursorKind {
+    /// The live edge, moved by `run` and `sync`.
+    Sync,
+    /// Older history, moved by `backfill`.
+    Backfill,
+}
+
+impl CursorKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::Backfill => "backfill",
+        }
+    }
+    fn parse(text: &str) -> Result<Self, StateError> {
+        match text {
+            "sync" => Ok(Self::Sync),
+            "backfill" => Ok(Self::Backfill),
+            other => Err(StateError::Corrupt(format!("unknown cursor kind {other:?}"))),
+        }
+    }
+}
+
+/// A recording as discovery records it (the domain view of a listing item).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedRecording {
+    /// Webex id.
+    pub id: RecordingId,
+    /// Scope that listed it.
+    pub scope: ScopeKey,
+    /// Site host name.
+    pub site_url: Option<String>,
+    /// Host e-mail (admin listings).
+    pub host_email: Option<String>,
+    /// Meeting instance.
+    pub meeting_id: Option<String>,
+    /// Topic.
+    pub topic: Option<String>,
+    /// Format as sent (`MP4`, `ARF`, ...).
+    pub format: Option<String>,
+    /// When Webex produced the file.
+    pub create_time: DateTime<Utc>,
+    /// Size Webex reports.
+    pub size_bytes: Option<i64>,
+    /// The listing item without its password.
+    pub listing: serde_json::Value,
+}
+
+/// A discovery cursor.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cursor {
+    /// Scope.
+    pub scope: ScopeKey,
+    /// Which cursor.
+    pub kind: CursorKind,
+    /// Every window before this instant is listed.
+    pub position: DateTime<Utc>,
+    /// Backfill range asked for.
+    pub range_start: Option<DateTime<Utc>>,
+    /// Backfill range end.
+    pub range_end: Option<DateTime<Utc>>,
+    /// Last pass started.
+    pub last_pass_at: Option<DateTime<Utc>>,
+    /// Last pass that reached its end.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Error of the last failed pass.
+    pub last_error: Option<String>,
+    /// Items recorded by this cursor's passes.
+    pub items_listed: i64,
+    /// Items skipped (no id).
+    pub items_skipped: i64,
+}
+
+/// Moves a cursor with a page, compare-and-set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CursorMove {
+    /// Which cursor.
+    pub kind: CursorKind,
+    /// The position the mover read; the move fails if it changed.
+    pub from: DateTime<Utc>,
+    /// The new position (the end of the window just listed).
+    pub to: DateTime<Utc>,
+}
+
+/// What recording a page did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageRecorded {
+    /// Recordings seen for the first time.
+    pub new: u64,
+    /// Recordings seen before (listing fields refreshed).
+    pub refreshed: u64,
+}
+
+/// A worker's hold on one recording.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    /// The recording.
+    pub id: RecordingId,
+    /// Proof of the lease; every later statement checks it.
+    pub token: String,
+    /// Attempts started, this one included.
+    pub attempts: u32,
+    /// The previous holder's lease had expired (its worker died).
+    pub recovered: bool,
+    /// Scope that listed it.
+    pub scope: ScopeKey,
+    /// Site.
+    pub site_url: Option<String>,
+    /// Host e-mail, needed by admins to fetch details.
+    pub host_email: Option<String>,
+    /// When Webex produced it.
+    pub create_time: DateTime<Utc>,
+    /// Format as listed.
+    pub format: Option<String>,
+    /// Size as listed.
+    pub size_bytes: Option<i64>,
+    /// Listing without password.
+    pub listing: serde_json::Value,
+}
+
+/// Where and what an archived recording is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ArchivedRecord {
+    /// The recording's directory key.
+    pub object_prefix: String,
+    /// Key of the recording file.
+    pub media_key: String,
+    /// Key of `metadata.json`.
+    pub metadata_key: String,
+    /// Hex SHA-256 of the recording file.
+    pub sha256: String,
+    /// Bytes of the recording file.
+    pub bytes: i64,
+    /// Every stored file (`metadata.json`'s `files`).
+    pub files: serde_json::Value,
+    /// The byte count differed from the listing's `sizeBytes`.
+    pub size_mismatch: bool,
+    /// When it was archived.
+    pub archived_at: DateTime<Utc>,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Stored and checked.
+    Archived(ArchivedRecord),
+    /// A failure that may pass: try again at `at` (the attempt counts). Becomes
+    /// `failed` instead when attempts are exhausted (decided by the caller).
+    Retry {
+        /// Next attempt.
+        at: DateTime<Utc>,
+        /// Short class, e.g. `truncated`.
+        reason: String,
+        /// What happened.
+        message: String,
+    },
+    /// Not the recording's fault (shutdown, outage, rate limit): the attempt is given back.
+    Release {
+        /// Next attempt.
+        at: DateTime<Utc>,
+    },
+    /// Final failure.
+    Failed {
+        /// Short class.
+        reason: String,
+        /// What happened, with Webex's message and trackingId when there is one.
+        message: String,
+    },
+    /// No download link for this token. Final.
+    NotDownloadable {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Counts and facts for `status` and metrics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StatusReport {
+    /// Recordings per state (every state present, zero included).
+    pub counts: BTreeMap<ArchiveState, i64>,
+    /// Sum of archived recording bytes.
+    pub bytes_archived: i64,
+    /// Pending recordings due now.
+    pub due_now: i64,
+    /// Earliest scheduled attempt among pending recordings.
+    pub next_due_at: Option<DateTime<Utc>>,
+    /// Oldest recording (by createTime) not yet archived nor final.
+    pub oldest_unarchived: Option<(RecordingId, DateTime<Utc>)>,
+    /// Recordings whose byte count differed from `sizeBytes`.
+    pub size_mismatches: i64,
+    /// Leases that expired with their worker gone, summed.
+    pub lease_expiries: i64,
+    /// Every cursor.
+    pub cursors: Vec<Cursor>,
+    /// The latest failures.
+    pub recent_failures: Vec<FailureRow>,
+    /// The shared Retry-After pause, if one is running.
+    pub paused_until: Option<DateTime<Utc>>,
+}
+
+/// One failed or not-downloadable recording, for `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureRow {
+    /// Recording.
+    pub id: RecordingId,
+    /// Its state (`failed` or `not_downloadable`).
+    pub state: ArchiveState,
+    /// Short class.
+    pub reason: Option<String>,
+    /// Last error.
+    pub message: Option<String>,
+    /// Attempts used.
+    pub attempts: i64,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An archived recording, for `verify`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchivedRow {
+    /// Recording.
+    pub id: RecordingId,
+    /// What was stored.
+    pub record: ArchivedRecord,
+}
+
+/// OAuth tokens kept in the database, so a restart uses the newest refresh token.
+#[derive(Clone, PartialEq)]
+pub struct StoredTokens {
+    /// Current access token, if one was obtained.
+    pub access_token: Option<String>,
+    /// Its expiry.
+    pub access_expires_at: Option<DateTime<Utc>>,
+    /// The refresh token to use next.
+    pub refresh_token: String,
+    /// Its expiry.
+    pub refresh_expires_at: Option<DateTime<Utc>>,
+    /// Refreshes done so far.
+    pub refreshes: i64,
+}
+
+impl fmt::Debug for StoredTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredTokens")
+            .field("access_expires_at", &self.access_expires_at)
+            .field("refresh_expires_at", &self.refresh_expires_at)
+            .field("refreshes", &self.refreshes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Errors of the state layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The database could not be reached or answered with an error.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The SQLite file or its directory is unusable.
+    #[error("{path}: {problem}")]
+    Path {
+        /// The file or directory.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Another replica moved the cursor or took the scope: the caller lost its lease.
+    #[error("the discovery cursor of {scope} was moved by another process")]
+    LostCursor {
+        /// Scope.
+        scope: ScopeKey,
+    },
+    /// A stored value has an impossible shape.
+    #[error("unexpected stored value: {0}")]
+    Corrupt(String),
+}
+
+impl StateError {
+    /// Whether this looks like the database being unreachable (worth waiting for),
+    /// rather than a bug or a constraint.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Database(e) => {
+                matches!(
+                    e,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::Tls(_)
+                        | sqlx::Error::Protocol(_)
+                        | sqlx::Error::WorkerCrashed
+                ) || matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| {
+                    // Postgres: admin shutdown, cannot connect now, too many connections;
+                    // SQLite: busy, locked.
+                    matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300" | "5" | "6")
+                }))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Result of the state layer.
+pub type StateResult<T> = Result<T, StateError>;
+
+/// The state interface. One implementation per database; the same contract tests run
+/// against both.
+#[async_trait]
+pub trait StateStore: Send + Sync + fmt::Debug {
+    /// Applies the embedded migrations (idempotent).
+    async fn migrate(&self) -> StateResult<()>;
+    /// A trivial query: is the database answering?
+    async fn ping(&self) -> StateResult<()>;
+
+    // --- discovery ---
+
+    /// Takes the discovery lease of `(scope, kind)` for `owner`, creating the cursor at
+    /// `initial` if it does not exist. For backfill, `range` is the span asked for; a
+    /// different span than the stored one restarts the cursor at its start. Returns the
+    /// cursor when the lease was taken, `None` when another owner holds it.
+    async fn acquire_cursor(
+        &self,
+        scope: &ScopeKey,
+        kind: CursorKind,
+        owner: &str,
+        ttl: Duration,
+        initial: DateTime<Utc>,
+        range: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    ) -> StateResult<Option<Cursor>>;
+
+    /// Gives the discovery lease back and records how the pass ended.
+    async fn release_cursor(
+        &self,
+        scope: &ScopeKey,
+        kind: CursorKind,
+        owner: &str,
+        outcome: Result<(), String>,
+    ) -> StateResult<()>;
+
+    /// Records one page of listed recordings idempotently, and, in the same
+    /// transaction, moves the cursor when given (compare-and-set against `from`, and only
+    /// for the lease `owner`). `skipped` items (no id) are counted on the cursor.
+    async fn record_page(
+        &self,
+        scope: &ScopeKey,
+        owner: &str,
+        items: &[ListedRecording],
+        skipped: u64,
+        cursor_move: Option<CursorMove>,
+    ) -> StateResult<PageRecorded>;
+
+    /// Every cursor.
+    async fn cursors(&self) -> StateResult<Vec<Cursor>>;
+
+    // --- archiving ---
+
+    /// Claims up to `limit` due recordings (pending and due, or leased with an expired
+    /// lease) for `owner`, in one short statement. Starts an attempt on each.
+    async fn claim_due(&self, owner: &str, lease: Duration, limit: u32) -> StateResult<Vec<Claim>>;
+
+    /// Extends a lease. `false` when the claim is no longer ours.
+    async fn renew_lease(&self, id: &RecordingId, token: &str, lease: Duration) -> StateResult<bool>;
+
+    /// Ends an attempt. `false` when the claim is no longer ours (nothing changed).
+    async fn finish(&self, id: &RecordingId, token: &str, outcome: &Outcome) -> StateResult<bool>;
+
+    /// Makes recordings due again: every `failed` one (`ids` = None), or the given ids if
+    /// they are `failed` or `not_downloadable`. Resets their attempts. Returns how many.
+    async fn retry(&self, ids: Option<&[RecordingId]>) -> StateResult<u64>;
+
+    // --- reports ---
+
+    /// Counts and facts for `status` and metrics.
+    async fn status(&self, failures: u32) -> StateResult<StatusReport>;
+
+    /// Archived recordings: all, or a random sample of `sample`.
+    async fn archived(&self, sample: Option<u32>) -> StateResult<Vec<ArchivedRow>>;
+
+    /// The directory keys of every archived recording, to find unclaimed objects.
+    async fn archived_prefixes(&self) -> StateResult<HashSet<String>>;
+
+    /// Recordings not in a final state (pending or archiving).
+    async fn unfinished(&self, limit: u32) -> StateResult<Vec<(RecordingId, ArchiveState, Option<String>)>>;
+
+    // --- shared rate-limit pause ---
+
+    /// Extends the shared pause to at least `until`.
+    async fn pause_until(&self, until: DateTime<Utc>) -> StateResult<()>;
+    /// The shared pause's end (may be in the past).
+    async fn paused_until(&self) -> StateResult<DateTime<Utc>>;
+
+    // --- OAuth tokens ---
+
+    /// The tokens stored for `client_id`.
+    async fn load_tokens(&self, client_id: &str) -> StateResult<Option<StoredTokens>>;
+    /// Stores new tokens for `client_id` (and counts a refresh).
+    async fn store_tokens(&self, client_id: &str, tokens: &StoredTokens) -> StateResult<()>;
+    /// Takes the refresh lock of `client_id` for `ttl` (one replica refreshes at a time).
+    async fn lock_refresh(&self, client_id: &str, owner: &str, ttl: Duration) -> StateResult<bool>;
+    /// Releases the refresh lock.
+    async fn unlock_refresh(&self, client_id: &str, owner: &str) -> StateResult<()>;
+}
+
+/// Shared handle to the state store.
+pub type State = Arc<dyn StateStore>;
+
+/// Opens the database named by `url` (creating a SQLite file and its directory on first
+/// use) and applies the migrations.
+pub async fn open(url: &DatabaseUrl, max_connections: u32, acquire_timeout: Duration) -> StateResult<State> {
+    let state: State = if url.is_postgres() {
+        Arc::new(PgState::connect(url.expose(), max_connections, acquire_timeout).await?)
+    } else {
+        Arc::new(SqliteState::open(url.expose(), max_connections, acquire_timeout).await?)
+    };
+    state.migrate().await?;
+    Ok(state)
+}
+
+/// Milliseconds of a duration, for SQL parameters.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The listing of an item in the state, minus secret fields.
+pub fn listing_without_secrets(mut item: serde_json::Value) -> serde_json::Value {
+    if let Some(obj) = item.as_object_mut() {
+        obj.remove("password");
+    }
+    item
+}
+
+/// Deduplicates a page by id (a page naming one id twice would otherwise update a row twice in one statement).
+fn unique_by_id(items: &[ListedRecording]) -> Vec<&ListedRecording> {
+    let mut seen = HashSet::new();
+    items.iter().filter(|i| seen.insert(&i.id)).collect()
+}

@@ -1,0 +1,3 @@
+//! The Webex API: wire types, and (later) the client.
+
+pub mod models;
