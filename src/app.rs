@@ -1,20 +1,102 @@
-//! One library call per command: what `main.rs` invokes after wiring.
+//! One library call per command: what `main.rs` invokes after wiring. Each command builds
+//! its dependencies from the settings and hands them to the long-running pieces
+//! (discovery, archive workers, HTTP endpoint), which take cancellation tokens.
 
-use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::Settings;
-use crate::state;
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::archive::{self, Archiver};
+use crate::config::{Scope, Settings};
+use crate::discovery::{Discovery, ScopeReport};
+use crate::metrics::Metrics;
+use crate::progress::ProgressDisplay;
+use crate::state::{self, ArchiveState, RecordingId, State, StatusReport};
+use crate::storage::Archive;
+use crate::webex::WebexClient;
+use crate::webex::auth::TokenProvider;
+use crate::webex::client::api_http_client;
+use crate::webex::gate::RateGate;
 
 /// Exit status for a configuration error.
 pub const EXIT_CONFIG: u8 = 2;
 /// Exit status when the command ran but its goal was not met (failures left, mismatches found).
 pub const EXIT_INCOMPLETE: u8 = 1;
+/// How long an idle worker waits before looking for due recordings again.
+const IDLE_POLL: Duration = Duration::from_secs(2);
 
 /// Opens the state database of `settings` (applying migrations).
-pub async fn open_state(settings: &Settings) -> anyhow::Result<state::State> {
+pub async fn open_state(settings: &Settings) -> anyhow::Result<State> {
     state::open(&settings.database.url, settings.database.max_connections, settings.database.acquire_timeout)
         .await
         .with_context(|| format!("opening the database {}", settings.database.url))
+}
+
+/// Everything a syncing command needs, built from the settings.
+#[derive(Clone)]
+pub struct Services {
+    /// The settings.
+    pub settings: Arc<Settings>,
+    /// State database.
+    pub state: State,
+    /// The archive store.
+    pub store: Archive,
+    /// The Webex client.
+    pub webex: WebexClient,
+    /// Discovery.
+    pub discovery: Discovery,
+    /// Archive workers' shared context.
+    pub archiver: Archiver,
+    /// Metrics registry.
+    pub metrics: Metrics,
+}
+
+impl Services {
+    /// Builds the services. `abort` ends every wait of the Webex client (hard stop).
+    pub async fn build(settings: Settings, abort: CancellationToken) -> anyhow::Result<Self> {
+        let state = open_state(&settings).await?;
+        Self::with_state(settings, state, abort).await
+    }
+
+    /// Builds the services on an already opened state (tests, demo).
+    pub async fn with_state(settings: Settings, state: State, abort: CancellationToken) -> anyhow::Result<Self> {
+        let settings = Arc::new(settings);
+        let metrics = Metrics::new();
+        let store = Archive::from_settings(&settings.storage).context("building the archive store")?;
+        let owner = format!("wa-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let credentials = settings.credentials()?.context("no Webex credentials are configured")?;
+        let gate =
+            Arc::new(RateGate::new(Some(state.clone()), settings.webex.max_requests_per_second, metrics.clone()));
+        let http = api_http_client(&settings.webex).context("building the HTTP client")?;
+        let tokens = Arc::new(TokenProvider::new(credentials, state.clone(), http, owner.clone(), metrics.clone()));
+        let webex =
+            WebexClient::new(&settings.webex, settings.archive.stall_timeout, tokens, gate, metrics.clone(), abort)
+                .context("building the HTTP client")?;
+        let discovery = Discovery::new(
+            state.clone(),
+            webex.clone(),
+            settings.sync.clone(),
+            settings.webex.scope,
+            settings.webex.site_urls.clone(),
+            owner.clone(),
+            metrics.clone(),
+        );
+        let archiver = Archiver::new(
+            state.clone(),
+            webex.clone(),
+            store.clone(),
+            settings.archive.clone(),
+            owner,
+            settings.webex.scope == Scope::Admin,
+            metrics.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("archive.key_template: {e}"))?;
+        Ok(Self { settings, state, store, webex, discovery, archiver, metrics })
+    }
 }
 
 /// `webex-archiver migrate`: apply the embedded migrations.
@@ -28,4 +110,278 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<u8> {
 pub fn config_check(settings: &Settings) -> anyhow::Result<u8> {
     print!("{}", settings.to_redacted_toml());
     Ok(0)
+}
+
+/// What `sync` and `backfill` did, for their callers (the demo, tests).
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncReport {
+    /// Per scope discovery results.
+    pub scopes: Vec<ScopeReport>,
+    /// Discovery error, if a pass stopped.
+    pub discovery_error: Option<String>,
+    /// The state after archiving.
+    pub status: StatusReport,
+    /// Recordings left pending or archiving (when interrupted).
+    pub left: Vec<RecordingId>,
+    /// Exit status: 0 all archived or not downloadable, 1 otherwise.
+    pub exit: u8,
+}
+
+/// One discovery pass up to now, then archive until nothing is left to do.
+pub async fn sync(services: &Services, discover_only: bool, stop: &CancellationToken) -> anyhow::Result<SyncReport> {
+    let display = ProgressDisplay::start("sync", services.archiver.progress());
+    let (scopes, discovery_error) =
+        match services.discovery.poll_once(stop, &|scope, done| display.window(scope, done)).await {
+            Ok(scopes) => (scopes, None),
+            Err(e) => {
+                tracing::error!(error = %e, "discovery pass failed");
+                (Vec::new(), Some(e.to_string()))
+            }
+        };
+    finish_sync(services, scopes, discovery_error, discover_only, stop, display).await
+}
+
+/// Lists `[since, until)` on the backfill cursors, then archives what it found.
+pub async fn backfill(
+    services: &Services,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    discover_only: bool,
+    stop: &CancellationToken,
+) -> anyhow::Result<SyncReport> {
+    let display = ProgressDisplay::start("backfill", services.archiver.progress());
+    let (scopes, discovery_error) =
+        match services.discovery.backfill(since, until, stop, &|scope, done| display.window(scope, done)).await {
+            Ok(scopes) => (scopes, None),
+            Err(e) => {
+                tracing::error!(error = %e, "backfill stopped");
+                (Vec::new(), Some(e.to_string()))
+            }
+        };
+    finish_sync(services, scopes, discovery_error, discover_only, stop, display).await
+}
+
+async fn finish_sync(
+    services: &Services,
+    scopes: Vec<ScopeReport>,
+    discovery_error: Option<String>,
+    discover_only: bool,
+    stop: &CancellationToken,
+    display: ProgressDisplay,
+) -> anyhow::Result<SyncReport> {
+    for scope in &scopes {
+        tracing::info!(scope = %scope.scope, windows = scope.windows, pages = scope.pages, new = scope.new, seen_again = scope.refreshed, skipped = scope.skipped, "discovery pass done");
+    }
+    if !discover_only && !stop.is_cancelled() {
+        let status = services.state.status(0).await?;
+        display.set_total(pending_total(&status));
+        // `stop` both stops claiming and cuts transfers: a one-shot command has no grace.
+        archive::run_workers(&services.archiver, services.settings.archive.concurrency, stop, stop, true, IDLE_POLL)
+            .await;
+    }
+    display.finish();
+    let status = services.state.status(20).await?;
+    let left: Vec<RecordingId> = if discover_only {
+        Vec::new()
+    } else {
+        services.state.unfinished(1000).await?.into_iter().map(|(id, _, _)| id).collect()
+    };
+    let failed = status.counts.get(&ArchiveState::Failed).copied().unwrap_or(0);
+    let exit = if discovery_error.is_some() || failed > 0 || !left.is_empty() { EXIT_INCOMPLETE } else { 0 };
+    Ok(SyncReport { scopes, discovery_error, status, left, exit })
+}
+
+fn pending_total(status: &StatusReport) -> u64 {
+    [ArchiveState::Pending, ArchiveState::Archiving]
+        .iter()
+        .map(|s| status.counts.get(s).copied().unwrap_or(0))
+        .sum::<i64>()
+        .max(0) as u64
+}
+
+/// Prints what `sync`/`backfill` left undone to stderr (stdout stays clean for scripts).
+pub fn report_sync(report: &SyncReport) {
+    let counts = &report.status.counts;
+    let n = |s| counts.get(&s).copied().unwrap_or(0);
+    eprintln!(
+        "archived {}, not downloadable {}, failed {}, pending {}, archiving {}",
+        n(ArchiveState::Archived),
+        n(ArchiveState::NotDownloadable),
+        n(ArchiveState::Failed),
+        n(ArchiveState::Pending),
+        n(ArchiveState::Archiving)
+    );
+    if let Some(e) = &report.discovery_error {
+        eprintln!("discovery stopped: {e}");
+    }
+    for failure in report.status.recent_failures.iter().filter(|f| f.state == ArchiveState::Failed) {
+        eprintln!(
+            "failed: {} ({}): {}",
+            failure.id,
+            failure.reason.as_deref().unwrap_or("?"),
+            failure.message.as_deref().unwrap_or("")
+        );
+    }
+    for id in &report.left {
+        eprintln!("left due: {id}");
+    }
+}
+
+/// `webex-archiver status`: the state of the archive, as text or JSON on stdout.
+pub async fn status(settings: &Settings, json: bool) -> anyhow::Result<u8> {
+    let state = open_state(settings).await?;
+    let report = state.status(20).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status_json(&report))?);
+    } else {
+        print!("{}", status_text(&report, Utc::now()));
+    }
+    Ok(0)
+}
+
+/// The JSON form of `status`: one key per state name, then the details.
+pub fn status_json(report: &StatusReport) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (state, n) in &report.counts {
+        out.insert(state.as_str().into(), (*n).into());
+    }
+    out.insert("bytes_archived".into(), report.bytes_archived.into());
+    out.insert("due_now".into(), report.due_now.into());
+    out.insert("next_due_at".into(), serde_json::to_value(report.next_due_at).unwrap_or_default());
+    out.insert(
+        "oldest_unarchived".into(),
+        report
+            .oldest_unarchived
+            .as_ref()
+            .map(|(id, t)| serde_json::json!({"id": id, "create_time": t}))
+            .unwrap_or_default(),
+    );
+    out.insert("size_mismatches".into(), report.size_mismatches.into());
+    out.insert("lease_expiries".into(), report.lease_expiries.into());
+    out.insert("paused_until".into(), serde_json::to_value(report.paused_until).unwrap_or_default());
+    out.insert("cursors".into(), serde_json::to_value(&report.cursors).unwrap_or_default());
+    out.insert("recent_failures".into(), serde_json::to_value(&report.recent_failures).unwrap_or_default());
+    serde_json::Value::Object(out)
+}
+
+/// The text form of `status`.
+pub fn status_text(report: &StatusReport, now: DateTime<Utc>) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "Recordings");
+    for (state, n) in &report.counts {
+        let _ = writeln!(out, "  {:<18}{n}", state.as_str());
+    }
+    let _ = writeln!(
+        out,
+        "  {:<18}{} ({:.1} GiB)",
+        "bytes archived",
+        report.bytes_archived,
+        report.bytes_archived as f64 / (1u64 << 30) as f64
+    );
+    let _ = writeln!(out, "  {:<18}{}", "due now", report.due_now);
+    if let Some((id, t)) = &report.oldest_unarchived {
+        let _ = writeln!(out, "  {:<18}{id} (created {t}, {} h ago)", "oldest unarchived", (now - *t).num_hours());
+    }
+    if report.size_mismatches > 0 {
+        let _ = writeln!(out, "  {:<18}{}", "size mismatches", report.size_mismatches);
+    }
+    if let Some(until) = report.paused_until {
+        let _ = writeln!(out, "  {:<18}until {until} (Retry-After)", "paused");
+    }
+    let _ = writeln!(out, "Cursors");
+    if report.cursors.is_empty() {
+        let _ = writeln!(out, "  (none yet: no discovery pass has run)");
+    }
+    for c in &report.cursors {
+        let _ = writeln!(
+            out,
+            "  {:<28}{:<9} at {}  last success {}{}",
+            c.scope.0,
+            format!("{:?}", c.kind).to_lowercase(),
+            c.position.format("%Y-%m-%d %H:%M:%S"),
+            c.last_success_at.map_or("never".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
+            c.last_error.as_ref().map(|e| format!("  last error: {e}")).unwrap_or_default()
+        );
+    }
+    if !report.recent_failures.is_empty() {
+        let _ = writeln!(out, "Latest failures");
+        for f in &report.recent_failures {
+            let _ = writeln!(
+                out,
+                "  {}  {}  {}  {}",
+                f.id,
+                f.state.as_str(),
+                f.reason.as_deref().unwrap_or("-"),
+                f.message.as_deref().unwrap_or("")
+            );
+        }
+    }
+    out
+}
+
+/// `webex-archiver retry`: make failed recordings due again.
+pub async fn retry(settings: &Settings, ids: Option<Vec<String>>) -> anyhow::Result<u8> {
+    let state = open_state(settings).await?;
+    let ids: Option<Vec<RecordingId>> = ids.map(|ids| ids.into_iter().map(RecordingId).collect());
+    let n = state.retry(ids.as_deref()).await?;
+    eprintln!("{n} recording(s) are due again");
+    Ok(if ids.is_some_and(|ids| n < ids.len() as u64) { EXIT_INCOMPLETE } else { 0 })
+}
+
+/// `webex-archiver run`: discovery every `sync.poll_interval` and archive workers, until
+/// `stop` fires; then in-flight transfers get `shutdown.grace` before they are aborted.
+pub async fn run(services: Services, stop: CancellationToken, abort: CancellationToken) -> anyhow::Result<u8> {
+    let settings = services.settings.clone();
+    let discovery = {
+        let services = services.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move { discovery_loop(&services, &stop).await })
+    };
+    let workers = {
+        let archiver = services.archiver.clone();
+        let stop = stop.clone();
+        let abort = abort.clone();
+        let n = settings.archive.concurrency;
+        tokio::spawn(async move { archive::run_workers(&archiver, n, &stop, &abort, false, IDLE_POLL).await })
+    };
+    stop.cancelled().await;
+    tracing::info!(
+        grace_s = settings.shutdown.grace.as_secs_f64(),
+        "stopping: no new claims; letting in-flight transfers finish"
+    );
+    let grace = tokio::time::sleep(settings.shutdown.grace);
+    tokio::pin!(grace);
+    let mut workers = workers;
+    tokio::select! {
+        _ = &mut workers => {}
+        _ = &mut grace => {
+            tracing::warn!("shutdown grace elapsed: aborting the remaining transfers and releasing their leases");
+            abort.cancel();
+            let _ = workers.await;
+        }
+    }
+    abort.cancel();
+    let _ = discovery.await;
+    tracing::info!("stopped");
+    Ok(0)
+}
+
+async fn discovery_loop(services: &Services, stop: &CancellationToken) {
+    let interval = services.settings.sync.poll_interval;
+    while !stop.is_cancelled() {
+        match services.discovery.poll_once(stop, &|_, _| {}).await {
+            Ok(reports) => {
+                for r in reports {
+                    tracing::info!(scope = %r.scope, new = r.new, seen_again = r.refreshed, pages = r.pages, busy = r.busy, "discovery pass done");
+                }
+            }
+            Err(crate::discovery::DiscoveryError::Cancelled) => break,
+            Err(e) => tracing::error!(error = %e, "discovery pass failed; the next pass starts again from the cursor"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.cancelled() => {}
+        }
+    }
 }

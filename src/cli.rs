@@ -28,6 +28,63 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The daemon: discovery every `sync.poll_interval` and archive workers, until SIGTERM/SIGINT.
+    Run,
+    /// One discovery pass up to now, then archive until nothing is left; exit 0 when every
+    /// recording is archived or not downloadable, 1 when some failed or were left due.
+    Sync(SyncArgs),
+    /// List older windows on a resumable backfill cursor, then archive what was found.
+    Backfill(BackfillArgs),
+    /// Counts per state, bytes, cursors, the latest failures.
+    Status(StatusArgs),
+    /// Make failed recordings due again.
+    Retry(RetryArgs),
+}
+
+/// `sync` flags.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Only list and record recordings; archive nothing.
+    #[arg(long)]
+    pub discover_only: bool,
+}
+
+/// `backfill` flags.
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// Start of the range: an RFC 3339 time or an age such as "365d".
+    #[arg(long, value_parser = parse_since)]
+    pub since: crate::config::Since,
+    /// End of the range (default: now): an RFC 3339 time or an age.
+    #[arg(long, value_parser = parse_since)]
+    pub until: Option<crate::config::Since>,
+    /// Only list and record recordings; archive nothing.
+    #[arg(long)]
+    pub discover_only: bool,
+}
+
+fn parse_since(text: &str) -> Result<crate::config::Since, String> {
+    crate::config::Since::parse(text)
+}
+
+/// `status` flags.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON (keys are the state names) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `retry` flags.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct RetryArgs {
+    /// Every failed recording.
+    #[arg(long)]
+    pub failed: bool,
+    /// These recordings (failed or not downloadable).
+    #[arg(long = "id", value_name = "ID", num_args = 1..)]
+    pub ids: Vec<String>,
 }
 
 /// `config` subcommands.

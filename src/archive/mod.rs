@@ -1,6 +1,482 @@
-//! Archiving: claim a due recording, fetch its links, stream each file into the store
-//! while hashing, write `metadata.json`, and only then mark it archived.
+//! Archiving: claim a due recording, fetch its details, stream each file into the store
+//! while hashing it, check what arrived, write `metadata.json`, and only then mark the
+//! recording archived.
+//!
+//! One attempt never holds a database transaction across network I/O: the claim is one
+//! short statement that sets a lease, the lease is renewed while bytes flow, and the
+//! attempt ends with one statement that succeeds only for the lease holder.
 
 mod key;
+mod transfer;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use backoff::backoff::Backoff;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 pub use key::{KeyInputs, KeyTemplate};
+use transfer::{AttemptError, StoredFile};
+
+use crate::config::{ArchiveSettings, FileKind};
+use crate::metrics::Metrics;
+use crate::state::{ArchivedRecord, Claim, Outcome, RecordingId, State, StateError};
+use crate::storage::{Archive, StorageError};
+use crate::webex::WebexClient;
+
+/// Name of the file that describes a recording's directory.
+pub const METADATA_FILE: &str = "metadata.json";
+/// Version tag of `metadata.json`'s layout.
+pub const METADATA_SCHEMA: &str = "webex-archiver/metadata/v1";
+
+/// `metadata.json`: the archive describes itself without the database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Layout version.
+    pub schema: String,
+    /// Webex recording id.
+    pub recording_id: String,
+    /// The listing object as Webex sent it, without the recording password.
+    pub listing: serde_json::Value,
+    /// Every stored file.
+    pub files: Vec<FileEntry>,
+    /// When the recording was archived (UTC).
+    pub archived_at: DateTime<Utc>,
+    /// The listing's `sizeBytes` differed from the bytes received.
+    pub size_mismatch: bool,
+    /// Version of the archiver that wrote it.
+    pub archiver_version: String,
+}
+
+/// One stored file of a recording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// `recording`, `audio` or `transcript`.
+    pub kind: FileKind,
+    /// Object key, relative to the storage prefix.
+    pub key: String,
+    /// Hex SHA-256 of the content.
+    pub sha256: String,
+    /// Bytes.
+    pub size: u64,
+    /// Content type as served.
+    pub content_type: String,
+}
+
+/// Counters a progress display reads.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Bytes received by transfers (including ones that later failed).
+    pub bytes: AtomicU64,
+    /// Recordings that reached archived.
+    pub archived: AtomicU64,
+    /// Recordings that reached failed or not_downloadable.
+    pub finished_otherwise: AtomicU64,
+}
+
+/// An error that stops a worker for a while (not the recording's fault).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The database is unreachable.
+    #[error("the database is unavailable: {0}")]
+    Database(#[from] StateError),
+    /// The store, the token, or Webex as a whole is unavailable.
+    #[error("{0}")]
+    Outage(String),
+}
+
+/// How an attempt ended, for callers and logs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptResult {
+    /// Stored and checked.
+    Archived {
+        /// Bytes of the recording file.
+        bytes: u64,
+    },
+    /// Will be tried again.
+    Retrying {
+        /// Failure class.
+        reason: String,
+    },
+    /// Given back without counting (shutdown, outage, rate limit).
+    Released,
+    /// Final failure.
+    Failed {
+        /// Failure class.
+        reason: String,
+    },
+    /// No download link for this token.
+    NotDownloadable,
+    /// Another worker took the recording over (our lease expired).
+    LostLease,
+}
+
+/// The archiving side: everything an attempt needs.
+#[derive(Clone)]
+pub struct Archiver {
+    pub(crate) state: State,
+    pub(crate) webex: WebexClient,
+    pub(crate) store: Archive,
+    pub(crate) settings: ArchiveSettings,
+    pub(crate) template: Arc<KeyTemplate>,
+    pub(crate) owner: String,
+    pub(crate) admin: bool,
+    pub(crate) metrics: Metrics,
+    pub(crate) progress: Arc<Progress>,
+}
+
+impl std::fmt::Debug for Archiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archiver").field("owner", &self.owner).field("store", &self.store).finish_non_exhaustive()
+    }
+}
+
+impl Archiver {
+    /// An archiver. `admin` passes `hostEmail` when fetching details.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        state: State,
+        webex: WebexClient,
+        store: Archive,
+        settings: ArchiveSettings,
+        owner: String,
+        admin: bool,
+        metrics: Metrics,
+    ) -> Result<Self, String> {
+        let template = KeyTemplate::parse(&settings.key_template)?;
+        Ok(Self {
+            state,
+            webex,
+            store,
+            settings,
+            template: Arc::new(template),
+            owner,
+            admin,
+            metrics,
+            progress: Arc::new(Progress::default()),
+        })
+    }
+
+    /// The counters a progress display reads.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    /// Claims one due recording and archives it. `Ok(None)` when nothing is due.
+    /// `abort` interrupts the transfer (the recording is released, not failed).
+    pub async fn archive_next(
+        &self,
+        abort: &CancellationToken,
+    ) -> Result<Option<(RecordingId, AttemptResult)>, WorkerError> {
+        let Some(claim) = self.state.claim_due(&self.owner, self.settings.lease, 1).await?.pop() else {
+            return Ok(None);
+        };
+        if claim.recovered {
+            self.metrics.lease_recovered();
+            tracing::info!(recording_id = %claim.id, "claimed a recording whose previous worker's lease expired");
+        }
+        let started = Instant::now();
+        let result = if claim.attempts > self.settings.max_attempts {
+            Err(AttemptError::Final {
+                reason: "attempts_exhausted".into(),
+                message: format!(
+                    "gave up after {} attempts (the last ones ended without a result: their worker stopped)",
+                    claim.attempts - 1
+                ),
+            })
+        } else {
+            self.attempt(&claim, abort).await
+        };
+        let (outcome, summary, outage) = self.outcome(&claim, result);
+        let kept = self.finish(&claim, &outcome).await?;
+        let summary = if kept { summary } else { AttemptResult::LostLease };
+        match &summary {
+            AttemptResult::Archived { bytes } => {
+                self.metrics.archived(*bytes, started.elapsed().as_secs_f64());
+                self.progress.archived.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(recording_id = %claim.id, bytes, seconds = started.elapsed().as_secs_f64(), "archived");
+            }
+            AttemptResult::Failed { reason } => {
+                self.metrics.failed(reason);
+                self.progress.finished_otherwise.fetch_add(1, Ordering::Relaxed);
+            }
+            AttemptResult::NotDownloadable => {
+                self.metrics.not_downloadable();
+                self.progress.finished_otherwise.fetch_add(1, Ordering::Relaxed);
+            }
+            AttemptResult::LostLease => {
+                tracing::warn!(recording_id = %claim.id, "another worker took this recording over; its result stands");
+            }
+            AttemptResult::Retrying { .. } | AttemptResult::Released => {}
+        }
+        if let Some(message) = outage {
+            return Err(WorkerError::Outage(message));
+        }
+        Ok(Some((claim.id, summary)))
+    }
+
+    /// Maps an attempt's result to what is recorded, a summary, and an outage (if any).
+    fn outcome(
+        &self,
+        claim: &Claim,
+        result: Result<ArchivedRecord, AttemptError>,
+    ) -> (Outcome, AttemptResult, Option<String>) {
+        let now = Utc::now();
+        match result {
+            Ok(record) => {
+                let bytes = u64::try_from(record.bytes).unwrap_or(0);
+                (Outcome::Archived(record), AttemptResult::Archived { bytes }, None)
+            }
+            Err(AttemptError::NotDownloadable(reason)) => {
+                tracing::warn!(recording_id = %claim.id, reason = %reason, "not downloadable with this token");
+                (Outcome::NotDownloadable { reason }, AttemptResult::NotDownloadable, None)
+            }
+            Err(AttemptError::Final { reason, message }) => {
+                tracing::error!(recording_id = %claim.id, reason = %reason, error = %message, "archiving failed for good");
+                (Outcome::Failed { reason: reason.clone(), message }, AttemptResult::Failed { reason }, None)
+            }
+            Err(AttemptError::Transient { reason, message }) if claim.attempts >= self.settings.max_attempts => {
+                let message = format!("gave up after {} attempts; last: {message}", claim.attempts);
+                tracing::error!(recording_id = %claim.id, reason = %reason, error = %message, "archiving failed for good");
+                (Outcome::Failed { reason: reason.clone(), message }, AttemptResult::Failed { reason }, None)
+            }
+            Err(AttemptError::Transient { reason, message }) => {
+                let at = now + chrono::Duration::from_std(self.retry_delay(claim.attempts)).unwrap_or_default();
+                tracing::warn!(recording_id = %claim.id, attempt = claim.attempts, reason = %reason, error = %message, retry_at = %at, "attempt failed; will retry");
+                (Outcome::Retry { at, reason: reason.clone(), message }, AttemptResult::Retrying { reason }, None)
+            }
+            Err(AttemptError::RetryAt(at)) => (Outcome::Release { at }, AttemptResult::Released, None),
+            Err(AttemptError::Outage(message)) => {
+                let at = now + chrono::Duration::seconds(5);
+                (Outcome::Release { at }, AttemptResult::Released, Some(message))
+            }
+            Err(AttemptError::Cancelled) => (Outcome::Release { at: now }, AttemptResult::Released, None),
+            Err(AttemptError::LostLease) => (Outcome::Release { at: now }, AttemptResult::LostLease, None),
+        }
+    }
+
+    /// Records the outcome, retrying while the database is briefly unreachable (a
+    /// finished upload should not be redone because of a database restart).
+    async fn finish(&self, claim: &Claim, outcome: &Outcome) -> Result<bool, WorkerError> {
+        let mut backoff = backoff::ExponentialBackoffBuilder::new()
+            .with_initial_interval(Duration::from_millis(200))
+            .with_max_interval(Duration::from_secs(5))
+            .with_max_elapsed_time(Some(self.settings.lease))
+            .build();
+        loop {
+            match self.state.finish(&claim.id, &claim.token, outcome).await {
+                Ok(kept) => return Ok(kept),
+                Err(e) if e.is_unavailable() => match backoff.next_backoff() {
+                    Some(delay) => {
+                        tracing::warn!(recording_id = %claim.id, error = %e, "cannot record the attempt's outcome yet; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => return Err(e.into()),
+                },
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Delay before attempt `attempts + 1`: exponential from `retry_base`, capped at
+    /// `retry_max`, with jitter.
+    fn retry_delay(&self, attempts: u32) -> Duration {
+        let mut backoff = backoff::ExponentialBackoffBuilder::new()
+            .with_initial_interval(self.settings.retry_base)
+            .with_max_interval(self.settings.retry_max)
+            .with_randomization_factor(0.3)
+            .with_max_elapsed_time(None)
+            .build();
+        let mut delay = self.settings.retry_base;
+        for _ in 0..attempts.max(1) {
+            delay = backoff.next_backoff().unwrap_or(self.settings.retry_max);
+        }
+        delay.min(self.settings.retry_max)
+    }
+
+    /// One attempt: details, files, metadata.
+    async fn attempt(&self, claim: &Claim, abort: &CancellationToken) -> Result<ArchivedRecord, AttemptError> {
+        let dir = self.template.render(KeyInputs {
+            id: &claim.id.0,
+            create_time: claim.create_time,
+            site_url: claim.site_url.as_deref(),
+        });
+        if !self.state.set_object_prefix(&claim.id, &claim.token, &dir).await.map_err(AttemptError::from_state)? {
+            return Err(AttemptError::LostLease);
+        }
+        let mut session = transfer::Session::new(self, claim, abort);
+        let mut files: Vec<StoredFile> = Vec::new();
+        for kind in &self.settings.include {
+            if let Some(file) = session.store_file(*kind, &dir).await? {
+                files.push(file);
+            }
+        }
+        let main = files
+            .iter()
+            .find(|f| f.entry.kind == FileKind::Recording)
+            .ok_or_else(|| AttemptError::NotDownloadable("no recording file".into()))?
+            .clone();
+        let size_mismatch = claim.size_bytes.is_some_and(|listed| u64::try_from(listed).ok() != Some(main.entry.size));
+        if size_mismatch {
+            tracing::warn!(
+                recording_id = %claim.id,
+                listed = claim.size_bytes,
+                received = main.entry.size,
+                "the recording's size differs from the listing's sizeBytes (recorded)"
+            );
+        }
+        let metadata = Metadata {
+            schema: METADATA_SCHEMA.into(),
+            recording_id: claim.id.0.clone(),
+            listing: crate::state::listing_without_secrets(claim.listing.clone()),
+            files: files.iter().map(|f| f.entry.clone()).collect(),
+            archived_at: Utc::now(),
+            size_mismatch,
+            archiver_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let metadata_key = format!("{dir}/{METADATA_FILE}");
+        let metadata = self.store_metadata(&metadata_key, metadata).await?;
+        Ok(ArchivedRecord {
+            object_prefix: dir,
+            media_key: main.entry.key.clone(),
+            metadata_key,
+            sha256: main.entry.sha256.clone(),
+            bytes: i64::try_from(main.entry.size).unwrap_or(i64::MAX),
+            files: serde_json::to_value(&metadata.files).unwrap_or_default(),
+            size_mismatch,
+            archived_at: metadata.archived_at,
+        })
+    }
+
+    /// Writes `metadata.json` create-only. One already there is adopted when it describes
+    /// the same files; anything else is a conflict.
+    async fn store_metadata(&self, relative: &str, metadata: Metadata) -> Result<Metadata, AttemptError> {
+        let key = self.store.key(relative).map_err(AttemptError::storage_final)?;
+        let body = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
+        let digest = transfer::sha256_hex(&body);
+        match self.store.put_create(&key, Bytes::from(body), "application/json", Some(&digest)).await {
+            Ok(()) => Ok(metadata),
+            Err(StorageError::AlreadyExists { key: shown }) => {
+                let existing = self.store.get_bytes(&key).await.map_err(|e| self.storage_error(e))?;
+                match serde_json::from_slice::<Metadata>(&existing) {
+                    Ok(found) if found.recording_id == metadata.recording_id && found.files == metadata.files => {
+                        tracing::info!(key = %shown, "adopting the metadata.json already stored for the same files");
+                        Ok(found)
+                    }
+                    _ => Err(AttemptError::Final {
+                        reason: "conflict".into(),
+                        message: format!(
+                            "{shown} already exists and describes other content; refusing to overwrite it"
+                        ),
+                    }),
+                }
+            }
+            Err(e) => Err(self.storage_error(e)),
+        }
+    }
+
+    /// Classifies a storage failure: an unreachable store is an outage (the attempt is
+    /// given back), a store that answers but refused is the attempt's failure.
+    pub(crate) fn storage_error_sync(&self, e: StorageError, reachable: bool) -> AttemptError {
+        match e {
+            StorageError::AlreadyExists { key } => AttemptError::Final {
+                reason: "conflict".into(),
+                message: format!("{key} already exists with other content; refusing to overwrite it"),
+            },
+            e if !reachable => AttemptError::Outage(format!("the archive store is unreachable: {e}")),
+            e => AttemptError::Transient { reason: "storage".into(), message: e.to_string() },
+        }
+    }
+
+    fn storage_error(&self, e: StorageError) -> AttemptError {
+        // Metadata errors are rare; treat an unknown store state as an outage only when
+        // the store cannot be asked at all (checked by the transfer path, which probes).
+        self.storage_error_sync(e, true)
+    }
+}
+
+/// Runs `workers` archive loops until `stop` fires (or, with `drain`, until no recording
+/// is pending or being archived). `abort` cuts in-flight transfers short.
+pub async fn run_workers(
+    archiver: &Archiver,
+    workers: usize,
+    stop: &CancellationToken,
+    abort: &CancellationToken,
+    drain: bool,
+    idle: Duration,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..workers {
+        let archiver = archiver.clone();
+        let stop = stop.clone();
+        let abort = abort.clone();
+        tasks.spawn(async move { worker_loop(worker, &archiver, &stop, &abort, drain, idle).await });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn worker_loop(
+    worker: usize,
+    archiver: &Archiver,
+    stop: &CancellationToken,
+    abort: &CancellationToken,
+    drain: bool,
+    idle: Duration,
+) {
+    let mut outage_backoff: Option<backoff::ExponentialBackoff> = None;
+    while !stop.is_cancelled() {
+        match archiver.archive_next(abort).await {
+            Ok(Some(_)) => {
+                if outage_backoff.take().is_some() {
+                    tracing::info!(worker, "archiving resumed");
+                }
+            }
+            Ok(None) => {
+                if outage_backoff.take().is_some() {
+                    tracing::info!(worker, "archiving resumed");
+                }
+                let wait = if drain {
+                    match archiver.state.status(0).await {
+                        Ok(report) => {
+                            let busy = report.counts.get(&crate::state::ArchiveState::Archiving).copied().unwrap_or(0);
+                            match report.next_due_at {
+                                None if busy == 0 => return,
+                                Some(at) => (at - Utc::now())
+                                    .to_std()
+                                    .unwrap_or(Duration::ZERO)
+                                    .clamp(Duration::from_millis(50), idle),
+                                None => idle.min(Duration::from_millis(500)),
+                            }
+                        }
+                        Err(_) => idle,
+                    }
+                } else {
+                    idle
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+            Err(e) => {
+                let backoff = outage_backoff.get_or_insert_with(|| {
+                    backoff::ExponentialBackoffBuilder::new()
+                        .with_initial_interval(Duration::from_millis(500))
+                        .with_max_interval(Duration::from_secs(30))
+                        .with_max_elapsed_time(None)
+                        .build()
+                });
+                let delay = backoff.next_backoff().unwrap_or(Duration::from_secs(30));
+                tracing::warn!(worker, error = %e, retry_in_s = delay.as_secs_f64(), "archiving paused by an outage; waiting");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+        }
+    }
+}

@@ -462,6 +462,10 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// Extends a lease. `false` when the claim is no longer ours.
     async fn renew_lease(&self, id: &RecordingId, token: &str, lease: Duration) -> StateResult<bool>;
 
+    /// Records where an attempt writes the recording's files (before writing them), so
+    /// `verify` knows objects of unfinished recordings are claimed.
+    async fn set_object_prefix(&self, id: &RecordingId, token: &str, prefix: &str) -> StateResult<bool>;
+
     /// Ends an attempt. `false` when the claim is no longer ours (nothing changed).
     async fn finish(&self, id: &RecordingId, token: &str, outcome: &Outcome) -> StateResult<bool>;
 
@@ -477,7 +481,8 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// Archived recordings: all, or a random sample of `sample`.
     async fn archived(&self, sample: Option<u32>) -> StateResult<Vec<ArchivedRow>>;
 
-    /// The directory keys of every archived recording, to find unclaimed objects.
+    /// The directory keys of every recording that has written (or is writing) objects,
+    /// to find unclaimed objects.
     async fn archived_prefixes(&self) -> StateResult<HashSet<String>>;
 
     /// Recordings not in a final state (pending or archiving).

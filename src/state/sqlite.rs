@@ -380,6 +380,18 @@ impl StateStore for SqliteState {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn set_object_prefix(&self, id: &RecordingId, token: &str, prefix: &str) -> StateResult<bool> {
+        let done = sqlx::query(
+            "UPDATE recordings SET object_prefix = ?3 WHERE id = ?1 AND lease_owner = ?2 AND state = 'archiving'",
+        )
+        .bind(&id.0)
+        .bind(token)
+        .bind(prefix)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn finish(&self, id: &RecordingId, token: &str, outcome: &Outcome) -> StateResult<bool> {
         let now = now_ms();
         let done =

@@ -1,3 +1,10 @@
-//! The Webex API: wire types, and (later) the client.
+//! The Webex API: wire types, the client (Retry-After gate, tokens, retries), errors.
 
+pub mod auth;
+pub mod client;
+mod error;
+pub mod gate;
 pub mod models;
+
+pub use client::{ListPage, Listing, WebexClient};
+pub use error::{WebexError, parse_retry_after};

@@ -1,0 +1,508 @@
+//! One file's transfer: link -> download -> check -> hash -> streamed upload.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::{Archiver, FileEntry};
+use crate::config::FileKind;
+use crate::state::{Claim, StateError};
+use crate::storage::{StorageError, Upload};
+use crate::webex::WebexError;
+use crate::webex::client::redact_url;
+use crate::webex::models::{DirectDownloadLinks, RecordingDetails};
+
+/// Links with less than this left are replaced before use.
+const LINK_MIN_REMAINING: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+/// Times one attempt fetches fresh links after a link was refused.
+const LINK_REFRESHES: u32 = 2;
+
+/// Why an attempt did not archive the recording, classified once.
+#[derive(Debug)]
+pub(crate) enum AttemptError {
+    /// May pass: try again later (counts as an attempt).
+    Transient { reason: String, message: String },
+    /// Will not pass: the recording becomes failed.
+    Final { reason: String, message: String },
+    /// No download link for this token: final, distinct from a failure.
+    NotDownloadable(String),
+    /// The site asked us to come back at a given time (not the recording's fault).
+    RetryAt(DateTime<Utc>),
+    /// The store, the database, or the token is unavailable for everyone.
+    Outage(String),
+    /// Shutdown cut the transfer short.
+    Cancelled,
+    /// Another worker holds the recording now.
+    LostLease,
+}
+
+impl AttemptError {
+    pub(crate) fn from_state(e: StateError) -> Self {
+        Self::Outage(format!("the database is unavailable: {e}"))
+    }
+
+    pub(crate) fn storage_final(e: StorageError) -> Self {
+        Self::Final { reason: "storage".into(), message: e.to_string() }
+    }
+
+    fn from_webex(e: WebexError) -> Self {
+        match e {
+            WebexError::Cancelled => Self::Cancelled,
+            WebexError::Unauthorized { .. } | WebexError::Token(_) => Self::Outage(e.to_string()),
+            WebexError::Status { status: 404 | 410, .. } => {
+                Self::Final { reason: "gone".into(), message: e.to_string() }
+            }
+            ref err if err.is_transient() => Self::Transient { reason: "webex".into(), message: e.to_string() },
+            WebexError::Parse { .. } => Self::Transient { reason: "bad_response".into(), message: e.to_string() },
+            other => {
+                Self::Final { reason: format!("http_{}", other.status().unwrap_or(0)), message: other.to_string() }
+            }
+        }
+    }
+}
+
+/// A file stored (or adopted) for a recording.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredFile {
+    pub(crate) entry: FileEntry,
+}
+
+/// What a download produced.
+struct Downloaded {
+    sha256: String,
+    size: u64,
+    content_type: String,
+}
+
+/// Where a download's bytes go.
+enum Sink<'a> {
+    /// Into a new object.
+    Upload(&'a mut Upload),
+    /// Nowhere: only hashed (to compare with an object already stored).
+    HashOnly,
+}
+
+/// A download that did not complete.
+enum DownloadError {
+    /// The link was refused (401/403/404/410) or served a login page: get fresh links.
+    LinkRejected(String),
+    Attempt(AttemptError),
+}
+
+impl From<AttemptError> for DownloadError {
+    fn from(e: AttemptError) -> Self {
+        Self::Attempt(e)
+    }
+}
+
+/// One attempt's view of a recording: its current details and links.
+pub(crate) struct Session<'a> {
+    archiver: &'a Archiver,
+    claim: &'a Claim,
+    abort: &'a CancellationToken,
+    details: Option<RecordingDetails>,
+    last_renewal: Instant,
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl<'a> Session<'a> {
+    pub(crate) fn new(archiver: &'a Archiver, claim: &'a Claim, abort: &'a CancellationToken) -> Self {
+        Self { archiver, claim, abort, details: None, last_renewal: Instant::now() }
+    }
+
+    /// Fetches the details (with fresh links) just before downloading.
+    async fn refresh_details(&mut self) -> Result<(), AttemptError> {
+        let host = if self.archiver.admin { self.claim.host_email.as_deref() } else { None };
+        let details = self.archiver.webex.details(&self.claim.id.0, host).await.map_err(AttemptError::from_webex)?;
+        self.details = Some(details);
+        Ok(())
+    }
+
+    fn links(&self) -> Option<&DirectDownloadLinks> {
+        self.details.as_ref().and_then(|d| d.temporary_direct_download_links.as_ref())
+    }
+
+    fn link_for(&self, kind: FileKind) -> Option<Url> {
+        let links = self.links()?;
+        let text = match kind {
+            FileKind::Recording => links.recording_download_link.as_ref(),
+            FileKind::Audio => links.audio_download_link.as_ref(),
+            FileKind::Transcript => links.transcript_download_link.as_ref(),
+        }?;
+        Url::parse(text).ok()
+    }
+
+    fn links_expiring(&self) -> bool {
+        let expiration = self
+            .links()
+            .and_then(|l| l.expiration.as_deref())
+            .and_then(|e| DateTime::parse_from_rfc3339(e).ok())
+            .map(|e| e.with_timezone(&Utc));
+        expiration.is_some_and(|e| e - Utc::now() < LINK_MIN_REMAINING)
+    }
+
+    /// Stores one file of the recording under `dir`. `Ok(None)` when an optional file
+    /// (audio, transcript) has no link.
+    pub(crate) async fn store_file(&mut self, kind: FileKind, dir: &str) -> Result<Option<StoredFile>, AttemptError> {
+        if self.details.is_none() || self.links_expiring() {
+            self.refresh_details().await?;
+            if self.links_expiring() {
+                // Fresh links that are already short-lived: use them anyway.
+                tracing::debug!(recording_id = %self.claim.id, "fresh download links expire within 10 minutes");
+            }
+        }
+        let mut refreshes = 0;
+        loop {
+            let link = match self.link_for(kind) {
+                Some(link) => link,
+                None if kind != FileKind::Recording => {
+                    tracing::info!(recording_id = %self.claim.id, kind = kind.as_str(), "no link for this file; skipped");
+                    return Ok(None);
+                }
+                None => self.fallback_link().await?,
+            };
+            match self.store_from(kind, dir, &link).await {
+                Err(DownloadError::LinkRejected(why)) if refreshes < LINK_REFRESHES => {
+                    refreshes += 1;
+                    tracing::info!(recording_id = %self.claim.id, reason = %why, "download link refused; fetching fresh links");
+                    self.refresh_details().await?;
+                }
+                Err(DownloadError::LinkRejected(why)) => {
+                    return Err(AttemptError::Transient {
+                        reason: "link_rejected".into(),
+                        message: format!("fresh download links were refused too: {why}"),
+                    });
+                }
+                Err(DownloadError::Attempt(e)) => return Err(e),
+                Ok(file) => return Ok(Some(file)),
+            }
+        }
+    }
+
+    /// Without direct links, the listing's `downloadUrl` is used only if it yields media
+    /// (it normally answers a browser login page).
+    async fn fallback_link(&self) -> Result<Url, AttemptError> {
+        let details = self.details.as_ref();
+        let download_url = details
+            .and_then(|d| d.recording.download_url.clone())
+            .or_else(|| self.claim.listing.get("downloadUrl").and_then(|v| v.as_str()).map(str::to_owned));
+        let no_links =
+            "no direct download link for this token (\"Prevent downloading\" is on, or the token may not download it)";
+        let Some(url) = download_url.and_then(|u| Url::parse(&u).ok()) else {
+            return Err(AttemptError::NotDownloadable(no_links.into()));
+        };
+        let response =
+            self.archiver.webex.download(&url).await.map_err(|e| AttemptError::Transient {
+                reason: "network".into(),
+                message: format!("downloadUrl: {e}"),
+            })?;
+        if response.status().is_success() && !is_html(response.headers()) {
+            return Ok(url);
+        }
+        Err(AttemptError::NotDownloadable(format!("{no_links}; its downloadUrl is a browser page, not the file")))
+    }
+
+    /// Downloads `link` into `dir/<kind>.<ext>`, or, when that object exists already,
+    /// adopts it if it holds the same bytes.
+    async fn store_from(&mut self, kind: FileKind, dir: &str, link: &Url) -> Result<StoredFile, DownloadError> {
+        let response = self.open(link).await?;
+        let content_type = media_type(response.headers(), kind, self.claim.format.as_deref());
+        let relative =
+            format!("{dir}/{}.{}", kind.as_str(), extension(kind, self.claim.format.as_deref(), &content_type));
+        let store = &self.archiver.store;
+        let key = store.key(&relative).map_err(AttemptError::storage_final)?;
+
+        let existing = match store.head(&key).await {
+            Ok(existing) => existing,
+            Err(e) => return Err(self.storage_failure(e).await.into()),
+        };
+        let downloaded = match existing {
+            Some(info) => {
+                // A previous attempt (or another replica) stored it: compare, never overwrite.
+                let got = self.receive(response, kind, Sink::HashOnly).await?;
+                let stored_sha = match info.sha256 {
+                    Some(sha) => sha,
+                    None => self.hash_stored(&key).await?,
+                };
+                if stored_sha != got.sha256 {
+                    return Err(AttemptError::Final {
+                        reason: "conflict".into(),
+                        message: format!(
+                            "{} already exists with SHA-256 {stored_sha}, but Webex serves {}; refusing to overwrite it",
+                            store.describe(&key),
+                            got.sha256
+                        ),
+                    }
+                    .into());
+                }
+                tracing::info!(recording_id = %self.claim.id, key = %relative, "adopting the identical object already stored");
+                got
+            }
+            None => {
+                let mut upload = match store.start_upload(&key, &content_type).await {
+                    Ok(upload) => upload,
+                    Err(e) => return Err(self.storage_failure(e).await.into()),
+                };
+                let got = match self.receive(response, kind, Sink::Upload(&mut upload)).await {
+                    Ok(got) => got,
+                    Err(e) => {
+                        upload.abort().await;
+                        return Err(e);
+                    }
+                };
+                if let Err(e) = upload.finish(&got.sha256).await {
+                    return Err(self.storage_failure(e).await.into());
+                }
+                got
+            }
+        };
+        Ok(StoredFile {
+            entry: FileEntry {
+                kind,
+                key: relative,
+                sha256: downloaded.sha256,
+                size: downloaded.size,
+                content_type: downloaded.content_type,
+            },
+        })
+    }
+
+    /// Sends the GET and sorts out the status.
+    async fn open(&self, link: &Url) -> Result<reqwest::Response, DownloadError> {
+        let response = tokio::select! {
+            r = self.archiver.webex.download(link) => r,
+            _ = self.abort.cancelled() => return Err(AttemptError::Cancelled.into()),
+        };
+        let response = response.map_err(|e| AttemptError::Transient {
+            reason: "network".into(),
+            message: format!("download of {}: {e}", redact_url(link)),
+        })?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| crate::webex::parse_retry_after(v, std::time::SystemTime::now()));
+        match status {
+            200..=299 if is_html(response.headers()) => Err(DownloadError::LinkRejected(
+                "the site answered an HTML page (a login page) instead of the file".into(),
+            )),
+            200..=299 => Ok(response),
+            401 | 403 | 404 | 410 => Err(DownloadError::LinkRejected(format!("the site answered {status}"))),
+            429 | 503 if retry_after.is_some() => {
+                let delay = chrono::Duration::from_std(retry_after.unwrap_or_default()).unwrap_or_default();
+                Err(AttemptError::RetryAt(Utc::now() + delay).into())
+            }
+            408 | 429 | 500..=599 => Err(AttemptError::Transient {
+                reason: "http_5xx".into(),
+                message: format!("the site answered {status} for {}", redact_url(link)),
+            }
+            .into()),
+            _ => Err(AttemptError::Final {
+                reason: format!("http_{status}"),
+                message: format!("the site answered {status} for {}", redact_url(link)),
+            }
+            .into()),
+        }
+    }
+
+    /// Streams the body into the sink while hashing and counting, checking what arrives.
+    async fn receive(
+        &mut self,
+        response: reqwest::Response,
+        kind: FileKind,
+        mut sink: Sink<'_>,
+    ) -> Result<Downloaded, DownloadError> {
+        let expected = response.content_length();
+        let content_type = media_type(response.headers(), kind, self.claim.format.as_deref());
+        let expect_mp4 = kind == FileKind::Recording && self.claim.format.as_deref() == Some("MP4");
+        let mut stream = response.bytes_stream();
+        let mut hasher = Sha256::new();
+        let mut size: u64 = 0;
+        let mut head: Vec<u8> = Vec::with_capacity(16);
+        let renew_every = self.archiver.settings.lease / 3;
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                _ = self.abort.cancelled() => return Err(AttemptError::Cancelled.into()),
+            };
+            let chunk: Bytes = match next {
+                None => break,
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => {
+                    let e = e.without_url();
+                    let reason = if e.is_timeout() { "stalled" } else { "connection_reset" };
+                    return Err(AttemptError::Transient {
+                        reason: reason.into(),
+                        message: format!("the download broke off after {size} bytes: {e}"),
+                    }
+                    .into());
+                }
+            };
+            if head.len() < 16 {
+                let take = (16 - head.len()).min(chunk.len());
+                head.extend_from_slice(&chunk[..take]);
+                if head.len() >= 8 || chunk.is_empty() {
+                    check_head(&head, expect_mp4)?;
+                }
+            }
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            self.archiver.progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if let Sink::Upload(upload) = &mut sink
+                && let Err(e) = upload.write(chunk).await
+            {
+                return Err(self.storage_failure(e).await.into());
+            }
+            if self.last_renewal.elapsed() >= renew_every {
+                self.renew().await?;
+            }
+        }
+        if size < 8 {
+            check_head(&head, expect_mp4)?;
+        }
+        if let Some(expected) = expected
+            && size != expected
+        {
+            return Err(AttemptError::Transient {
+                reason: "truncated".into(),
+                message: format!("received {size} of the {expected} bytes announced by Content-Length"),
+            }
+            .into());
+        }
+        Ok(Downloaded { sha256: hex::encode(hasher.finalize()), size, content_type })
+    }
+
+    /// Extends the lease while bytes flow; stops the transfer if another worker has it.
+    async fn renew(&mut self) -> Result<(), DownloadError> {
+        match self.archiver.state.renew_lease(&self.claim.id, &self.claim.token, self.archiver.settings.lease).await {
+            Ok(true) => {
+                self.last_renewal = Instant::now();
+                Ok(())
+            }
+            Ok(false) => Err(AttemptError::LostLease.into()),
+            Err(e) => {
+                // The database is briefly away: keep transferring; completion re-checks the lease.
+                tracing::warn!(recording_id = %self.claim.id, error = %e, "cannot renew the lease");
+                self.last_renewal = Instant::now();
+                Ok(())
+            }
+        }
+    }
+
+    /// SHA-256 of an object already in the store, streamed.
+    async fn hash_stored(&self, key: &object_store::path::Path) -> Result<String, DownloadError> {
+        let mut stream = match self.archiver.store.get_stream(key).await {
+            Ok(s) => s,
+            Err(e) => return Err(self.storage_failure(e).await.into()),
+        };
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => hasher.update(&chunk),
+                Err(e) => return Err(self.storage_failure(e).await.into()),
+            }
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+
+    /// Classifies a storage failure, asking the store whether it is reachable at all.
+    async fn storage_failure(&self, e: StorageError) -> AttemptError {
+        let reachable = matches!(e, StorageError::AlreadyExists { .. } | StorageError::NotFound { .. })
+            || tokio::time::timeout(Duration::from_secs(30), self.archiver.store.probe())
+                .await
+                .is_ok_and(|r| r.is_ok());
+        self.archiver.storage_error_sync(e, reachable)
+    }
+}
+
+/// Rejects a login page or, for MP4, a file without an `ftyp` box at byte 4.
+fn check_head(head: &[u8], expect_mp4: bool) -> Result<(), DownloadError> {
+    let first = head.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'<') {
+        return Err(DownloadError::LinkRejected("the body is HTML (a login page), not the file".into()));
+    }
+    if expect_mp4 && head.len() >= 8 && &head[4..8] != b"ftyp" {
+        return Err(AttemptError::Transient {
+            reason: "not_media".into(),
+            message: "the body is not an MP4 file (no ftyp box at byte 4)".into(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn is_html(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("text/html"))
+}
+
+/// The content type to record: the served one, else one implied by the format.
+fn media_type(headers: &reqwest::header::HeaderMap, kind: FileKind, format: Option<&str>) -> String {
+    let served = headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty() && v != "application/octet-stream");
+    served.unwrap_or_else(|| {
+        match (kind, format) {
+            (FileKind::Recording, Some("MP4")) => "video/mp4",
+            (FileKind::Transcript, _) => "text/vtt",
+            _ => "application/octet-stream",
+        }
+        .to_owned()
+    })
+}
+
+/// File extension from the format (recording) or the content type.
+fn extension(kind: FileKind, format: Option<&str>, content_type: &str) -> &'static str {
+    match (kind, format) {
+        (FileKind::Recording, Some("MP4")) => return "mp4",
+        (FileKind::Recording, Some("ARF")) => return "arf",
+        _ => {}
+    }
+    match content_type {
+        "video/mp4" => "mp4",
+        "audio/mp4" | "audio/m4a" | "audio/x-m4a" => "m4a",
+        "audio/mpeg" | "audio/mp3" => "mp3",
+        "audio/wav" | "audio/x-wav" => "wav",
+        "text/vtt" => "vtt",
+        "text/plain" => "txt",
+        "application/json" => "json",
+        _ => "bin",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_pages_and_non_mp4_are_refused() {
+        assert!(matches!(check_head(b"  <!DOCTYPE html>", false), Err(DownloadError::LinkRejected(_))));
+        assert!(matches!(check_head(b"\0\0\0\x20ftypisom", true), Ok(())));
+        assert!(matches!(check_head(b"\0\0\0\x20moovisom", true), Err(DownloadError::Attempt(_))));
+        assert!(matches!(check_head(b"\0\0\0\x20moovisom", false), Ok(())));
+    }
+
+    #[test]
+    fn extensions_follow_format_then_content_type() {
+        assert_eq!(extension(FileKind::Recording, Some("MP4"), "application/octet-stream"), "mp4");
+        assert_eq!(extension(FileKind::Recording, Some("ARF"), "video/mp4"), "arf");
+        assert_eq!(extension(FileKind::Recording, Some("UPLOADED"), "video/mp4"), "mp4");
+        assert_eq!(extension(FileKind::Audio, None, "audio/mpeg"), "mp3");
+        assert_eq!(extension(FileKind::Transcript, None, "text/vtt"), "vtt");
+        assert_eq!(extension(FileKind::Recording, Some("NEWFORMAT"), "weird/type"), "bin");
+    }
+}

@@ -1,0 +1,288 @@
+//! Prometheus metrics (prometheus-client). One registry per process, passed to whoever
+//! counts; gauges that describe the database (recordings by state, oldest unarchived)
+//! and lifetimes that shrink with time are refreshed when `/metrics` is scraped, so they
+//! agree with `status`.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use chrono::{DateTime, Utc};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::state::StatusReport;
+
+/// Label of a recording state.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// `pending`, `archiving`, `archived`, `failed`, `not_downloadable`.
+    pub state: String,
+}
+
+/// Label of a failure class.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Short class, e.g. `truncated`.
+    pub reason: String,
+}
+
+/// Labels of an API request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    /// `list`, `details`, `sites`, `token`, `download`.
+    pub endpoint: String,
+    /// HTTP status, or `error` when no response came.
+    pub status: String,
+}
+
+/// Label of a discovery scope.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabel {
+    /// `user` or `admin:<site>`.
+    pub scope: String,
+}
+
+/// Label of the build.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+type FloatCounter = Counter<f64, AtomicU64>;
+
+/// Every metric of the process. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    recordings: Family<StateLabel, Gauge>,
+    discovered: Counter,
+    archived: Counter,
+    failed: Family<ReasonLabel, Counter>,
+    not_downloadable: Counter,
+    archived_bytes: Counter,
+    transfer_duration: Histogram,
+    api_requests: Family<ApiLabels, Counter>,
+    rate_limited: Counter,
+    paused_seconds: FloatCounter,
+    token_refreshes: Counter,
+    access_token_expires_in: FloatGauge,
+    refresh_token_expires_in: FloatGauge,
+    last_pass: Family<ScopeLabel, FloatGauge>,
+    lease_recovered: Counter,
+    oldest_unarchived_age: FloatGauge,
+    expiries: Mutex<TokenExpiries>,
+}
+
+#[derive(Default)]
+struct TokenExpiries {
+    access: Option<DateTime<Utc>>,
+    refresh: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered under `webex_archiver_`.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("webex_archiver");
+        let recordings = Family::<StateLabel, Gauge>::default();
+        registry.register("recordings", "Recordings in the database, by archive state", recordings.clone());
+        let discovered = Counter::default();
+        registry.register("recordings_discovered", "Recordings listed for the first time", discovered.clone());
+        let archived = Counter::default();
+        registry.register("recordings_archived", "Recordings stored, checked and marked archived", archived.clone());
+        let failed = Family::<ReasonLabel, Counter>::default();
+        registry.register("recordings_failed", "Recordings that became failed, by reason", failed.clone());
+        let not_downloadable = Counter::default();
+        registry.register(
+            "recordings_not_downloadable",
+            "Recordings without any download link for this token",
+            not_downloadable.clone(),
+        );
+        let archived_bytes = Counter::default();
+        registry.register("archived_bytes", "Bytes of recording files archived", archived_bytes.clone());
+        let transfer_duration = Histogram::new(exponential_buckets(0.05, 2.0, 16));
+        registry.register(
+            "transfer_duration_seconds",
+            "Time to archive one recording, from claim to archived",
+            transfer_duration.clone(),
+        );
+        let api_requests = Family::<ApiLabels, Counter>::default();
+        registry.register("api_requests", "Webex requests by endpoint and status", api_requests.clone());
+        let rate_limited = Counter::default();
+        registry.register(
+            "rate_limited",
+            "Responses with Retry-After (429, or 423/503 with Retry-After)",
+            rate_limited.clone(),
+        );
+        let paused_seconds = FloatCounter::default();
+        registry.register(
+            "rate_limit_paused_seconds",
+            "Seconds of Retry-After pauses imposed on this process",
+            paused_seconds.clone(),
+        );
+        let token_refreshes = Counter::default();
+        registry.register("token_refreshes", "OAuth access-token refreshes", token_refreshes.clone());
+        let access_token_expires_in = FloatGauge::default();
+        registry.register(
+            "access_token_expires_in_seconds",
+            "Remaining lifetime of the access token (absent lifetime: 0)",
+            access_token_expires_in.clone(),
+        );
+        let refresh_token_expires_in = FloatGauge::default();
+        registry.register(
+            "refresh_token_expires_in_seconds",
+            "Remaining lifetime of the OAuth refresh token (no OAuth: 0)",
+            refresh_token_expires_in.clone(),
+        );
+        let last_pass = Family::<ScopeLabel, FloatGauge>::default();
+        registry.register(
+            "last_successful_pass_timestamp_seconds",
+            "Unix time of the last discovery pass that reached its end, per scope",
+            last_pass.clone(),
+        );
+        let lease_recovered = Counter::default();
+        registry.register(
+            "lease_expiries_recovered",
+            "Recordings claimed again after their worker's lease expired",
+            lease_recovered.clone(),
+        );
+        let oldest_unarchived_age = FloatGauge::default();
+        registry.register(
+            "oldest_unarchived_age_seconds",
+            "Age (since createTime) of the oldest recording not archived yet; 0 when none",
+            oldest_unarchived_age.clone(),
+        );
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION").into() }).set(1);
+        registry.register("build_info", "Build of the running binary", build_info);
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                recordings,
+                discovered,
+                archived,
+                failed,
+                not_downloadable,
+                archived_bytes,
+                transfer_duration,
+                api_requests,
+                rate_limited,
+                paused_seconds,
+                token_refreshes,
+                access_token_expires_in,
+                refresh_token_expires_in,
+                last_pass,
+                lease_recovered,
+                oldest_unarchived_age,
+                expiries: Mutex::new(TokenExpiries::default()),
+            }),
+        }
+    }
+
+    /// Counts recordings listed for the first time.
+    pub fn discovered(&self, n: u64) {
+        self.inner.discovered.inc_by(n);
+    }
+
+    /// Counts an archived recording.
+    pub fn archived(&self, bytes: u64, seconds: f64) {
+        self.inner.archived.inc();
+        self.inner.archived_bytes.inc_by(bytes);
+        self.inner.transfer_duration.observe(seconds);
+    }
+
+    /// Counts a recording that became failed.
+    pub fn failed(&self, reason: &str) {
+        self.inner.failed.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
+    }
+
+    /// Counts a recording that became not downloadable.
+    pub fn not_downloadable(&self) {
+        self.inner.not_downloadable.inc();
+    }
+
+    /// Counts a Webex request.
+    pub fn api_request(&self, endpoint: &str, status: Option<u16>) {
+        let status = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+        self.inner.api_requests.get_or_create(&ApiLabels { endpoint: endpoint.into(), status }).inc();
+    }
+
+    /// Counts a Retry-After response and the pause it imposed.
+    pub fn rate_limited(&self, pause_seconds: f64) {
+        self.inner.rate_limited.inc();
+        self.inner.paused_seconds.inc_by(pause_seconds.max(0.0));
+    }
+
+    /// Counts a token refresh and records the new expiries.
+    pub fn token_refreshed(&self, access: Option<DateTime<Utc>>, refresh: Option<DateTime<Utc>>) {
+        self.inner.token_refreshes.inc();
+        self.set_token_expiries(access, refresh);
+    }
+
+    /// Records token expiries (refreshed into remaining lifetimes at scrape time).
+    pub fn set_token_expiries(&self, access: Option<DateTime<Utc>>, refresh: Option<DateTime<Utc>>) {
+        let mut expiries = self.inner.expiries.lock().unwrap_or_else(|e| e.into_inner());
+        expiries.access = access;
+        if refresh.is_some() {
+            expiries.refresh = refresh;
+        }
+    }
+
+    /// Counts a claim of a recording whose previous lease had expired.
+    pub fn lease_recovered(&self) {
+        self.inner.lease_recovered.inc();
+    }
+
+    /// Updates the database-derived gauges from a status report.
+    pub fn observe_status(&self, report: &StatusReport, now: DateTime<Utc>) {
+        for (state, n) in &report.counts {
+            self.inner.recordings.get_or_create(&StateLabel { state: state.as_str().into() }).set(*n);
+        }
+        let age = report.oldest_unarchived.as_ref().map_or(0.0, |(_, t)| (now - *t).num_milliseconds() as f64 / 1e3);
+        self.inner.oldest_unarchived_age.set(age.max(0.0));
+        for cursor in &report.cursors {
+            if let Some(at) = cursor.last_success_at {
+                let gauge = self.inner.last_pass.get_or_create(&ScopeLabel { scope: cursor.scope.0.clone() });
+                let current = gauge.get();
+                gauge.set(current.max(at.timestamp_millis() as f64 / 1e3));
+            }
+        }
+    }
+
+    /// The Prometheus text exposition, with time-dependent gauges brought up to date.
+    pub fn encode(&self, now: DateTime<Utc>) -> String {
+        {
+            let expiries = self.inner.expiries.lock().unwrap_or_else(|e| e.into_inner());
+            let remaining =
+                |t: Option<DateTime<Utc>>| t.map_or(0.0, |t| ((t - now).num_milliseconds() as f64 / 1e3).max(0.0));
+            self.inner.access_token_expires_in.set(remaining(expiries.access));
+            self.inner.refresh_token_expires_in.set(remaining(expiries.refresh));
+        }
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}

@@ -1,0 +1,227 @@
+//! Bearer tokens: a static one, or OAuth2 refresh-token grants.
+//!
+//! With OAuth, the access token is refreshed ahead of its expiry and once after a 401.
+//! Every refresh token Webex returns is stored in the database before it is used, so a
+//! restart (or another replica) continues with the newest one; one replica refreshes at
+//! a time (a lock row), the others pick the result up from the database.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::WebexError;
+use super::gate::RateGate;
+use super::models::{ErrorBody, TokenResponse};
+use crate::config::{Credentials, OAuthCredentials};
+use crate::metrics::Metrics;
+use crate::state::{State, StoredTokens};
+
+/// How long a replica may hold the refresh lock.
+const REFRESH_LOCK: Duration = Duration::from_secs(60);
+/// How long to wait for another replica's refresh before refreshing anyway.
+const REFRESH_WAIT: Duration = Duration::from_secs(30);
+
+/// Where bearer tokens come from.
+pub struct TokenProvider {
+    kind: Kind,
+}
+
+enum Kind {
+    Static(SecretString),
+    OAuth(Box<OAuth>),
+}
+
+struct OAuth {
+    credentials: OAuthCredentials,
+    state: State,
+    http: reqwest::Client,
+    owner: String,
+    metrics: Metrics,
+    current: Mutex<Option<StoredTokens>>,
+}
+
+impl std::fmt::Debug for TokenProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.kind {
+            Kind::Static(_) => "TokenProvider::Static(***)",
+            Kind::OAuth(_) => "TokenProvider::OAuth(***)",
+        })
+    }
+}
+
+impl TokenProvider {
+    /// A provider for the configured credentials. `owner` names this process in locks.
+    pub fn new(credentials: Credentials, state: State, http: reqwest::Client, owner: String, metrics: Metrics) -> Self {
+        let kind = match credentials {
+            Credentials::Static(token) => Kind::Static(token),
+            Credentials::OAuth(credentials) => {
+                Kind::OAuth(Box::new(OAuth { credentials, state, http, owner, metrics, current: Mutex::new(None) }))
+            }
+        };
+        Self { kind }
+    }
+
+    /// The token to send now (refreshing it first when it is about to expire).
+    pub async fn bearer(&self, gate: &RateGate, cancel: &CancellationToken) -> Result<SecretString, WebexError> {
+        match &self.kind {
+            Kind::Static(token) => Ok(token.clone()),
+            Kind::OAuth(oauth) => oauth.bearer(gate, cancel, None).await,
+        }
+    }
+
+    /// Webex refused `used` with 401: refresh it if possible. Returns whether a new token
+    /// is available (false for a static token).
+    pub async fn refused(
+        &self,
+        used: &SecretString,
+        gate: &RateGate,
+        cancel: &CancellationToken,
+    ) -> Result<bool, WebexError> {
+        match &self.kind {
+            Kind::Static(_) => Ok(false),
+            Kind::OAuth(oauth) => {
+                let fresh = oauth.bearer(gate, cancel, Some(used)).await?;
+                Ok(fresh.expose_secret() != used.expose_secret())
+            }
+        }
+    }
+
+    /// Expiries of the current tokens (access, refresh), for metrics and `status`.
+    pub async fn expiries(&self) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+        match &self.kind {
+            Kind::Static(_) => (None, None),
+            Kind::OAuth(oauth) => {
+                let current = oauth.current.lock().await;
+                current.as_ref().map_or((None, None), |t| (t.access_expires_at, t.refresh_expires_at))
+            }
+        }
+    }
+}
+
+impl OAuth {
+    fn usable(&self, tokens: &StoredTokens, refused: Option<&SecretString>) -> Option<SecretString> {
+        let access = tokens.access_token.as_ref()?;
+        if refused.is_some_and(|r| r.expose_secret() == access) {
+            return None;
+        }
+        let margin = chrono::Duration::from_std(self.credentials.refresh_ahead).unwrap_or_default();
+        let expires = tokens.access_expires_at?;
+        (expires - margin > Utc::now()).then(|| SecretString::from(access.clone()))
+    }
+
+    async fn bearer(
+        &self,
+        gate: &RateGate,
+        cancel: &CancellationToken,
+        refused: Option<&SecretString>,
+    ) -> Result<SecretString, WebexError> {
+        let mut current = self.current.lock().await;
+        if let Some(token) = current.as_ref().and_then(|t| self.usable(t, refused)) {
+            return Ok(token);
+        }
+        let client_id = self.credentials.client_id.as_str();
+        let deadline = tokio::time::Instant::now() + REFRESH_WAIT;
+        loop {
+            // Another replica (or an earlier run) may have refreshed already.
+            let stored = self.state.load_tokens(client_id).await.map_err(|e| WebexError::Token(e.to_string()))?;
+            if let Some(token) = stored.as_ref().and_then(|t| self.usable(t, refused)) {
+                self.metrics.set_token_expiries(
+                    stored.as_ref().and_then(|t| t.access_expires_at),
+                    stored.as_ref().and_then(|t| t.refresh_expires_at),
+                );
+                *current = stored;
+                return Ok(token);
+            }
+            let locked = self
+                .state
+                .lock_refresh(client_id, &self.owner, REFRESH_LOCK)
+                .await
+                .map_err(|e| WebexError::Token(e.to_string()))?;
+            if locked || tokio::time::Instant::now() >= deadline {
+                let result = self.refresh(stored, gate, cancel).await;
+                if locked && let Err(e) = self.state.unlock_refresh(client_id, &self.owner).await {
+                    tracing::warn!(error = %e, "cannot release the token refresh lock; it expires by itself");
+                }
+                let tokens = result?;
+                let token = SecretString::from(tokens.access_token.clone().unwrap_or_default());
+                *current = Some(tokens);
+                return Ok(token);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = cancel.cancelled() => return Err(WebexError::Cancelled),
+            }
+        }
+    }
+
+    async fn refresh(
+        &self,
+        stored: Option<StoredTokens>,
+        gate: &RateGate,
+        cancel: &CancellationToken,
+    ) -> Result<StoredTokens, WebexError> {
+        let refresh_token = stored
+            .as_ref()
+            .map(|t| t.refresh_token.clone())
+            .unwrap_or_else(|| self.credentials.refresh_token.expose_secret().to_owned());
+        gate.wait(cancel).await?;
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("client_id", self.credentials.client_id.as_str()),
+            ("client_secret", self.credentials.client_secret.expose_secret()),
+            ("refresh_token", refresh_token.as_str()),
+        ];
+        let response = self
+            .http
+            .post(self.credentials.token_url.clone())
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| WebexError::Token(format!("no response from the token endpoint: {}", e.without_url())))?;
+        let status = response.status();
+        self.metrics.api_request("token", Some(status.as_u16()));
+        let tracking_id = super::client::tracking_id(response.headers());
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| WebexError::Token(format!("reading the token response: {}", e.without_url())))?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ErrorBody>(&body).ok().and_then(|b| b.message).unwrap_or_default();
+            return Err(WebexError::Token(format!(
+                "the token endpoint answered {status}: {message}{}",
+                tracking_id.map(|t| format!(" (trackingId {t})")).unwrap_or_default()
+            )));
+        }
+        let parsed: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| WebexError::Token(format!("unreadable token response: {e}")))?;
+        let now = Utc::now();
+        let seconds = |s: u64| now + chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
+        let tokens = StoredTokens {
+            access_token: Some(parsed.access_token.clone()),
+            access_expires_at: Some(seconds(parsed.expires_in)),
+            // NOTE: Webex may rotate the refresh token; keep whichever came back, else the old one.
+            refresh_token: parsed.refresh_token.clone().unwrap_or(refresh_token),
+            refresh_expires_at: parsed
+                .refresh_token_expires_in
+                .map(seconds)
+                .or_else(|| stored.as_ref().and_then(|t| t.refresh_expires_at)),
+            refreshes: stored.as_ref().map_or(0, |t| t.refreshes) + 1,
+        };
+        // The new refresh token is durable before anyone uses the new access token: a crash
+        // now cannot strand the process with a refresh token Webex has already retired.
+        self.state
+            .store_tokens(&self.credentials.client_id, &tokens)
+            .await
+            .map_err(|e| WebexError::Token(format!("cannot store the refreshed tokens: {e}")))?;
+        self.metrics.token_refreshed(tokens.access_expires_at, tokens.refresh_expires_at);
+        tracing::info!(
+            access_expires_at = ?tokens.access_expires_at,
+            refresh_expires_at = ?tokens.refresh_expires_at,
+            "refreshed the Webex access token"
+        );
+        Ok(tokens)
+    }
+}

@@ -1,0 +1,445 @@
+//! The Webex HTTP client: listing pages, site list, recording details, downloads.
+//!
+//! Every API request passes the Retry-After gate, carries the bearer token only when it
+//! goes to the configured API origin (scheme, host and port), follows no redirect, and is
+//! retried with jittered exponential backoff when the failure may pass. Downloads go to
+//! the site host without the token unless an operator listed that host.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use backoff::backoff::Backoff;
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use reqwest::header::{HeaderMap, LINK, RETRY_AFTER};
+use reqwest::{StatusCode, redirect};
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::WebexError;
+use super::auth::TokenProvider;
+use super::error::parse_retry_after;
+use super::gate::RateGate;
+use super::models::{ErrorBody, RecordingDetails, Site, SiteList};
+use crate::config::{WebexSettings, join_base};
+use crate::metrics::Metrics;
+
+/// Page size of every listing request (the contract's maximum).
+pub const PAGE_SIZE: u32 = 100;
+/// Transient failures of one API request tolerated before giving up.
+const MAX_TRANSIENT_RETRIES: u32 = 6;
+/// Pause applied when a 429 carries no usable Retry-After.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// Connect timeout of downloads.
+const DOWNLOAD_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which listing to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing<'a> {
+    /// `GET /v1/recordings`.
+    User,
+    /// `GET /v1/admin/recordings?siteUrl=...`.
+    Admin {
+        /// The site swept.
+        site_url: &'a str,
+    },
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    /// Raw items (parsed one by one by discovery).
+    pub items: Vec<serde_json::Value>,
+    /// The `Link rel="next"` URL, if there is a next page.
+    pub next: Option<Url>,
+    /// Webex's trackingId of this response.
+    pub tracking_id: Option<String>,
+}
+
+/// The Webex client.
+#[derive(Clone)]
+pub struct WebexClient {
+    api: reqwest::Client,
+    downloads: reqwest::Client,
+    base: Url,
+    tokens: Arc<TokenProvider>,
+    gate: Arc<RateGate>,
+    metrics: Metrics,
+    bearer_hosts: Vec<String>,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for WebexClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebexClient").field("base", &self.base.as_str()).finish_non_exhaustive()
+    }
+}
+
+/// The trackingId header of a response.
+pub fn tracking_id(headers: &HeaderMap) -> Option<String> {
+    headers.get("trackingid").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// The HTTP client used for API calls and token refreshes: bounded time, no redirects.
+pub fn api_http_client(settings: &WebexSettings) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("webex-archiver/", env!("CARGO_PKG_VERSION")))
+        .timeout(settings.request_timeout)
+        .redirect(redirect::Policy::none())
+        .build()
+}
+
+impl WebexClient {
+    /// A client for `settings`, whose waits end when `cancel` fires.
+    pub fn new(
+        settings: &WebexSettings,
+        stall_timeout: Duration,
+        tokens: Arc<TokenProvider>,
+        gate: Arc<RateGate>,
+        metrics: Metrics,
+        cancel: CancellationToken,
+    ) -> reqwest::Result<Self> {
+        let downloads = reqwest::Client::builder()
+            .user_agent(concat!("webex-archiver/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(DOWNLOAD_CONNECT_TIMEOUT)
+            .read_timeout(stall_timeout)
+            // NOTE: direct links serve the file without redirect; allow a few anyway.
+            // reqwest drops Authorization when a redirect leaves the original host.
+            .redirect(redirect::Policy::limited(5))
+            .build()?;
+        Ok(Self {
+            api: api_http_client(settings)?,
+            downloads,
+            base: settings.base_url.clone(),
+            tokens,
+            gate,
+            metrics,
+            bearer_hosts: settings.download_bearer_hosts.clone(),
+            cancel,
+        })
+    }
+
+    /// The token provider (for expiries in metrics and status).
+    pub fn tokens(&self) -> &Arc<TokenProvider> {
+        &self.tokens
+    }
+
+    /// The first page URL of a listing window `[from, to)`.
+    pub fn list_url(&self, listing: Listing<'_>, from: DateTime<Utc>, to: DateTime<Utc>) -> Url {
+        let mut url = match listing {
+            Listing::User => join_base(&self.base, "recordings"),
+            Listing::Admin { .. } => join_base(&self.base, "admin/recordings"),
+        };
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("from", &from.to_rfc3339_opts(SecondsFormat::Millis, true));
+            query.append_pair("to", &to.to_rfc3339_opts(SecondsFormat::Millis, true));
+            query.append_pair("max", &PAGE_SIZE.to_string());
+            if let Listing::Admin { site_url } = listing {
+                query.append_pair("siteUrl", site_url);
+            }
+        }
+        url
+    }
+
+    /// Reads one listing page (first page URL, or a `Link rel="next"` URL as given).
+    pub async fn list_page(&self, url: Url) -> Result<ListPage, WebexError> {
+        let (body, headers, tracking) = self.get_api("list", url).await?;
+        let next = next_link(&headers).map_err(|problem| WebexError::Parse {
+            endpoint: "list",
+            problem,
+            tracking_id: tracking.clone(),
+        })?;
+        let page: super::models::RecordingPage = serde_json::from_slice(&body).map_err(|e| WebexError::Parse {
+            endpoint: "list",
+            problem: format!("the page is not a recordings list: {e}"),
+            tracking_id: tracking.clone(),
+        })?;
+        Ok(ListPage { items: page.items, next, tracking_id: tracking })
+    }
+
+    /// `GET /v1/meetingPreferences/sites`.
+    pub async fn sites(&self) -> Result<Vec<Site>, WebexError> {
+        let url = join_base(&self.base, "meetingPreferences/sites");
+        let (body, _, tracking) = self.get_api("sites", url).await?;
+        let list: SiteList = serde_json::from_slice(&body).map_err(|e| WebexError::Parse {
+            endpoint: "sites",
+            problem: format!("not a site list: {e}"),
+            tracking_id: tracking,
+        })?;
+        Ok(list.sites)
+    }
+
+    /// `GET /v1/recordings/{id}` (admins pass the host's e-mail).
+    pub async fn details(&self, id: &str, host_email: Option<&str>) -> Result<RecordingDetails, WebexError> {
+        let mut url = join_base(&self.base, "recordings");
+        url.path_segments_mut().expect("http(s) URL").push(id);
+        if let Some(host) = host_email {
+            url.query_pairs_mut().append_pair("hostEmail", host);
+        }
+        let (body, _, tracking) = self.get_api("details", url).await?;
+        serde_json::from_slice(&body).map_err(|e| WebexError::Parse {
+            endpoint: "details",
+            problem: format!("not a recording: {e}"),
+            tracking_id: tracking,
+        })
+    }
+
+    /// Starts a download of a direct link. The response is returned whatever its status;
+    /// the caller decides (a rejected link means fetching the details again).
+    pub async fn download(&self, url: &Url) -> Result<reqwest::Response, reqwest::Error> {
+        let mut request = self.downloads.get(url.clone());
+        let host = url.host_str().unwrap_or_default();
+        if self.bearer_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) || self.same_origin(url) {
+            let token = self.tokens.bearer(&self.gate, &self.cancel).await.ok();
+            if let Some(token) = token {
+                request = request.bearer_auth(token.expose_secret());
+            }
+        }
+        let result = request.send().await.map_err(reqwest::Error::without_url);
+        self.metrics.api_request("download", result.as_ref().ok().map(|r| r.status().as_u16()));
+        result
+    }
+
+    fn same_origin(&self, url: &Url) -> bool {
+        url.scheme() == self.base.scheme()
+            && url.host_str() == self.base.host_str()
+            && url.port_or_known_default() == self.base.port_or_known_default()
+    }
+
+    /// GET on the API host with gate, token, and retries. Returns the body, headers and trackingId.
+    async fn get_api(
+        &self,
+        endpoint: &'static str,
+        mut url: Url,
+    ) -> Result<(Bytes, HeaderMap, Option<String>), WebexError> {
+        let mut backoff = backoff::ExponentialBackoffBuilder::new()
+            .with_initial_interval(Duration::from_millis(500))
+            .with_max_interval(Duration::from_secs(30))
+            .with_randomization_factor(0.5)
+            .with_max_elapsed_time(None)
+            .build();
+        let mut transient_failures = 0u32;
+        let mut refreshed = false;
+        loop {
+            self.gate.wait(&self.cancel).await?;
+            let mut request = self.api.get(url.clone());
+            // The bearer token goes only to the configured API origin, never elsewhere
+            // (a `Link` URL pointing at another host is followed without it).
+            let token = if self.same_origin(&url) {
+                let token = self.tokens.bearer(&self.gate, &self.cancel).await?;
+                request = request.bearer_auth(token.expose_secret());
+                Some(token)
+            } else {
+                None
+            };
+            let sent = tokio::select! {
+                result = request.send() => result,
+                _ = self.cancel.cancelled() => return Err(WebexError::Cancelled),
+            };
+            let response = match sent {
+                Ok(response) => response,
+                Err(e) => {
+                    self.metrics.api_request(endpoint, None);
+                    transient_failures += 1;
+                    let error = WebexError::Network { endpoint, source: e.without_url() };
+                    if transient_failures > MAX_TRANSIENT_RETRIES {
+                        return Err(error);
+                    }
+                    tracing::warn!(endpoint, error = %error, "Webex request failed; retrying");
+                    self.sleep(backoff.next_backoff().unwrap_or(Duration::from_secs(30))).await?;
+                    continue;
+                }
+            };
+            let status = response.status();
+            self.metrics.api_request(endpoint, Some(status.as_u16()));
+            let headers = response.headers().clone();
+            let tracking = tracking_id(&headers);
+            let retry_after = headers
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            if status.is_success() {
+                let body = tokio::select! {
+                    body = response.bytes() => body,
+                    _ = self.cancel.cancelled() => return Err(WebexError::Cancelled),
+                };
+                match body {
+                    Ok(body) => return Ok((body, headers, tracking)),
+                    Err(e) => {
+                        transient_failures += 1;
+                        let error = WebexError::Network { endpoint, source: e.without_url() };
+                        if transient_failures > MAX_TRANSIENT_RETRIES {
+                            return Err(error);
+                        }
+                        self.sleep(backoff.next_backoff().unwrap_or(Duration::from_secs(30))).await?;
+                        continue;
+                    }
+                }
+            }
+            let body = response.bytes().await.unwrap_or_default();
+            let message = error_message(status, &body);
+
+            if status == StatusCode::TOO_MANY_REQUESTS
+                || (retry_after.is_some() && matches!(status.as_u16(), 423 | 503))
+            {
+                let delay = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
+                let until = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                tracing::warn!(
+                    endpoint,
+                    status = status.as_u16(),
+                    seconds = delay.as_secs_f64(),
+                    tracking_id = tracking.as_deref().unwrap_or(""),
+                    "Webex asked to slow down; pausing every request until Retry-After has passed"
+                );
+                self.gate.pause_until(until).await;
+                continue;
+            }
+            if status == StatusCode::UNAUTHORIZED {
+                if let (false, Some(token)) = (refreshed, token.as_ref()) {
+                    refreshed = true;
+                    if self.tokens.refused(token, &self.gate, &self.cancel).await? {
+                        continue;
+                    }
+                }
+                return Err(WebexError::Unauthorized { tracking_id: tracking });
+            }
+            let error = WebexError::Status { endpoint, status: status.as_u16(), message, tracking_id: tracking };
+            if error.is_transient() {
+                transient_failures += 1;
+                if transient_failures > MAX_TRANSIENT_RETRIES {
+                    return Err(error);
+                }
+                if status == StatusCode::GATEWAY_TIMEOUT && endpoint == "list" {
+                    // NOTE: Webex documents 504 as "reduce max": retry the page with half as many items.
+                    url = halve_max(&url);
+                }
+                tracing::warn!(endpoint, error = %error, "Webex request failed; retrying");
+                self.sleep(backoff.next_backoff().unwrap_or(Duration::from_secs(30))).await?;
+                continue;
+            }
+            return Err(error);
+        }
+    }
+
+    async fn sleep(&self, delay: Duration) -> Result<(), WebexError> {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => Ok(()),
+            _ = self.cancel.cancelled() => Err(WebexError::Cancelled),
+        }
+    }
+}
+
+/// Webex's message from an error body, or the status's reason phrase.
+pub fn error_message(status: StatusCode, body: &[u8]) -> String {
+    let parsed = serde_json::from_slice::<ErrorBody>(body).ok();
+    parsed
+        .and_then(|b| {
+            let details: Vec<String> = b.errors.into_iter().map(|e| e.description).filter(|d| !d.is_empty()).collect();
+            match (b.message, details.is_empty()) {
+                (Some(m), true) => Some(m),
+                (Some(m), false) => Some(format!("{m} ({})", details.join("; "))),
+                (None, false) => Some(details.join("; ")),
+                (None, true) => None,
+            }
+        })
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned())
+}
+
+/// The `rel="next"` link of a response (RFC 8288: several links, comma separated, and
+/// `rel` may hold several space-separated relation types).
+fn next_link(headers: &HeaderMap) -> Result<Option<Url>, String> {
+    let mut next = None;
+    for value in headers.get_all(LINK) {
+        let text = value.to_str().map_err(|_| "the Link header is not text".to_owned())?;
+        let links = parse_link_header::parse(text).map_err(|e| format!("the Link header cannot be parsed: {e:?}"))?;
+        for (rel, link) in links {
+            if rel.as_deref().is_some_and(|r| r.split_whitespace().any(|r| r.eq_ignore_ascii_case("next"))) {
+                let url =
+                    Url::parse(&link.raw_uri).map_err(|e| format!("the next link is not an absolute URL: {e}"))?;
+                next = Some(url);
+            }
+        }
+    }
+    Ok(next)
+}
+
+fn halve_max(url: &Url) -> Url {
+    let mut out = url.clone();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            if k == "max" {
+                let max = v.parse::<u32>().unwrap_or(PAGE_SIZE);
+                (k.into_owned(), (max / 2).max(1).to_string())
+            } else {
+                (k.into_owned(), v.into_owned())
+            }
+        })
+        .collect();
+    out.query_pairs_mut().clear().extend_pairs(pairs);
+    out
+}
+
+/// Removes `ticket` (and anything like a token) from a URL, for logs.
+pub fn redact_url(url: &Url) -> String {
+    let mut out = url.clone();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            let secret = k.eq_ignore_ascii_case("ticket") || k.to_ascii_lowercase().contains("token");
+            (k.into_owned(), if secret { "***".to_owned() } else { v.into_owned() })
+        })
+        .collect();
+    if pairs.is_empty() {
+        out.set_query(None);
+    } else {
+        out.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    out.set_password(None).ok();
+    out.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn next_link_among_several() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            LINK,
+            HeaderValue::from_static(
+                "<https://webexapis.com/v1/recordings?cursor=a>; rel=\"prev\", <https://webexapis.com/v1/recordings?cursor=b>; rel=\"next\"",
+            ),
+        );
+        assert_eq!(next_link(&headers).unwrap().unwrap().as_str(), "https://webexapis.com/v1/recordings?cursor=b");
+        headers.insert(LINK, HeaderValue::from_static("<https://x/v1/r?c=1>; rel=\"next last\""));
+        assert_eq!(next_link(&headers).unwrap().unwrap().as_str(), "https://x/v1/r?c=1");
+        headers.clear();
+        assert!(next_link(&headers).unwrap().is_none());
+    }
+
+    #[test]
+    fn tickets_are_redacted() {
+        let url = Url::parse("https://site/nbr/MultiThreadDownloadServlet?siteid=1&ticket=SECRET%3D&x=2").unwrap();
+        let shown = redact_url(&url);
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("siteid=1"));
+    }
+
+    #[test]
+    fn max_is_halved() {
+        let url = Url::parse("https://x/v1/recordings?from=a&max=100").unwrap();
+        assert_eq!(halve_max(&url).as_str(), "https://x/v1/recordings?from=a&max=50");
+    }
+
+    #[test]
+    fn error_messages_use_the_webex_body() {
+        let body = br#"{"message":"Bad from","errors":[{"description":"from is after to"}],"trackingId":"T1"}"#;
+        assert_eq!(error_message(StatusCode::BAD_REQUEST, body), "Bad from (from is after to)");
+        assert_eq!(error_message(StatusCode::BAD_GATEWAY, b"<html>"), "Bad Gateway");
+    }
+}

@@ -1,0 +1,114 @@
+//! Errors of the Webex client, each classified once: worth retrying, or final.
+
+use std::time::Duration;
+
+/// What went wrong talking to Webex. Messages never contain tokens or download tickets
+/// (URLs are stripped from transport errors).
+#[derive(Debug, thiserror::Error)]
+pub enum WebexError {
+    /// Webex answered with an error status.
+    #[error("{endpoint}: Webex answered {status}: {message}{}", tracking(.tracking_id))]
+    Status {
+        /// `list`, `details`, `sites`, `token`.
+        endpoint: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// Webex's message (from its error body), or the reason phrase.
+        message: String,
+        /// Webex's trackingId, for support cases.
+        tracking_id: Option<String>,
+    },
+    /// No response (connection refused or reset, timeout, TLS).
+    #[error("{endpoint}: no response from Webex: {source}")]
+    Network {
+        /// Endpoint.
+        endpoint: &'static str,
+        /// Transport error, its URL removed.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A response that does not have the contract's shape.
+    #[error("{endpoint}: unreadable response: {problem}{}", tracking(.tracking_id))]
+    Parse {
+        /// Endpoint.
+        endpoint: &'static str,
+        /// What is wrong.
+        problem: String,
+        /// Webex's trackingId.
+        tracking_id: Option<String>,
+    },
+    /// The token was refused again after a refresh (or cannot be refreshed).
+    #[error("Webex refused the access token (401) even after a refresh{}: check the token or the OAuth settings", tracking(.tracking_id))]
+    Unauthorized {
+        /// Webex's trackingId.
+        tracking_id: Option<String>,
+    },
+    /// Obtaining a token from the OAuth endpoint failed.
+    #[error("OAuth token refresh failed: {0}")]
+    Token(String),
+    /// The operation was cancelled by shutdown.
+    #[error("cancelled by shutdown")]
+    Cancelled,
+}
+
+fn tracking(id: &Option<String>) -> String {
+    id.as_ref().map(|t| format!(" (trackingId {t})")).unwrap_or_default()
+}
+
+impl WebexError {
+    /// Whether trying again later may succeed (network, 5xx, 423/429 without usable
+    /// Retry-After). Final errors are other 4xx, contract violations and auth failures.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => *status >= 500 || *status == 423 || *status == 429 || *status == 408,
+            Self::Network { .. } => true,
+            Self::Token(_) => true,
+            Self::Parse { .. } | Self::Unauthorized { .. } | Self::Cancelled => false,
+        }
+    }
+
+    /// The HTTP status, if Webex answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Webex's trackingId, if any.
+    pub fn tracking_id(&self) -> Option<&str> {
+        match self {
+            Self::Status { tracking_id, .. } | Self::Parse { tracking_id, .. } | Self::Unauthorized { tracking_id } => {
+                tracking_id.as_deref()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Parses a `Retry-After` value: delay-seconds or an HTTP-date. Returns the delay from now.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn retry_after_seconds_and_http_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(42));
+        assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(42)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(5));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}
