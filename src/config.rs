@@ -758,7 +758,11 @@ impl StorageLocation {
                     return Err(ConfigError::new("storage.url", "an s3:// URL needs a bucket: s3://bucket/prefix"));
                 }
                 let prefix = url.path().trim_matches('/').to_owned();
-                if prefix.split('/').any(|p| p == ".." || p == ".") {
+                // NOTE: the URL parser silently resolves "a/../b"; refuse it instead of guessing.
+                let raw_path = text.splitn(4, '/').nth(3).unwrap_or_default();
+                if raw_path.split('/').any(|p| p == ".." || p == ".")
+                    || prefix.split('/').any(|p| p == ".." || p == ".")
+                {
                     return Err(ConfigError::new("storage.url", "the prefix may not contain \".\" or \"..\" segments"));
                 }
                 Ok(Self::S3 { bucket, prefix })

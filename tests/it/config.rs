@@ -1,0 +1,182 @@
+//! Configuration: precedence, every rejection, secret redaction, and the binary's exit
+//! status and message for a broken setting.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use webex_archiver::config::{ConfigError, Credentials, FileKind, Needs, Scope, Settings, Since, Sources};
+
+const SECRET: &str = "tok-Sup3rSecret-value";
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn load(file: Option<PathBuf>, pairs: &[(&str, &str)], needs: Needs) -> Result<Settings, ConfigError> {
+    Settings::load(&Sources { file, data_dir: None, env: env(pairs) }, needs)
+}
+
+fn file_with(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+#[test]
+fn defaults_then_file_then_environment() {
+    let defaults = load(None, &[], Needs::StateOnly).unwrap();
+    assert_eq!(defaults.archive.concurrency, 4);
+    assert_eq!(defaults.sync.window, Duration::from_secs(7 * 86400));
+    assert_eq!(defaults.webex.base_url.as_str(), "https://webexapis.com/v1");
+    assert!(defaults.database.url.is_sqlite(), "the embedded default is SQLite");
+
+    let file = file_with("[archive]\nconcurrency = 2\n[sync]\nwindow = \"3d\"\n");
+    let from_file = load(Some(file.path().into()), &[], Needs::StateOnly).unwrap();
+    assert_eq!((from_file.archive.concurrency, from_file.sync.window), (2, Duration::from_secs(3 * 86400)));
+
+    let both =
+        load(Some(file.path().into()), &[("WEBEX_ARCHIVER__ARCHIVE__CONCURRENCY", "7")], Needs::StateOnly).unwrap();
+    assert_eq!(both.archive.concurrency, 7, "environment wins over the file");
+    assert_eq!(both.sync.window, Duration::from_secs(3 * 86400), "the file still wins over the defaults");
+    assert_eq!(both.sync.poll_interval, Duration::from_secs(15 * 60), "untouched keys keep their defaults");
+}
+
+#[test]
+fn lists_scopes_and_nested_keys_from_the_environment() {
+    let s = load(
+        None,
+        &[
+            ("WEBEX_ARCHIVER__WEBEX__SCOPE", "admin"),
+            ("WEBEX_ARCHIVER__WEBEX__SITE_URLS", "a.webex.com,b.webex.com"),
+            ("WEBEX_ARCHIVER__ARCHIVE__INCLUDE", "recording,transcript"),
+            ("WEBEX_ARCHIVER__WEBEX__OAUTH__CLIENT_ID", "cid"),
+            ("WEBEX_ARCHIVER__WEBEX__OAUTH__CLIENT_SECRET", SECRET),
+            ("WEBEX_ARCHIVER__WEBEX__OAUTH__REFRESH_TOKEN", SECRET),
+            ("WEBEX_ARCHIVER__SYNC__SINCE", "2024-01-01T00:00:00Z"),
+        ],
+        Needs::Webex,
+    )
+    .unwrap();
+    assert_eq!(s.webex.scope, Scope::Admin);
+    assert_eq!(s.webex.site_urls, ["a.webex.com", "b.webex.com"]);
+    assert_eq!(s.archive.include, [FileKind::Recording, FileKind::Transcript]);
+    assert_eq!(s.sync.since, Since::At("2024-01-01T00:00:00Z".parse().unwrap()));
+    match s.credentials().unwrap().unwrap() {
+        Credentials::OAuth(o) => assert_eq!(o.token_url.as_str(), "https://webexapis.com/v1/access_token"),
+        other => panic!("expected OAuth, got {other:?}"),
+    }
+}
+
+#[test]
+fn token_from_a_file() {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(f, "{SECRET}").unwrap();
+    let path = f.path().display().to_string();
+    let s = load(None, &[("WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN_FILE", &path)], Needs::Webex).unwrap();
+    match s.credentials().unwrap().unwrap() {
+        Credentials::Static(token) => assert_eq!(secrecy::ExposeSecret::expose_secret(&token), SECRET),
+        other => panic!("expected a static token, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_bad_setting_is_refused_naming_its_key() {
+    let token = ("WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN", SECRET);
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[token, ("WEBEX_ARCHIVER__WEBEX__NO_SUCH_KEY", "1")], "webex.no_such_key"),
+        (&[token, ("WEBEX_ARCHIVER__NOSECTION__KEY", "1")], "nosection"),
+        (&[token, ("WEBEX_ARCHIVER__ARCHIVE__CONCURRENCY", "many")], "archive.concurrency"),
+        (&[token, ("WEBEX_ARCHIVER__ARCHIVE__CONCURRENCY", "0")], "archive.concurrency"),
+        (&[token, ("WEBEX_ARCHIVER__WEBEX__BASE_URL", "not a url")], "webex.base_url"),
+        (&[token, ("WEBEX_ARCHIVER__WEBEX__BASE_URL", "ftp://x/v1")], "webex.base_url"),
+        (&[token, ("WEBEX_ARCHIVER__WEBEX__SCOPE", "everyone")], "webex.scope"),
+        (&[token, ("WEBEX_ARCHIVER__STORAGE__URL", "gs://bucket")], "storage.url"),
+        (&[token, ("WEBEX_ARCHIVER__STORAGE__URL", "s3:///no-bucket")], "storage.url"),
+        (&[token, ("WEBEX_ARCHIVER__STORAGE__URL", "s3://b/a/../x")], "storage.url"),
+        (&[token, ("WEBEX_ARCHIVER__DATABASE__URL", "mysql://x/y")], "database.url"),
+        (&[token, ("WEBEX_ARCHIVER__SYNC__WINDOW", "8d")], "sync.window"),
+        (&[token, ("WEBEX_ARCHIVER__SYNC__WINDOW", "soon")], "sync.window"),
+        (&[token, ("WEBEX_ARCHIVER__SYNC__SINCE", "last tuesday")], "sync.since"),
+        (&[token, ("WEBEX_ARCHIVER__ARCHIVE__KEY_TEMPLATE", "{year}/{topic}")], "archive.key_template"),
+        (&[token, ("WEBEX_ARCHIVER__ARCHIVE__INCLUDE", "audio")], "archive.include"),
+        (&[token, ("WEBEX_ARCHIVER__STORAGE__PART_SIZE", "1024")], "storage.part_size"),
+        (&[token, ("WEBEX_ARCHIVER__HTTP__LISTEN", "everywhere")], "http.listen"),
+        (&[token, ("WEBEX_ARCHIVER__LOG__FORMAT", "xml")], "log.format"),
+        (&[], "webex.access_token"),
+        (&[("WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN_FILE", "/nonexistent/token")], "webex.access_token_file"),
+        (&[("WEBEX_ARCHIVER__WEBEX__OAUTH__CLIENT_ID", "cid")], "webex.oauth.client_secret"),
+    ];
+    for (pairs, key) in cases {
+        let err = load(None, pairs, Needs::Webex).expect_err(&format!("{pairs:?} should be refused"));
+        assert!(err.key.starts_with(key), "{pairs:?}: expected key {key}, got {err}");
+        assert!(!err.to_string().contains(SECRET), "the message shows a secret: {err}");
+    }
+    // A missing token is fine for commands that do not talk to Webex.
+    load(None, &[], Needs::StateOnly).unwrap();
+    // A configuration file that does not parse names the file.
+    let bad = file_with("[archive\nconcurrency = 2");
+    let err = load(Some(bad.path().into()), &[token], Needs::Webex).unwrap_err();
+    assert!(err.key.contains(bad.path().file_name().unwrap().to_str().unwrap()), "{err}");
+    let err = load(Some("/nonexistent/config.toml".into()), &[token], Needs::Webex).unwrap_err();
+    assert!(err.key.contains("/nonexistent/config.toml"), "{err}");
+}
+
+#[test]
+fn secrets_never_reach_debug_or_config_check() {
+    let s = load(
+        None,
+        &[
+            ("WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN", SECRET),
+            ("WEBEX_ARCHIVER__DATABASE__URL", "postgres://archiver:DbPassw0rd@db:5432/archive"),
+            ("WEBEX_ARCHIVER__STORAGE__SECRET_ACCESS_KEY", "S3Secr3tKey"),
+            ("AWS_SECRET_ACCESS_KEY", "EnvS3Secret"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+        ],
+        Needs::Webex,
+    )
+    .unwrap();
+    let shown = [format!("{s:?}"), s.to_redacted_toml(), format!("{:?}", s.credentials().unwrap())];
+    for text in &shown {
+        for secret in [SECRET, "DbPassw0rd", "S3Secr3tKey", "EnvS3Secret"] {
+            assert!(!text.contains(secret), "a secret leaked into: {text}");
+        }
+    }
+    let toml = &shown[1];
+    assert!(toml.contains("access_token = \"***\""), "{toml}");
+    assert!(toml.contains("postgres://archiver:***@db:5432/archive"), "{toml}");
+    assert!(toml.contains("http://127.0.0.1:9000"), "non-secret AWS settings are shown: {toml}");
+}
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_webex-archiver"))
+}
+
+#[test]
+fn config_check_exits_2_naming_the_broken_setting() {
+    let out = binary()
+        .args(["config", "check"])
+        .env("WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN", SECRET)
+        .env("WEBEX_ARCHIVER__SYNC__WINDOW", "30d")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one message: {stderr}");
+    assert!(stderr.contains("sync.window"), "{stderr}");
+    assert!(!stderr.contains(SECRET));
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = binary()
+        .args(["config", "check", "--data-dir"])
+        .arg(dir.path())
+        .env("WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("access_token = \"***\"") && !stdout.contains(SECRET), "{stdout}");
+    assert!(stdout.contains(&format!("sqlite://{}", dir.path().join("state.db").display())), "{stdout}");
+}
