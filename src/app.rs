@@ -15,6 +15,7 @@ use crate::config::{Scope, Settings};
 use crate::discovery::{Discovery, ScopeReport};
 use crate::metrics::Metrics;
 use crate::progress::ProgressDisplay;
+use crate::server::{Endpoint, Liveness};
 use crate::state::{self, ArchiveState, RecordingId, State, StatusReport};
 use crate::storage::Archive;
 use crate::webex::WebexClient;
@@ -320,6 +321,19 @@ pub fn status_text(report: &StatusReport, now: DateTime<Utc>) -> String {
     out
 }
 
+/// `webex-archiver verify`: re-read and check archived objects; 1 on any mismatch.
+pub async fn verify(settings: &Settings, sample: Option<u32>, json: bool) -> anyhow::Result<u8> {
+    let state = open_state(settings).await?;
+    let store = Archive::from_settings(&settings.storage).context("building the archive store")?;
+    let report = crate::verify::verify(&state, &store, sample).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::verify::report_text(&report));
+    }
+    Ok(if report.clean() { 0 } else { EXIT_INCOMPLETE })
+}
+
 /// `webex-archiver retry`: make failed recordings due again.
 pub async fn retry(settings: &Settings, ids: Option<Vec<String>>) -> anyhow::Result<u8> {
     let state = open_state(settings).await?;
@@ -329,42 +343,87 @@ pub async fn retry(settings: &Settings, ids: Option<Vec<String>>) -> anyhow::Res
     Ok(if ids.is_some_and(|ids| n < ids.len() as u64) { EXIT_INCOMPLETE } else { 0 })
 }
 
-/// `webex-archiver run`: discovery every `sync.poll_interval` and archive workers, until
-/// `stop` fires; then in-flight transfers get `shutdown.grace` before they are aborted.
+/// `webex-archiver run`: discovery every `sync.poll_interval`, archive workers, and the
+/// operations endpoint, until `stop` fires; then in-flight transfers get `shutdown.grace`
+/// before they are aborted and their leases released.
 pub async fn run(services: Services, stop: CancellationToken, abort: CancellationToken) -> anyhow::Result<u8> {
     let settings = services.settings.clone();
-    let discovery = {
+    let liveness = Arc::new(Liveness::default());
+    let server_stop = CancellationToken::new();
+    let server = if settings.http.listen.is_empty() {
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(&settings.http.listen)
+            .await
+            .with_context(|| format!("http.listen: cannot listen on {}", settings.http.listen))?;
+        tracing::info!(address = %settings.http.listen, "serving /healthz, /readyz and /metrics");
+        let endpoint = Endpoint {
+            state: services.state.clone(),
+            store: services.store.clone(),
+            webex: services.webex.clone(),
+            metrics: services.metrics.clone(),
+            liveness: liveness.clone(),
+            max_pass_age: settings.http.ready_max_pass_age,
+            started_at: Utc::now(),
+        };
+        let server_stop = server_stop.clone();
+        Some(tokio::spawn(async move { crate::server::serve(listener, endpoint, server_stop).await }))
+    };
+    let mut discovery = {
         let services = services.clone();
         let stop = stop.clone();
         tokio::spawn(async move { discovery_loop(&services, &stop).await })
     };
-    let workers = {
+    let mut workers = {
         let archiver = services.archiver.clone();
         let stop = stop.clone();
         let abort = abort.clone();
         let n = settings.archive.concurrency;
         tokio::spawn(async move { archive::run_workers(&archiver, n, &stop, &abort, false, IDLE_POLL).await })
     };
-    stop.cancelled().await;
-    tracing::info!(
-        grace_s = settings.shutdown.grace.as_secs_f64(),
-        "stopping: no new claims; letting in-flight transfers finish"
-    );
-    let grace = tokio::time::sleep(settings.shutdown.grace);
-    tokio::pin!(grace);
-    let mut workers = workers;
+    let mut exit = 0;
+    let mut discovery_done = false;
     tokio::select! {
-        _ = &mut workers => {}
-        _ = &mut grace => {
-            tracing::warn!("shutdown grace elapsed: aborting the remaining transfers and releasing their leases");
-            abort.cancel();
-            let _ = workers.await;
+        _ = stop.cancelled() => {}
+        _ = &mut discovery => {
+            discovery_done = true;
+            if !stop.is_cancelled() {
+                tracing::error!("the discovery loop ended unexpectedly; stopping");
+                liveness.broken.store(true, std::sync::atomic::Ordering::Relaxed);
+                exit = EXIT_INCOMPLETE;
+                stop.cancel();
+            }
+        }
+        _ = &mut workers => {
+            tracing::error!("the archive workers ended unexpectedly; stopping");
+            liveness.broken.store(true, std::sync::atomic::Ordering::Relaxed);
+            exit = EXIT_INCOMPLETE;
+            stop.cancel();
+        }
+    }
+    tracing::info!(grace_s = settings.shutdown.grace.as_secs_f64(), "stopping: no new claims; letting in-flight transfers finish");
+    if !workers.is_finished() {
+        let grace = tokio::time::sleep(settings.shutdown.grace);
+        tokio::pin!(grace);
+        tokio::select! {
+            _ = &mut workers => {}
+            _ = &mut grace => {
+                tracing::warn!("shutdown grace elapsed: aborting the remaining transfers and releasing their leases");
+                abort.cancel();
+                let _ = (&mut workers).await;
+            }
         }
     }
     abort.cancel();
-    let _ = discovery.await;
+    if !discovery_done {
+        let _ = discovery.await;
+    }
+    server_stop.cancel();
+    if let Some(server) = server {
+        let _ = server.await;
+    }
     tracing::info!("stopped");
-    Ok(0)
+    Ok(exit)
 }
 
 async fn discovery_loop(services: &Services, stop: &CancellationToken) {

@@ -39,6 +39,23 @@ pub enum Command {
     Status(StatusArgs),
     /// Make failed recordings due again.
     Retry(RetryArgs),
+    /// Re-read archived objects, recompute SHA-256, compare with the database and
+    /// metadata.json; report missing, corrupt and unclaimed objects (exit 1 on any).
+    Verify(VerifyArgs),
+}
+
+/// `verify` flags.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Check a random sample of N archived recordings (no unclaimed-object scan).
+    #[arg(long, value_name = "N", conflicts_with = "all")]
+    pub sample: Option<u32>,
+    /// Check every archived recording and scan the prefix for unclaimed objects (the default).
+    #[arg(long)]
+    pub all: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `sync` flags.

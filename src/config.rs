@@ -192,8 +192,10 @@ pub struct OAuthSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
-    /// Database URL (may hold a password); empty = SQLite in `data.dir`.
+    /// Database URL (may hold a password); empty = `url_file`, else SQLite in `data.dir`.
     pub url: DatabaseUrl,
+    /// File holding the database URL.
+    pub url_file: String,
     /// Pool size.
     pub max_connections: u32,
     /// Time limit to get a connection.
@@ -272,8 +274,12 @@ pub struct StorageSettings {
     pub region: String,
     /// S3 access key id override.
     pub access_key_id: OptionalSecret,
+    /// File holding the S3 access key id.
+    pub access_key_id_file: String,
     /// S3 secret key override.
     pub secret_access_key: OptionalSecret,
+    /// File holding the S3 secret key.
+    pub secret_access_key_file: String,
     /// Plain-HTTP override: "", "true" or "false".
     pub allow_http: String,
     /// Multipart part size, bytes.
@@ -586,7 +592,10 @@ impl Settings {
         }
         nonzero(self.webex.request_timeout, "webex.request_timeout")?;
 
-        // Database URL: empty means the embedded SQLite default.
+        // Database URL: from its file, else empty means the embedded SQLite default.
+        if self.database.url.expose().is_empty() && !self.database.url_file.is_empty() {
+            self.database.url = DatabaseUrl(read_file_value(&self.database.url_file, "database.url_file")?);
+        }
         if self.database.url.expose().is_empty() {
             let path = self.data.dir.join("state.db");
             self.database.url = DatabaseUrl(format!("sqlite://{}", path.display()));
@@ -613,6 +622,14 @@ impl Settings {
                 .to_string();
         }
         StorageLocation::parse(&self.storage.url)?;
+        if let Some(id) = secret_or_file(&self.storage.access_key_id, &self.storage.access_key_id_file, "storage.access_key_id")? {
+            self.storage.access_key_id = OptionalSecret(Some(id));
+        }
+        if let Some(key) =
+            secret_or_file(&self.storage.secret_access_key, &self.storage.secret_access_key_file, "storage.secret_access_key")?
+        {
+            self.storage.secret_access_key = OptionalSecret(Some(key));
+        }
         if !matches!(self.storage.allow_http.as_str(), "" | "true" | "false") {
             return Err(ConfigError::new("storage.allow_http", "must be \"true\", \"false\" or empty"));
         }

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check(_)) | Command::Run | Command::Sync(_) | Command::Backfill(_) => {
             Needs::Webex
         }
-        Command::Migrate | Command::Status(_) | Command::Retry(_) => Needs::StateOnly,
+        Command::Migrate | Command::Status(_) | Command::Retry(_) | Command::Verify(_) => Needs::StateOnly,
     };
     let sources = Sources::from_process(cli.config.clone(), cli.data_dir.clone());
     let settings = match Settings::load(&sources, needs) {
@@ -42,6 +42,7 @@ fn main() -> ExitCode {
             Command::Migrate => app::migrate(&settings).await,
             Command::Config(ConfigCommand::Check(_)) => app::config_check(&settings),
             Command::Status(args) => app::status(&settings, args.json).await,
+            Command::Verify(args) => app::verify(&settings, args.sample, args.json).await,
             Command::Retry(args) => app::retry(&settings, (!args.failed).then_some(args.ids)).await,
             Command::Run => {
                 let abort = CancellationToken::new();

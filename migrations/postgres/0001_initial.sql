@@ -89,6 +89,9 @@ CREATE TABLE oauth_tokens (
     access_token       TEXT,
     access_expires_at  TIMESTAMPTZ,
     refresh_token      TEXT        NOT NULL,
+    -- SHA-256 of the configured refresh token these descend from: a new one configured
+    -- by an operator (re-authorisation) wins over the stored chain.
+    seed_sha256        TEXT,
     refresh_expires_at TIMESTAMPTZ,
     refreshed_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
     refreshes          BIGINT      NOT NULL DEFAULT 0,

@@ -73,6 +73,9 @@ CREATE TABLE oauth_tokens (
     access_token       TEXT,
     access_expires_at  INTEGER,
     refresh_token      TEXT    NOT NULL,
+    -- SHA-256 of the configured refresh token these descend from: a new one configured
+    -- by an operator (re-authorisation) wins over the stored chain.
+    seed_sha256        TEXT,
     refresh_expires_at INTEGER,
     refreshed_at       INTEGER NOT NULL,
     refreshes          INTEGER NOT NULL DEFAULT 0,

@@ -336,6 +336,8 @@ pub struct StoredTokens {
     pub refresh_expires_at: Option<DateTime<Utc>>,
     /// Refreshes done so far.
     pub refreshes: i64,
+    /// SHA-256 (hex) of the configured refresh token this chain started from.
+    pub seed_sha256: Option<String>,
 }
 
 impl fmt::Debug for StoredTokens {

@@ -531,7 +531,7 @@ impl StateStore for PgState {
 
     async fn load_tokens(&self, client_id: &str) -> StateResult<Option<StoredTokens>> {
         let row = sqlx::query(
-            "SELECT access_token, access_expires_at, refresh_token, refresh_expires_at, refreshes \
+            "SELECT access_token, access_expires_at, refresh_token, refresh_expires_at, refreshes, seed_sha256 \
              FROM oauth_tokens WHERE client_id = $1 AND refresh_token <> ''",
         )
         .bind(client_id)
@@ -544,6 +544,7 @@ impl StateStore for PgState {
                 refresh_token: r.try_get("refresh_token")?,
                 refresh_expires_at: r.try_get("refresh_expires_at")?,
                 refreshes: r.try_get("refreshes")?,
+                seed_sha256: r.try_get("seed_sha256")?,
             })
         })
         .transpose()
@@ -552,10 +553,11 @@ impl StateStore for PgState {
     async fn store_tokens(&self, client_id: &str, tokens: &StoredTokens) -> StateResult<()> {
         sqlx::query(
             "INSERT INTO oauth_tokens (client_id, access_token, access_expires_at, refresh_token, refresh_expires_at, \
-                 refreshes) VALUES ($1, $2, $3, $4, $5, $6) \
+                 refreshes, seed_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (client_id) DO UPDATE SET access_token = EXCLUDED.access_token, \
                  access_expires_at = EXCLUDED.access_expires_at, refresh_token = EXCLUDED.refresh_token, \
-                 refresh_expires_at = EXCLUDED.refresh_expires_at, refreshes = EXCLUDED.refreshes, refreshed_at = now()",
+                 refresh_expires_at = EXCLUDED.refresh_expires_at, refreshes = EXCLUDED.refreshes, \
+                 seed_sha256 = EXCLUDED.seed_sha256, refreshed_at = now()",
         )
         .bind(client_id)
         .bind(&tokens.access_token)
@@ -563,6 +565,7 @@ impl StateStore for PgState {
         .bind(&tokens.refresh_token)
         .bind(tokens.refresh_expires_at)
         .bind(tokens.refreshes)
+        .bind(&tokens.seed_sha256)
         .execute(&self.pool)
         .await?;
         Ok(())

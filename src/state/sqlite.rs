@@ -622,7 +622,7 @@ impl StateStore for SqliteState {
 
     async fn load_tokens(&self, client_id: &str) -> StateResult<Option<StoredTokens>> {
         let row = sqlx::query(
-            "SELECT access_token, access_expires_at, refresh_token, refresh_expires_at, refreshes \
+            "SELECT access_token, access_expires_at, refresh_token, refresh_expires_at, refreshes, seed_sha256 \
              FROM oauth_tokens WHERE client_id = ?1 AND refresh_token <> ''",
         )
         .bind(client_id)
@@ -635,6 +635,7 @@ impl StateStore for SqliteState {
                 refresh_token: r.try_get("refresh_token")?,
                 refresh_expires_at: opt_at(r.try_get("refresh_expires_at")?),
                 refreshes: r.try_get("refreshes")?,
+                seed_sha256: r.try_get("seed_sha256")?,
             })
         })
         .transpose()
@@ -643,11 +644,11 @@ impl StateStore for SqliteState {
     async fn store_tokens(&self, client_id: &str, tokens: &StoredTokens) -> StateResult<()> {
         sqlx::query(
             "INSERT INTO oauth_tokens (client_id, access_token, access_expires_at, refresh_token, refresh_expires_at, \
-                 refreshes, refreshed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 refreshes, refreshed_at, seed_sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
              ON CONFLICT (client_id) DO UPDATE SET access_token = excluded.access_token, \
                  access_expires_at = excluded.access_expires_at, refresh_token = excluded.refresh_token, \
                  refresh_expires_at = excluded.refresh_expires_at, refreshes = excluded.refreshes, \
-                 refreshed_at = excluded.refreshed_at",
+                 refreshed_at = excluded.refreshed_at, seed_sha256 = excluded.seed_sha256",
         )
         .bind(client_id)
         .bind(&tokens.access_token)
@@ -656,6 +657,7 @@ impl StateStore for SqliteState {
         .bind(tokens.refresh_expires_at.map(ms))
         .bind(tokens.refreshes)
         .bind(now_ms())
+        .bind(&tokens.seed_sha256)
         .execute(&self.pool)
         .await?;
         Ok(())

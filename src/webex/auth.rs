@@ -41,6 +41,8 @@ struct OAuth {
     owner: String,
     metrics: Metrics,
     current: Mutex<Option<StoredTokens>>,
+    /// SHA-256 of the configured refresh token.
+    seed_sha256: String,
 }
 
 impl std::fmt::Debug for TokenProvider {
@@ -58,7 +60,17 @@ impl TokenProvider {
         let kind = match credentials {
             Credentials::Static(token) => Kind::Static(token),
             Credentials::OAuth(credentials) => {
-                Kind::OAuth(Box::new(OAuth { credentials, state, http, owner, metrics, current: Mutex::new(None) }))
+                Kind::OAuth(Box::new(OAuth {
+                    seed_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                        credentials.refresh_token.expose_secret().as_bytes(),
+                    )),
+                    credentials,
+                    state,
+                    http,
+                    owner,
+                    metrics,
+                    current: Mutex::new(None),
+                }))
             }
         };
         Self { kind }
@@ -125,8 +137,15 @@ impl OAuth {
         let client_id = self.credentials.client_id.as_str();
         let deadline = tokio::time::Instant::now() + REFRESH_WAIT;
         loop {
-            // Another replica (or an earlier run) may have refreshed already.
-            let stored = self.state.load_tokens(client_id).await.map_err(|e| WebexError::Token(e.to_string()))?;
+            // Another replica (or an earlier run) may have refreshed already. Tokens that
+            // descend from another configured refresh token are ignored: an operator who
+            // configures a new one (re-authorisation) means it.
+            let stored = self
+                .state
+                .load_tokens(client_id)
+                .await
+                .map_err(|e| WebexError::Token(e.to_string()))?
+                .filter(|t| t.seed_sha256.as_deref() == Some(self.seed_sha256.as_str()));
             if let Some(token) = stored.as_ref().and_then(|t| self.usable(t, refused)) {
                 self.metrics.set_token_expiries(
                     stored.as_ref().and_then(|t| t.access_expires_at),
@@ -209,6 +228,7 @@ impl OAuth {
                 .map(seconds)
                 .or_else(|| stored.as_ref().and_then(|t| t.refresh_expires_at)),
             refreshes: stored.as_ref().map_or(0, |t| t.refreshes) + 1,
+            seed_sha256: Some(self.seed_sha256.clone()),
         };
         // The new refresh token is durable before anyone uses the new access token: a crash
         // now cannot strand the process with a refresh token Webex has already retired.

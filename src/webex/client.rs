@@ -6,6 +6,7 @@
 //! the site host without the token unless an operator listed that host.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use backoff::backoff::Backoff;
@@ -68,6 +69,8 @@ pub struct WebexClient {
     metrics: Metrics,
     bearer_hosts: Vec<String>,
     cancel: CancellationToken,
+    /// Set when the last API request ended in a 401 that a refresh could not fix.
+    unauthorized: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for WebexClient {
@@ -117,7 +120,13 @@ impl WebexClient {
             metrics,
             bearer_hosts: settings.download_bearer_hosts.clone(),
             cancel,
+            unauthorized: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Whether Webex refused the token on the last API request (after a refresh).
+    pub fn unauthorized(&self) -> bool {
+        self.unauthorized.load(Ordering::Relaxed)
     }
 
     /// The token provider (for expiries in metrics and status).
@@ -266,7 +275,10 @@ impl WebexClient {
                     _ = self.cancel.cancelled() => return Err(WebexError::Cancelled),
                 };
                 match body {
-                    Ok(body) => return Ok((body, headers, tracking)),
+                    Ok(body) => {
+                        self.unauthorized.store(false, Ordering::Relaxed);
+                        return Ok((body, headers, tracking));
+                    }
                     Err(e) => {
                         transient_failures += 1;
                         let error = WebexError::Network { endpoint, source: e.without_url() };
@@ -303,6 +315,7 @@ impl WebexClient {
                         continue;
                     }
                 }
+                self.unauthorized.store(true, Ordering::Relaxed);
                 return Err(WebexError::Unauthorized { tracking_id: tracking });
             }
             let error = WebexError::Status { endpoint, status: status.as_u16(), message, tracking_id: tracking };

@@ -1,0 +1,154 @@
+//! The operations endpoint of `run`: `/healthz` (liveness), `/readyz` (readiness, with a
+//! JSON body naming the failed check) and `/metrics` (Prometheus text format).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::extract::State as AxumState;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::state::{CursorKind, State};
+use crate::storage::Archive;
+use crate::webex::WebexClient;
+
+/// Time limit of each readiness check.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Liveness flags the long-running loops keep up.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    /// Set when a loop ended unexpectedly (panic or early exit).
+    pub broken: AtomicBool,
+}
+
+/// What the endpoint reads.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// State database.
+    pub state: State,
+    /// Archive store.
+    pub store: Archive,
+    /// Webex client (token lifetimes, last authentication outcome).
+    pub webex: WebexClient,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// Loops' liveness.
+    pub liveness: Arc<Liveness>,
+    /// /readyz fails when the last successful pass is older than this.
+    pub max_pass_age: Duration,
+    /// When the process started (a fresh process is given `max_pass_age` for its first pass).
+    pub started_at: DateTime<Utc>,
+}
+
+/// Serves the endpoint on `listener` until `cancel` fires.
+pub async fn serve(listener: TcpListener, endpoint: Endpoint, cancel: CancellationToken) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(endpoint);
+    axum::serve(listener, app).with_graceful_shutdown(async move { cancel.cancelled().await }).await
+}
+
+async fn healthz(AxumState(endpoint): AxumState<Endpoint>) -> Response {
+    if endpoint.liveness.broken.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "a worker or discovery loop has stopped\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+/// The readiness report: each check is "ok" or says what failed.
+#[derive(Debug, Serialize)]
+pub struct Readiness {
+    /// All checks passed.
+    pub ready: bool,
+    /// Database answers.
+    pub database: String,
+    /// Store answers.
+    pub store: String,
+    /// Token usable.
+    pub token: String,
+    /// Last successful discovery pass recent enough.
+    pub discovery: String,
+}
+
+async fn readyz(AxumState(endpoint): AxumState<Endpoint>) -> Response {
+    let report = readiness(&endpoint).await;
+    let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(report)).into_response()
+}
+
+/// Runs the readiness checks.
+pub async fn readiness(endpoint: &Endpoint) -> Readiness {
+    let now = Utc::now();
+    let database = match tokio::time::timeout(CHECK_TIMEOUT, endpoint.state.ping()).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => format!("unavailable: {e}"),
+        Err(_) => "unavailable: no answer within 5 s".to_owned(),
+    };
+    let store = match tokio::time::timeout(CHECK_TIMEOUT, endpoint.store.probe()).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => format!("unavailable: {e}"),
+        Err(_) => "unavailable: no answer within 5 s".to_owned(),
+    };
+    let token = token_check(endpoint, now).await;
+    let discovery = match tokio::time::timeout(CHECK_TIMEOUT, endpoint.state.cursors()).await {
+        Ok(Ok(cursors)) => {
+            let sync: Vec<_> = cursors.iter().filter(|c| c.kind == CursorKind::Sync).collect();
+            let oldest = sync.iter().map(|c| c.last_success_at).min().flatten();
+            let limit = chrono::Duration::from_std(endpoint.max_pass_age).unwrap_or_default();
+            match oldest {
+                Some(at) if now - at <= limit => "ok".to_owned(),
+                Some(at) => format!("the last successful pass of a scope was at {at}, older than {:?}", endpoint.max_pass_age),
+                None if now - endpoint.started_at <= limit => "ok (first pass under way)".to_owned(),
+                None => format!("no successful discovery pass in {:?}", endpoint.max_pass_age),
+            }
+        }
+        Ok(Err(e)) => format!("unknown: {e}"),
+        Err(_) => "unknown: the database did not answer".to_owned(),
+    };
+    let ready = [&database, &store, &token, &discovery].iter().all(|c| c.starts_with("ok"));
+    Readiness { ready, database, store, token, discovery }
+}
+
+async fn token_check(endpoint: &Endpoint, now: DateTime<Utc>) -> String {
+    if endpoint.webex.unauthorized() {
+        return "refused: Webex answered 401 to the last request, even after a refresh".into();
+    }
+    let (access, refresh) = endpoint.webex.tokens().expiries().await;
+    if refresh.is_some_and(|r| r <= now) {
+        return format!("the OAuth refresh token expired at {}", refresh.unwrap_or(now));
+    }
+    if access.is_some_and(|a| a <= now) && refresh.is_none() {
+        return "the access token has expired".into();
+    }
+    "ok".into()
+}
+
+async fn metrics(AxumState(endpoint): AxumState<Endpoint>) -> Response {
+    let now = Utc::now();
+    match tokio::time::timeout(CHECK_TIMEOUT, endpoint.state.status(0)).await {
+        Ok(Ok(report)) => endpoint.metrics.observe_status(&report, now),
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: cannot read the database; database gauges are stale"),
+        Err(_) => tracing::warn!("metrics: the database did not answer; database gauges are stale"),
+    }
+    let (access, refresh) = endpoint.webex.tokens().expiries().await;
+    endpoint.metrics.set_token_expiries(access, refresh);
+    let body = endpoint.metrics.encode(now);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
