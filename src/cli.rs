@@ -28,6 +28,8 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run the Webex API simulator (for tests and manual runs); needs no settings.
+    Simulate(crate::sim::SimulateArgs),
 }
 
 /// `config` subcommands.

@@ -9,6 +9,7 @@ pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod shutdown;
+pub mod sim;
 pub mod state;
 pub mod telemetry;
 pub mod webex;
