@@ -228,7 +228,10 @@ impl ListQuery {
                     continue;
                 }
             };
-            if slot.is_none() {
+            // NOTE: an empty filter (`topic=`) is read as absent; an empty `max`, `from`
+            // or `to` stays and is refused as not a number or not a time.
+            let is_filter = !matches!(k.as_str(), "max" | "from" | "to" | "cursor");
+            if slot.is_none() && !(is_filter && v.is_empty()) {
                 *slot = Some(v.clone());
             }
             if k != "cursor" {
@@ -378,11 +381,10 @@ fn list(shared: &Shared, listing: Listing, raw: Option<&str>, tid: &str) -> Resp
         }
         Listing::User => {
             let other_host = q.host_email.as_deref().filter(|h| !h.eq_ignore_ascii_case(&world.hosts[world.user()]));
-            if meeting.is_none() {
-                if let Some(url) = q.site_url.as_deref() {
-                    site_filter =
-                        Some(world.sites.iter().position(|s| s.eq_ignore_ascii_case(url)).unwrap_or(usize::MAX));
-                }
+            if meeting.is_none()
+                && let Some(url) = q.site_url.as_deref()
+            {
+                site_filter = Some(world.sites.iter().position(|s| s.eq_ignore_ascii_case(url)).unwrap_or(usize::MAX));
             }
             match other_host {
                 Some(h) => {
@@ -434,22 +436,20 @@ fn list(shared: &Shared, listing: Listing, raw: Option<&str>, tid: &str) -> Resp
         })
         .collect();
     let mut response = json_response(StatusCode::OK, &PageOut { items });
-    if more {
-        if let Some(last) = page.last() {
-            let next = Cursor { from, to, last_time: last.create_time, last_id: last.id.clone() };
-            let mut query = url::form_urlencoded::Serializer::new(String::new());
-            for (k, v) in &q.pairs {
-                query.append_pair(k, v);
-            }
-            query.append_pair("cursor", &next.encode());
-            let path = match listing {
-                Listing::User => "recordings",
-                Listing::Admin => "admin/recordings",
-            };
-            let link = format!("<{}/{path}?{}>; rel=\"next\"", shared.api_base, query.finish());
-            if let Ok(value) = HeaderValue::from_str(&link) {
-                response.headers_mut().insert(header::LINK, value);
-            }
+    if more && let Some(last) = page.last() {
+        let next = Cursor { from, to, last_time: last.create_time, last_id: last.id.clone() };
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &q.pairs {
+            query.append_pair(k, v);
+        }
+        query.append_pair("cursor", &next.encode());
+        let path = match listing {
+            Listing::User => "recordings",
+            Listing::Admin => "admin/recordings",
+        };
+        let link = format!("<{}/{path}?{}>; rel=\"next\"", shared.api_base, query.finish());
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            response.headers_mut().insert(header::LINK, value);
         }
     }
     response
@@ -480,7 +480,7 @@ async fn details(
     let Some(rec) = allowed else {
         return webex_error(StatusCode::NOT_FOUND, &tid, "The requested resource could not be found.");
     };
-    let links = (!rec.prevent_downloading).then(|| links_for(&shared, &rec, now));
+    let links = (!rec.prevent_downloading).then(|| links_for(&shared, rec, now));
     let body = RecordingDetails { recording: rec.user_item.clone(), temporary_direct_download_links: links };
     json_response(StatusCode::OK, &body)
 }

@@ -113,7 +113,7 @@ impl Content {
             let n = (BLOCK - in_block).min(out.len() - written);
             let (word, base) = self.block_params(block);
             let dst = &mut out[written..written + n];
-            if in_block % 8 == 0 {
+            if in_block.is_multiple_of(8) {
                 let words = &table[base + in_block / 8..base + BLOCK_WORDS];
                 let mut chunks = dst.chunks_exact_mut(8);
                 for (c, w) in (&mut chunks).zip(words) {
@@ -248,7 +248,7 @@ fn vtt_time(seconds: u64) -> String {
 fn table() -> &'static [u64] {
     static TABLE: OnceLock<Box<[u64]>> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let mut state = 0x5EED_0F_7AB1E_u64;
+        let mut state = 0x05EE_D0F7_AB1E_u64;
         (0..TABLE_WORDS)
             .map(|_| {
                 state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -294,10 +294,10 @@ impl FaultState {
             if rule.times.is_some_and(|times| used >= times) {
                 continue;
             }
-            if let Some(p) = rule.probability {
-                if !self.roll(p) {
-                    continue;
-                }
+            if let Some(p) = rule.probability
+                && !self.roll(p)
+            {
+                continue;
             }
             let state = &mut self.rules[i];
             state.used += 1;

@@ -321,10 +321,10 @@ fn validate(config: &SimConfig) -> Result<(), SimError> {
             return Err(SimError::Config(format!("`{name}` must be within 0..=1")));
         }
     }
-    if let Some(rate) = &config.rate_limit {
-        if rate.requests_per_second <= 0.0 || rate.requests_per_second.is_nan() {
-            return Err(SimError::Config("`rate_limit.requests_per_second` must be positive".into()));
-        }
+    if let Some(rate) = &config.rate_limit
+        && (rate.requests_per_second <= 0.0 || rate.requests_per_second.is_nan())
+    {
+        return Err(SimError::Config("`rate_limit.requests_per_second` must be positive".into()));
     }
     Ok(())
 }

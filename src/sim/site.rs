@@ -170,6 +170,16 @@ struct DownloadStream {
 }
 
 impl DownloadStream {
+    /// NOTE: hyper drops what it has buffered but not yet written when a body fails or
+    /// ends short; pausing first lets the bytes sent so far (and the headers) reach the
+    /// client, as they would before a real connection reset.
+    async fn let_the_connection_flush(&self) {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = self.cancel.cancelled() => {}
+        }
+    }
+
     async fn next_chunk(&mut self) -> Option<Result<Bytes, io::Error>> {
         let len = self.content.len();
         if self.pos >= len {
@@ -183,6 +193,7 @@ impl DownloadStream {
         match self.fault.clone() {
             Some(FaultAction::Reset { after_bytes }) => {
                 if self.pos >= after_bytes {
+                    self.let_the_connection_flush().await;
                     self.pos = len;
                     return Some(Err(io::Error::new(io::ErrorKind::ConnectionReset, "simulated connection reset")));
                 }
@@ -191,6 +202,7 @@ impl DownloadStream {
             Some(FaultAction::ShortBody { after_bytes }) => {
                 if self.pos >= after_bytes {
                     // End the body early: the connection is closed short of Content-Length.
+                    self.let_the_connection_flush().await;
                     self.pos = len;
                     return None;
                 }

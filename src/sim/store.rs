@@ -327,8 +327,7 @@ pub(crate) fn populate(config: &SimConfig, world: &World, end: DateTime<Utc>, st
         let site = dice.below(world.sites.len() as u64) as usize;
         let host = dice.below(world.hosts.len() as u64) as usize;
         let share_to_me = host != world.user() && dice.chance(config.share_to_me_fraction);
-        let prevent =
-            dice.chance(config.prevent_downloading_fraction) || config.prevent_downloading_ids.iter().any(|p| *p == id);
+        let prevent = dice.chance(config.prevent_downloading_fraction) || config.prevent_downloading_ids.contains(&id);
         let deleted = dice.chance(config.deleted_fraction);
         let format = pick_weighted(&mut dice, &formats).unwrap_or("MP4").to_string();
         let size = config
