@@ -10,13 +10,11 @@ use webex_archiver::{app, shutdown, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Simulate(args) = cli.command {
-        return simulate(args);
-    }
     let needs = match &cli.command {
         Command::Config(ConfigCommand::Check(_)) => Needs::Webex,
         Command::Migrate => Needs::StateOnly,
-        Command::Simulate(_) => unreachable!("dispatched above"),
+        // The simulator needs no settings at all.
+        Command::Simulate(args) => return simulate(args.clone()),
     };
     let sources = Sources::from_process(cli.config.clone(), cli.data_dir.clone());
     let settings = match Settings::load(&sources, needs) {

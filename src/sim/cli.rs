@@ -13,9 +13,9 @@ use super::{SimConfig, Simulator};
 /// `simulate` flags. Flags win over the scenario file.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimulateArgs {
-    /// Address of the API host.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
-    pub listen: SocketAddr,
+    /// Address of the API host; default: the scenario's `listen`, else 127.0.0.1:0.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
     /// Address of the site (download) host; default: the API host's IP, a free port.
     #[arg(long, value_name = "ADDR")]
     pub site_listen: Option<SocketAddr>,
@@ -58,7 +58,9 @@ pub async fn simulate_command(args: SimulateArgs, cancel: CancellationToken) -> 
         }
         None => SimConfig::default(),
     };
-    config.listen = Some(args.listen);
+    if args.listen.is_some() {
+        config.listen = args.listen;
+    }
     if args.site_listen.is_some() {
         config.site_listen = args.site_listen;
     }

@@ -23,7 +23,8 @@
 //!   `to` => `from = to - 7d`; neither => the last 7 days. 400 (Webex error body) for a bad
 //!   `max`, an unparsable time, `from` after `to`, a span over 30 days on the admin
 //!   endpoint, or a bad cursor. Unknown parameters (`_from`, `max_recordings`) are
-//!   ignored, as a server does. `meetingId` makes the server ignore `from`, `to` and
+//!   ignored, as a server does, and so are empty filters (`topic=`); an empty `max`,
+//!   `from` or `to` is a 400. `meetingId` makes the server ignore `from`, `to` and
 //!   `siteUrl`. `hostEmail` is honoured by `/v1/recordings` (another host's recordings)
 //!   and by the details call; the admin listing has no such parameter and ignores it.
 //! - Recordings whose visibility time is in the future ("late arrivals", see
@@ -45,7 +46,8 @@
 //! When a token is sent a 429 at time `S` with a Retry-After ending at `U`, every further
 //! request with that token before `U` gets 429 too, and one arriving in
 //! `[S + violation_grace, U)` counts as a **violation**. The grace (default 250 ms)
-//! forgives requests that were already in flight when the 429 was sent.
+//! forgives requests that were already in flight when the 429 was sent. A 423's
+//! Retry-After is advice about one resource and is not tracked.
 //!
 //! # Scenario file (TOML; every key optional)
 //! ```toml

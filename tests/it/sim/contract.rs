@@ -155,13 +155,19 @@ async fn listings_details_and_sites_follow_the_contract() {
 
     // Admin listing of every site (30-day windows), items of the admin schema.
     let admin_item = item_schema("RecordingObjectForAdminAndCO");
+    let admin_page = validator_at(&format!("{ADMIN_200}/schema"));
     let mut admin_seen = 0;
     for site in sim.sites() {
         for days in [(61, 31), (31, 1), (1, -1)] {
             let (f, t) = (Utc::now() - Duration::days(days.0), Utc::now() - Duration::days(days.1));
             let resp = api(&sim, &format!("/admin/recordings?siteUrl={site}&from={}&to={}&max=100", q(f), q(t))).await;
             assert_eq!(resp.status, 200, "{}", resp.text);
-            for item in resp.json()["items"].as_array().expect("items") {
+            let page = resp.json();
+            let items = page["items"].as_array().expect("items");
+            let downloadable: Vec<&Value> =
+                items.iter().filter(|i| !by_id(i["id"].as_str().unwrap_or("")).prevent_downloading).collect();
+            assert_valid(&admin_page, &json!({ "items": downloadable }), "admin page");
+            for item in items {
                 admin_seen += 1;
                 assert_valid_item(&admin_item, item, &by_id(item["id"].as_str().expect("id")), "admin item");
                 assert!(item.get("password").is_none() && item.get("shareToMe").is_none());

@@ -58,15 +58,16 @@ async fn a_request_during_the_pause_is_a_violation_and_one_after_it_is_not() {
     });
     let sent = Instant::now();
     let first = sites(&sim).await;
+    let received = Instant::now();
     assert_webex_error(&first, 429);
     assert_eq!(retry_after_secs(&first), 1);
-    // Too early: 429 again, and counted.
+    // Too early: 429 again, and counted. (The pause began after `sent`.)
     let early = sites(&sim).await;
     assert!(sent.elapsed() < Duration::from_secs(1), "the early request was sent within the pause");
     assert_webex_error(&early, 429);
     assert_eq!(sim.counters().violations, 1);
-    // Waiting out the Retry-After (measured from before the 429 was sent) is compliant.
-    tokio::time::sleep_until((sent + Duration::from_millis(1_050)).into()).await;
+    // Waiting out the Retry-After from the moment the 429 arrived is compliant.
+    tokio::time::sleep_until((received + Duration::from_millis(1_050)).into()).await;
     assert_eq!(sites(&sim).await.status, 200);
     let counters = sim.counters();
     assert_eq!(counters.violations, 1);
@@ -123,9 +124,9 @@ async fn a_burst_covers_the_next_n_requests_or_a_time_span() {
         retry_after_format: RetryAfterFormat::Seconds,
     });
     for _ in 0..2 {
-        let sent = Instant::now();
         assert_webex_error(&sites(&sim).await, 429);
-        tokio::time::sleep_until((sent + Duration::from_millis(1_050)).into()).await;
+        let received = Instant::now();
+        tokio::time::sleep_until((received + Duration::from_millis(1_050)).into()).await;
     }
     assert_eq!(sites(&sim).await.status, 200);
     assert_eq!(sim.counters().rate_limited, 2);
@@ -134,18 +135,22 @@ async fn a_burst_covers_the_next_n_requests_or_a_time_span() {
     let control = sim.control(webex_archiver::sim::Control {
         burst_429: Some(Burst429 {
             requests: None,
-            duration: Some(Duration::from_millis(1_500)),
+            duration: Some(Duration::from_millis(2_000)),
             retry_after: 1,
             retry_after_format: RetryAfterFormat::Seconds,
         }),
         ..Default::default()
     });
     assert!(control.faults.is_empty());
-    let sent = Instant::now();
+    let burst_started = Instant::now();
     assert_webex_error(&sites(&sim).await, 429);
-    tokio::time::sleep_until((sent + Duration::from_millis(1_050)).into()).await;
+    let received = Instant::now();
+    tokio::time::sleep_until((received + Duration::from_millis(1_050)).into()).await;
+    assert!(burst_started.elapsed() < Duration::from_millis(2_000), "still within the burst's span");
     assert_webex_error(&sites(&sim).await, 429);
-    tokio::time::sleep_until((sent + Duration::from_millis(2_100)).into()).await;
+    let received = Instant::now();
+    // Past both the span and the second pause.
+    tokio::time::sleep_until((received + Duration::from_millis(1_050)).into()).await;
     assert_eq!(sites(&sim).await.status, 200);
     assert_eq!(sim.counters().violations, 0);
 }
