@@ -403,12 +403,7 @@ impl SimHandle {
     /// Every recording with its expected SHA-256 (computed on first request, then
     /// cached; a blocking computation proportional to the total size), newest first.
     pub fn truth(&self) -> Vec<TruthRecording> {
-        let store = self.shared.read_store();
-        store
-            .all
-            .iter()
-            .map(|r| TruthRecording { sha256: Some(r.sha256().to_string()), ..TruthRecording::from(&**r) })
-            .collect()
+        self.shared.truth(true)
     }
 
     /// Every recording without digests (cheap), newest first.

@@ -404,12 +404,9 @@ pub(crate) fn build(spec: Spec, world: &World, dice: &mut Dice) -> SimRecording 
     let tags = if dice.chance(0.2) { Some(vec![dice.hex(16)]) } else { None };
     let password = format!("Pw{}", &dice.hex(4));
     let base = &world.site_base;
-    let download_url = (!spec.prevent_downloading)
-        .then(|| format!("{base}/{site_prefix}/lsr.php?RCID={}", dice.hex(16)))
-        .or_else(|| {
-            dice.next();
-            None
-        });
+    // Drawn either way, so that the flag does not shift the rest of the population.
+    let rcid = dice.hex(16);
+    let download_url = (!spec.prevent_downloading).then(|| format!("{base}/{site_prefix}/lsr.php?RCID={rcid}"));
     let common = Recording {
         id: Some(spec.id.clone()),
         meeting_id: Some(meeting_id),

@@ -23,7 +23,7 @@ async fn sim_with(n: usize, size: u64) -> SimHandle {
     .await
 }
 
-async fn links(sim: &SimHandle, id: &str) -> DirectDownloadLinks {
+async fn fetch_links(sim: &SimHandle, id: &str) -> DirectDownloadLinks {
     let resp = api(sim, &format!("/recordings/{id}")).await;
     assert_eq!(resp.status, 200, "{}", resp.text);
     let details: RecordingDetails = serde_json::from_str(&resp.text).expect("details");
@@ -61,7 +61,7 @@ async fn downloads_are_deterministic_and_match_the_truth() {
     let sim = sim_with(2, 700_001).await;
     let id = first_id(&sim);
     let truth = sim.recording(&id).expect("truth");
-    let links = links(&sim, &id).await;
+    let links = fetch_links(&sim, &id).await;
     let url = links.recording_download_link.expect("recording link");
     assert!(url.starts_with(&sim.site_base_url()), "links sit on the site host");
     let (status, content_type, length, body, failed) = fetch(&url).await;
@@ -105,14 +105,14 @@ async fn links_expire_after_the_link_lifetime() {
     let sim = sim_with(1, 1000).await;
     let id = first_id(&sim);
     let before = Utc::now();
-    let links = links(&sim, &id).await;
+    let links = fetch_links(&sim, &id).await;
     let expiration: DateTime<Utc> = links.expiration.as_deref().expect("expiration").parse().expect("ISO 8601");
     let lifetime = (expiration - before).num_seconds();
     assert!((3 * 3600 - 2..=3 * 3600).contains(&lifetime), "about 3 hours: {lifetime}s");
     // A short lifetime: the link works, then (once expired) gets 403.
     // (The expiration has whole seconds, so 2 s leave at least 1 s.)
     sim.set_link_lifetime(Duration::from_secs(2));
-    let links = links_of(&sim, &id).await;
+    let links = fetch_links(&sim, &id).await;
     let url = links.recording_download_link.expect("link");
     assert_eq!(fetch(&url).await.0, 200);
     super::wait_until(Duration::from_secs(5), "the link expires", || {
@@ -122,15 +122,11 @@ async fn links_expire_after_the_link_lifetime() {
     .await;
 }
 
-async fn links_of(sim: &SimHandle, id: &str) -> DirectDownloadLinks {
-    links(sim, id).await
-}
-
 #[tokio::test]
 async fn forged_swapped_and_missing_tickets_get_403() {
     let sim = sim_with(2, 1000).await;
     let id = first_id(&sim);
-    let links = links(&sim, &id).await;
+    let links = fetch_links(&sim, &id).await;
     let url = url::Url::parse(links.recording_download_link.as_deref().expect("link")).expect("URL");
     let ticket = url.query_pairs().find(|(k, _)| k == "ticket").map(|(_, v)| v.into_owned()).expect("ticket");
     let with_ticket = |t: &str| {
@@ -180,16 +176,16 @@ async fn expired_and_expiring_link_faults() {
         FaultRule::new(FaultAction::ExpiredLink).ids([id.clone()]).times(1),
         FaultRule::new(FaultAction::ExpiringLink { expires_in: Duration::from_secs(30) }).times(1),
     ]);
-    let expired = links(&sim, &id).await;
+    let expired = fetch_links(&sim, &id).await;
     let expiration: DateTime<Utc> = expired.expiration.as_deref().expect("exp").parse().expect("time");
     assert!(expiration <= Utc::now());
     assert_eq!(fetch(expired.recording_download_link.as_deref().expect("link")).await.0, 403);
-    let soon = links(&sim, &id).await;
+    let soon = fetch_links(&sim, &id).await;
     let expiration: DateTime<Utc> = soon.expiration.as_deref().expect("exp").parse().expect("time");
     let left = (expiration - Utc::now()).num_seconds();
     assert!((25..=30).contains(&left), "expires soon: {left}s");
     assert_eq!(fetch(soon.recording_download_link.as_deref().expect("link")).await.0, 200);
-    let normal = links(&sim, &id).await;
+    let normal = fetch_links(&sim, &id).await;
     let expiration: DateTime<Utc> = normal.expiration.as_deref().expect("exp").parse().expect("time");
     assert!((expiration - Utc::now()).num_minutes() > 170);
     let counters = sim.counters();
@@ -200,7 +196,7 @@ async fn expired_and_expiring_link_faults() {
 async fn authorization_headers_on_the_site_host_are_counted_as_leaks() {
     let sim = sim_with(1, 1000).await;
     let id = first_id(&sim);
-    let url = links(&sim, &id).await.recording_download_link.expect("link");
+    let url = fetch_links(&sim, &id).await.recording_download_link.expect("link");
     assert_eq!(fetch(&url).await.0, 200);
     assert_eq!(sim.counters().token_leaks, 0);
     let resp = client().get(&url).bearer_auth(sim.access_token()).send().await.expect("download");
@@ -247,7 +243,7 @@ async fn reset_fault_cuts_the_body_then_a_retry_succeeds() {
     let sim = sim_with(2, 600_000).await;
     let id = first_id(&sim);
     sim.set_faults(vec![FaultRule::new(FaultAction::Reset { after_bytes: 300_000 }).ids([id.clone()]).times(1)]);
-    let url = links(&sim, &id).await.recording_download_link.expect("link");
+    let url = fetch_links(&sim, &id).await.recording_download_link.expect("link");
     let (status, _, length, body, failed) = fetch(&url).await;
     assert_eq!((status, length), (200, Some(600_000)));
     assert!(failed, "the body ends with an error");
@@ -260,7 +256,7 @@ async fn reset_fault_cuts_the_body_then_a_retry_succeeds() {
     assert_eq!(counters.faults("reset"), 1);
     // Another recording is not affected.
     let other = sim.truth_without_digests()[1].id.clone();
-    let url = links(&sim, &other).await.recording_download_link.expect("link");
+    let url = fetch_links(&sim, &other).await.recording_download_link.expect("link");
     assert!(!fetch(&url).await.4);
 }
 
@@ -269,7 +265,7 @@ async fn short_body_ends_before_content_length() {
     let sim = sim_with(1, 500_000).await;
     let id = first_id(&sim);
     sim.set_faults(vec![FaultRule::new(FaultAction::ShortBody { after_bytes: 1_000 })]);
-    let url = links(&sim, &id).await.recording_download_link.expect("link");
+    let url = fetch_links(&sim, &id).await.recording_download_link.expect("link");
     let (status, _, length, body, failed) = fetch(&url).await;
     assert_eq!((status, length), (200, Some(500_000)));
     assert!(body.len() < 500_000 && body.len() <= 1_000, "{} bytes", body.len());
@@ -285,7 +281,7 @@ async fn stall_pauses_mid_body_then_goes_on() {
         after_bytes: 100_000,
         duration: Duration::from_millis(1_500),
     })]);
-    let url = links(&sim, &id).await.recording_download_link.expect("link");
+    let url = fetch_links(&sim, &id).await.recording_download_link.expect("link");
     let mut response = client().get(&url).send().await.expect("download");
     let mut received = 0usize;
     while received < 100_000 {
@@ -309,7 +305,7 @@ async fn login_page_fault_answers_html_instead_of_media() {
     let sim = sim_with(1, 5_000).await;
     let id = first_id(&sim);
     sim.set_faults(vec![FaultRule::new(FaultAction::LoginPage).times(1)]);
-    let url = links(&sim, &id).await.recording_download_link.expect("link");
+    let url = fetch_links(&sim, &id).await.recording_download_link.expect("link");
     let (status, content_type, _, body, _) = fetch(&url).await;
     assert_eq!(status, 200);
     assert!(content_type.starts_with("text/html"), "{content_type}");
@@ -327,7 +323,7 @@ async fn throttle_caps_the_rate_of_the_chosen_media() {
         FaultRule::new(FaultAction::Throttle { bytes_per_second: 50_000 }).media(FaultMedia::Transcript),
         FaultRule::new(FaultAction::Throttle { bytes_per_second: 50_000 }),
     ]);
-    let links = links(&sim, &id).await;
+    let links = fetch_links(&sim, &id).await;
     let started = Instant::now();
     let (status, _, _, body, _) = fetch(links.recording_download_link.as_deref().expect("link")).await;
     assert_eq!((status, body.len()), (200, 40_000));
@@ -344,7 +340,7 @@ async fn no_recording_is_counted_complete_unless_fully_served() {
     let sim = sim_with(3, 10_000).await;
     let all = sim.truth_without_digests();
     for t in &all {
-        let url = links(&sim, &t.id).await.recording_download_link.expect("link");
+        let url = fetch_links(&sim, &t.id).await.recording_download_link.expect("link");
         assert!(!fetch(&url).await.4);
     }
     let late = sim
@@ -354,7 +350,7 @@ async fn no_recording_is_counted_complete_unless_fully_served() {
             ..NewRecording::default()
         })
         .expect("add");
-    let url = links(&sim, &late.id).await.recording_download_link.expect("link");
+    let url = fetch_links(&sim, &late.id).await.recording_download_link.expect("link");
     let (_, _, _, body, _) = fetch(&url).await;
     assert_eq!(Some(hex::encode(Sha256::digest(&body))), sim.recording(&late.id).expect("truth").sha256);
     let counters = sim.counters();
@@ -370,7 +366,7 @@ async fn throughput() {
     let size: u64 = 2 << 30;
     let sim = sim_with(1, size).await;
     let id = first_id(&sim);
-    let url = links(&sim, &id).await.recording_download_link.expect("link");
+    let url = fetch_links(&sim, &id).await.recording_download_link.expect("link");
     let started = Instant::now();
     let mut response = client().get(&url).send().await.expect("download");
     let mut received = 0u64;
