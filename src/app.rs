@@ -401,7 +401,10 @@ pub async fn run(services: Services, stop: CancellationToken, abort: Cancellatio
             stop.cancel();
         }
     }
-    tracing::info!(grace_s = settings.shutdown.grace.as_secs_f64(), "stopping: no new claims; letting in-flight transfers finish");
+    tracing::info!(
+        grace_s = settings.shutdown.grace.as_secs_f64(),
+        "stopping: no new claims; letting in-flight transfers finish"
+    );
     if !workers.is_finished() {
         let grace = tokio::time::sleep(settings.shutdown.grace);
         tokio::pin!(grace);

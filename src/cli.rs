@@ -42,6 +42,24 @@ pub enum Command {
     /// Re-read archived objects, recompute SHA-256, compare with the database and
     /// metadata.json; report missing, corrupt and unclaimed objects (exit 1 on any).
     Verify(VerifyArgs),
+    /// Run the Webex API simulator (for tests, demos, benchmarks); needs no settings.
+    Simulate(crate::sim::SimulateArgs),
+    /// Archive a simulated Webex org into the embedded default and check the result.
+    Demo(DemoArgs),
+}
+
+/// `demo` flags.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Recordings in the simulated org.
+    #[arg(long, default_value_t = 40)]
+    pub recordings: usize,
+    /// One size for every recording, in bytes (default: 256 KiB to 4 MiB, varied).
+    #[arg(long, value_name = "BYTES")]
+    pub size: Option<u64>,
+    /// A harsher fault mix: 10% server errors, connection resets and stalls.
+    #[arg(long)]
+    pub faults: bool,
 }
 
 /// `verify` flags.

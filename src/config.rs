@@ -622,12 +622,16 @@ impl Settings {
                 .to_string();
         }
         StorageLocation::parse(&self.storage.url)?;
-        if let Some(id) = secret_or_file(&self.storage.access_key_id, &self.storage.access_key_id_file, "storage.access_key_id")? {
+        if let Some(id) =
+            secret_or_file(&self.storage.access_key_id, &self.storage.access_key_id_file, "storage.access_key_id")?
+        {
             self.storage.access_key_id = OptionalSecret(Some(id));
         }
-        if let Some(key) =
-            secret_or_file(&self.storage.secret_access_key, &self.storage.secret_access_key_file, "storage.secret_access_key")?
-        {
+        if let Some(key) = secret_or_file(
+            &self.storage.secret_access_key,
+            &self.storage.secret_access_key_file,
+            "storage.secret_access_key",
+        )? {
             self.storage.secret_access_key = OptionalSecret(Some(key));
         }
         if !matches!(self.storage.allow_http.as_str(), "" | "true" | "false") {

@@ -104,7 +104,11 @@ impl DemoReport {
             self.rate_limited, self.violations
         );
         let faults: Vec<String> = self.faults.iter().map(|(k, v)| format!("{k} x{v}")).collect();
-        let _ = writeln!(out, "  faults survived         {}", if faults.is_empty() { "none".into() } else { faults.join(", ") });
+        let _ = writeln!(
+            out,
+            "  faults survived         {}",
+            if faults.is_empty() { "none".into() } else { faults.join(", ") }
+        );
         let _ = writeln!(out, "  tokens sent to the download host: {}", self.token_leaks);
         let _ = writeln!(
             out,
@@ -178,9 +182,14 @@ pub async fn run(options: DemoOptions, stop: &CancellationToken) -> anyhow::Resu
         faults.push(FaultRule::new(FaultAction::LoginPage).ids([ids[1].clone()]).times(1));
     }
     if options.faults {
-        faults.push(FaultRule::new(FaultAction::ApiError { status: 503 }).endpoint(FaultEndpoint::Details).probability(0.1));
+        faults.push(
+            FaultRule::new(FaultAction::ApiError { status: 503 }).endpoint(FaultEndpoint::Details).probability(0.1),
+        );
         faults.push(FaultRule::new(FaultAction::Reset { after_bytes: 100_000 }).probability(0.1));
-        faults.push(FaultRule::new(FaultAction::Stall { after_bytes: 50_000, duration: std::time::Duration::from_millis(500) }).probability(0.05));
+        faults.push(
+            FaultRule::new(FaultAction::Stall { after_bytes: 50_000, duration: std::time::Duration::from_millis(500) })
+                .probability(0.05),
+        );
     }
     sim.set_faults(faults);
     sim.add_recording(crate::sim::NewRecording {
@@ -216,7 +225,8 @@ pub async fn run(options: DemoOptions, stop: &CancellationToken) -> anyhow::Resu
 
     let truth = sim.truth();
     let rows = services.state.archived(None).await?;
-    let archived: HashMap<&str, &crate::state::ArchivedRecord> = rows.iter().map(|r| (r.id.0.as_str(), &r.record)).collect();
+    let archived: HashMap<&str, &crate::state::ArchivedRecord> =
+        rows.iter().map(|r| (r.id.0.as_str(), &r.record)).collect();
     let mut report = DemoReport { found: truth.len(), seconds, archive_dir, state_file, ..Default::default() };
     for recording in &truth {
         if recording.prevent_downloading || recording.status != "available" {

@@ -1,24 +1,48 @@
 //! Wiring only: parse the command line, load the settings, set up logging, then make one
 //! library call per command.
 
+use std::future::Future;
 use std::process::ExitCode;
 
 use chrono::Utc;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use webex_archiver::cli::{Cli, Command, ConfigCommand};
-use webex_archiver::config::{Needs, Settings, Sources};
-use webex_archiver::{app, shutdown, telemetry};
+use webex_archiver::config::{LogFormat, LogSettings, Needs, Settings, Sources};
+use webex_archiver::{app, demo, shutdown, sim, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let sources = Sources::from_process(cli.config.clone(), cli.data_dir.clone());
+    let rust_log = sources.env.get("RUST_LOG").cloned();
     let needs = match &cli.command {
+        // The simulator and the demo bring their own settings.
+        Command::Simulate(_) | Command::Demo(_) => {
+            telemetry::init(&LogSettings { format: LogFormat::Pretty, filter: "warn".into() }, rust_log.as_deref());
+            let data_dir = sources.data_dir.clone().unwrap_or_else(|| "webex-archiver-data".into());
+            return block_on(|stop| async move {
+                match cli.command {
+                    Command::Simulate(args) => sim::simulate_command(args, stop).await,
+                    Command::Demo(args) => {
+                        let options = demo::DemoOptions {
+                            data_dir,
+                            recordings: args.recordings,
+                            size: args.size,
+                            faults: args.faults,
+                        };
+                        let report = demo::run(options, &stop).await?;
+                        print!("{}", report.text());
+                        Ok(if report.success() { 0 } else { app::EXIT_INCOMPLETE })
+                    }
+                    _ => unreachable!("only the simulator and the demo are dispatched here"),
+                }
+            });
+        }
         Command::Config(ConfigCommand::Check(_)) | Command::Run | Command::Sync(_) | Command::Backfill(_) => {
             Needs::Webex
         }
         Command::Migrate | Command::Status(_) | Command::Retry(_) | Command::Verify(_) => Needs::StateOnly,
     };
-    let sources = Sources::from_process(cli.config.clone(), cli.data_dir.clone());
     let settings = match Settings::load(&sources, needs) {
         Ok(settings) => settings,
         Err(e) => {
@@ -26,18 +50,8 @@ fn main() -> ExitCode {
             return ExitCode::from(app::EXIT_CONFIG);
         }
     };
-    telemetry::init(&settings.log, sources.env.get("RUST_LOG").map(String::as_str));
-
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let outcome = runtime.block_on(async {
-        let stop = CancellationToken::new();
-        shutdown::cancel_on_signals(stop.clone());
+    telemetry::init(&settings.log, rust_log.as_deref());
+    block_on(|stop| async move {
         match cli.command {
             Command::Migrate => app::migrate(&settings).await,
             Command::Config(ConfigCommand::Check(_)) => app::config_check(&settings),
@@ -64,7 +78,28 @@ fn main() -> ExitCode {
                 app::report_sync(&report);
                 Ok(report.exit)
             }
+            Command::Simulate(_) | Command::Demo(_) => unreachable!("dispatched before the settings are loaded"),
         }
+    })
+}
+
+/// Runs one command on a runtime whose stop token fires on SIGTERM/SIGINT.
+fn block_on<F, Fut>(command: F) -> ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<u8>>,
+{
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let stop = CancellationToken::new();
+        shutdown::cancel_on_signals(stop.clone());
+        command(stop).await
     });
     match outcome {
         Ok(code) => ExitCode::from(code),

@@ -109,7 +109,9 @@ pub async fn readiness(endpoint: &Endpoint) -> Readiness {
             let limit = chrono::Duration::from_std(endpoint.max_pass_age).unwrap_or_default();
             match oldest {
                 Some(at) if now - at <= limit => "ok".to_owned(),
-                Some(at) => format!("the last successful pass of a scope was at {at}, older than {:?}", endpoint.max_pass_age),
+                Some(at) => {
+                    format!("the last successful pass of a scope was at {at}, older than {:?}", endpoint.max_pass_age)
+                }
                 None if now - endpoint.started_at <= limit => "ok (first pass under way)".to_owned(),
                 None => format!("no successful discovery pass in {:?}", endpoint.max_pass_age),
             }
@@ -145,10 +147,6 @@ async fn metrics(AxumState(endpoint): AxumState<Endpoint>) -> Response {
     let (access, refresh) = endpoint.webex.tokens().expiries().await;
     endpoint.metrics.set_token_expiries(access, refresh);
     let body = endpoint.metrics.encode(now);
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        body,
-    )
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
         .into_response()
 }

@@ -110,7 +110,10 @@ async fn check_row(store: &Archive, row: &ArchivedRow) -> Result<Vec<Finding>, V
             findings.push(Finding::Corrupt(problem(
                 row,
                 &record.media_key,
-                format!("holds {size} bytes with SHA-256 {sha}; the database says {} bytes with {}", record.bytes, record.sha256),
+                format!(
+                    "holds {size} bytes with SHA-256 {sha}; the database says {} bytes with {}",
+                    record.bytes, record.sha256
+                ),
             )))
         }
         Some(_) => {}
@@ -133,7 +136,11 @@ async fn check_row(store: &Archive, row: &ArchivedRow) -> Result<Vec<Finding>, V
     };
     if let Some(metadata) = metadata {
         if metadata.recording_id != row.id.0 {
-            findings.push(Finding::Metadata(problem(row, &record.metadata_key, format!("describes recording {}", metadata.recording_id))));
+            findings.push(Finding::Metadata(problem(
+                row,
+                &record.metadata_key,
+                format!("describes recording {}", metadata.recording_id),
+            )));
         }
         match metadata.files.iter().find(|f| f.key == record.media_key) {
             Some(file) if file.sha256 == record.sha256 => {}
@@ -142,11 +149,17 @@ async fn check_row(store: &Archive, row: &ArchivedRow) -> Result<Vec<Finding>, V
                 &record.metadata_key,
                 format!("gives SHA-256 {} for {}; the database says {}", file.sha256, file.key, record.sha256),
             ))),
-            None => findings.push(Finding::Metadata(problem(row, &record.metadata_key, "does not list the recording file"))),
+            None => {
+                findings.push(Finding::Metadata(problem(row, &record.metadata_key, "does not list the recording file")))
+            }
         }
         for file in metadata.files.iter().filter(|f| f.key != record.media_key) {
             match hash_object(store, &file.key).await? {
-                None => findings.push(Finding::Missing(problem(row, &file.key, "a file listed in metadata.json is missing"))),
+                None => findings.push(Finding::Missing(problem(
+                    row,
+                    &file.key,
+                    "a file listed in metadata.json is missing",
+                ))),
                 Some((sha, _)) if sha != file.sha256 => findings.push(Finding::Corrupt(problem(
                     row,
                     &file.key,
@@ -199,7 +212,9 @@ pub fn report_text(report: &VerifyReport) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "checked {} archived recording(s): {} intact", report.checked, report.ok);
-    for (label, problems) in [("missing", &report.missing), ("corrupt", &report.corrupt), ("metadata", &report.metadata)] {
+    for (label, problems) in
+        [("missing", &report.missing), ("corrupt", &report.corrupt), ("metadata", &report.metadata)]
+    {
         for p in problems {
             let _ = writeln!(out, "{label}: {} {}: {}", p.recording_id, p.key, p.detail);
         }

@@ -340,7 +340,11 @@ impl<'a> Session<'a> {
                 Some(Ok(chunk)) => chunk,
                 Some(Err(e)) => {
                     let e = e.without_url();
-                    let reason = if e.is_timeout() { "stalled" } else { "connection_reset" };
+                    let reason = match expected {
+                        _ if e.is_timeout() => "stalled",
+                        Some(expected) if size < expected => "truncated",
+                        _ => "connection_reset",
+                    };
                     return Err(AttemptError::Transient {
                         reason: reason.into(),
                         message: format!("the download broke off after {size} bytes: {e}"),

@@ -59,19 +59,17 @@ impl TokenProvider {
     pub fn new(credentials: Credentials, state: State, http: reqwest::Client, owner: String, metrics: Metrics) -> Self {
         let kind = match credentials {
             Credentials::Static(token) => Kind::Static(token),
-            Credentials::OAuth(credentials) => {
-                Kind::OAuth(Box::new(OAuth {
-                    seed_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-                        credentials.refresh_token.expose_secret().as_bytes(),
-                    )),
-                    credentials,
-                    state,
-                    http,
-                    owner,
-                    metrics,
-                    current: Mutex::new(None),
-                }))
-            }
+            Credentials::OAuth(credentials) => Kind::OAuth(Box::new(OAuth {
+                seed_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                    credentials.refresh_token.expose_secret().as_bytes(),
+                )),
+                credentials,
+                state,
+                http,
+                owner,
+                metrics,
+                current: Mutex::new(None),
+            })),
         };
         Self { kind }
     }

@@ -3,5 +3,7 @@
 
 mod config;
 mod helpers;
+mod sim;
 mod state_contract;
 mod storage;
+mod sync;
