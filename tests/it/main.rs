@@ -3,6 +3,7 @@
 
 mod config;
 mod helpers;
+mod ops;
 mod sim;
 mod state_contract;
 mod storage;
