@@ -260,6 +260,7 @@ pub fn status_json(report: &StatusReport) -> serde_json::Value {
     out.insert("size_mismatches".into(), report.size_mismatches.into());
     out.insert("lease_expiries".into(), report.lease_expiries.into());
     out.insert("paused_until".into(), serde_json::to_value(report.paused_until).unwrap_or_default());
+    out.insert("oauth".into(), serde_json::to_value(&report.oauth).unwrap_or_default());
     out.insert("cursors".into(), serde_json::to_value(&report.cursors).unwrap_or_default());
     out.insert("recent_failures".into(), serde_json::to_value(&report.recent_failures).unwrap_or_default());
     serde_json::Value::Object(out)
@@ -289,6 +290,17 @@ pub fn status_text(report: &StatusReport, now: DateTime<Utc>) -> String {
     }
     if let Some(until) = report.paused_until {
         let _ = writeln!(out, "  {:<18}until {until} (Retry-After)", "paused");
+    }
+    if let Some(oauth) = &report.oauth {
+        let _ = writeln!(out, "OAuth ({} refreshes)", oauth.refreshes);
+        if let Some(at) = oauth.access_expires_at {
+            let _ = writeln!(out, "  {:<18}{at}", "access token until");
+        }
+        if let Some(at) = oauth.refresh_expires_at {
+            let days = (at - now).num_days();
+            let warning = if days < 14 { "  RE-AUTHORISE THE INTEGRATION SOON" } else { "" };
+            let _ = writeln!(out, "  {:<18}{at} (in {days} days){warning}", "refresh token until");
+        }
     }
     let _ = writeln!(out, "Cursors");
     if report.cursors.is_empty() {

@@ -139,12 +139,19 @@ async fn token_check(endpoint: &Endpoint, now: DateTime<Utc>) -> String {
 
 async fn metrics(AxumState(endpoint): AxumState<Endpoint>) -> Response {
     let now = Utc::now();
+    let (mut access, mut refresh) = endpoint.webex.tokens().expiries().await;
     match tokio::time::timeout(CHECK_TIMEOUT, endpoint.state.status(0)).await {
-        Ok(Ok(report)) => endpoint.metrics.observe_status(&report, now),
+        Ok(Ok(report)) => {
+            endpoint.metrics.observe_status(&report, now);
+            // Another replica may hold the newest tokens: the database knows their lifetimes.
+            if let Some(oauth) = &report.oauth {
+                access = access.max(oauth.access_expires_at);
+                refresh = refresh.max(oauth.refresh_expires_at);
+            }
+        }
         Ok(Err(e)) => tracing::warn!(error = %e, "metrics: cannot read the database; database gauges are stale"),
         Err(_) => tracing::warn!("metrics: the database did not answer; database gauges are stale"),
     }
-    let (access, refresh) = endpoint.webex.tokens().expiries().await;
     endpoint.metrics.set_token_expiries(access, refresh);
     let body = endpoint.metrics.encode(now);
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)

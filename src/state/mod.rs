@@ -295,6 +295,19 @@ pub struct StatusReport {
     pub recent_failures: Vec<FailureRow>,
     /// The shared Retry-After pause, if one is running.
     pub paused_until: Option<DateTime<Utc>>,
+    /// The OAuth tokens' lifetimes, when OAuth is in use.
+    pub oauth: Option<TokenStatus>,
+}
+
+/// Lifetimes of the stored OAuth tokens (never the tokens themselves).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenStatus {
+    /// When the current access token expires.
+    pub access_expires_at: Option<DateTime<Utc>>,
+    /// When the refresh token expires: re-authorise the integration before then.
+    pub refresh_expires_at: Option<DateTime<Utc>>,
+    /// Refreshes done so far.
+    pub refreshes: i64,
 }
 
 /// One failed or not-downloadable recording, for `status`.

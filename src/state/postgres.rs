@@ -12,7 +12,7 @@ use sqlx::{Row, Transaction};
 use super::{
     ArchiveState, ArchivedRecord, ArchivedRow, Claim, Cursor, CursorKind, CursorMove, FailureRow, ListedRecording,
     Outcome, PageRecorded, RecordingId, ScopeKey, StateError, StateResult, StateStore, StatusReport, StoredTokens,
-    millis, unique_by_id,
+    TokenStatus, millis, unique_by_id,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -471,6 +471,20 @@ impl StateStore for PgState {
         }
         let paused: DateTime<Utc> = self.paused_until().await?;
         report.paused_until = (paused > Utc::now()).then_some(paused);
+        report.oauth = sqlx::query(
+            "SELECT access_expires_at, refresh_expires_at, refreshes FROM oauth_tokens \
+             WHERE refresh_token <> '' ORDER BY refreshed_at DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| -> StateResult<TokenStatus> {
+            Ok(TokenStatus {
+                access_expires_at: r.try_get("access_expires_at")?,
+                refresh_expires_at: r.try_get("refresh_expires_at")?,
+                refreshes: r.try_get("refreshes")?,
+            })
+        })
+        .transpose()?;
         Ok(report)
     }
 

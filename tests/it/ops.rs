@@ -187,6 +187,13 @@ async fn oauth_keeps_a_run_going_over_many_token_lifetimes() {
     assert_eq!(status.counts[&ArchiveState::Failed], 0, "{:?}", status.recent_failures);
     let counters = h.sim.counters();
     assert!(counters.token_refreshes >= 10, "only {} refreshes in 12 lifetimes", counters.token_refreshes);
+    // `status` shows the refresh token's lifetime (and never the token).
+    let oauth = status.oauth.clone().expect("status reports the OAuth tokens");
+    assert!(oauth.refresh_expires_at.expect("a refresh-token lifetime") > Utc::now() + chrono::Duration::days(80));
+    assert_eq!(oauth.refreshes as u64, counters.token_refreshes);
+    let text = app::status_text(&status, Utc::now());
+    assert!(text.contains("refresh token until"), "{text}");
+    assert!(!text.contains(&refresh_token));
     assert!(!services.webex.unauthorized());
 
     // The refresh tokens rotated: the configured one is revoked, the newest is in the
