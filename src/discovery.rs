@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -144,8 +144,10 @@ impl Discovery {
         cancel: &CancellationToken,
         progress: &(dyn Fn(&ScopeKey, WindowDone) + Send + Sync),
     ) -> Result<Vec<ScopeReport>, DiscoveryError> {
-        let now = Utc::now();
-        let since = self.settings.since.resolve(now);
+        // Window edges are sent to Webex with millisecond precision and stored in both
+        // databases exactly: keep every instant at whole milliseconds.
+        let now = Utc::now().trunc_subsecs(3);
+        let since = self.settings.since.resolve(now).trunc_subsecs(3);
         let mut reports = Vec::new();
         for scope in self.scopes().await? {
             let report = self.sweep(&scope, CursorKind::Sync, since, now, None, cancel, progress).await?;
@@ -163,7 +165,7 @@ impl Discovery {
         cancel: &CancellationToken,
         progress: &(dyn Fn(&ScopeKey, WindowDone) + Send + Sync),
     ) -> Result<Vec<ScopeReport>, DiscoveryError> {
-        let until = until.min(Utc::now());
+        let (since, until) = (since.trunc_subsecs(3), until.min(Utc::now()).trunc_subsecs(3));
         let mut reports = Vec::new();
         for scope in self.scopes().await? {
             let report =
@@ -342,4 +344,31 @@ fn listed(scope: &ScopeKey, value: serde_json::Value) -> Result<Option<ListedRec
         size_bytes: recording.size_bytes.and_then(|s| i64::try_from(s).ok()),
         listing: crate::state::listing_without_secrets(value),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_without_an_id_are_skipped_and_passwords_dropped() {
+        let scope = ScopeKey::user();
+        let item = serde_json::json!({"id": "r1", "createTime": "2026-11-01T10:00:00Z", "password": "S3cret",
+            "format": "SOMETHING_NEW", "futureField": [1, 2]});
+        let recorded = listed(&scope, item).unwrap().expect("an item with an id is recorded");
+        assert_eq!(recorded.id.0, "r1");
+        assert_eq!(recorded.format.as_deref(), Some("SOMETHING_NEW"));
+        assert!(recorded.listing.get("password").is_none(), "the password is never stored");
+        assert!(recorded.listing.get("futureField").is_some(), "unknown fields are kept");
+        assert!(listed(&scope, serde_json::json!({"createTime": "2026-11-01T10:00:00Z"})).unwrap().is_none());
+        assert!(listed(&scope, serde_json::json!({"id": "", "createTime": "2026-11-01T10:00:00Z"})).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_item_that_breaks_the_contract_fails_the_page() {
+        let scope = ScopeKey::user();
+        assert!(listed(&scope, serde_json::json!({"id": "r1"})).unwrap_err().contains("no createTime"));
+        assert!(listed(&scope, serde_json::json!({"id": "r1", "createTime": "yesterday"})).is_err());
+        assert!(listed(&scope, serde_json::json!({"id": 5, "createTime": "2026-11-01T10:00:00Z"})).is_err());
+    }
 }

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, shared helpers, real Postgres, real S3 servers, and
 //! the project's Webex simulator. Run them through `scripts/test` (README).
 
+mod commands;
 mod config;
 mod helpers;
 mod ops;

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use tokio_util::sync::CancellationToken;
 use webex_archiver::app::{self, Services, SyncReport};
 use webex_archiver::archive::Metadata;
@@ -422,4 +422,173 @@ async fn restarts_in_discovery_and_archiving_redownload_nothing_archived() {
         );
     }
     h.assert_well_behaved();
+}
+
+#[tokio::test]
+async fn backfill_lists_older_history_on_its_own_resumable_cursor() {
+    let mut h = Harness::start(Backend::Postgres, Store::Local, "admin", config(0)).await;
+    h.set("WEBEX_ARCHIVER__SYNC__SINCE", "30d");
+    h.set("WEBEX_ARCHIVER__WEBEX__SITE_URLS", "acme.webex.com");
+    let days = |d: i64| Utc::now() - chrono::Duration::days(d);
+    for d in [100, 80, 60, 45, 10] {
+        h.sim
+            .add_recording(NewRecording {
+                create_time: days(d),
+                site_url: Some("acme.webex.com".into()),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    let report = h.sync().await;
+    assert_eq!(counts(&report)[&ArchiveState::Archived], 1, "sync alone starts at sync.since");
+
+    // A backfill interrupted after its second window...
+    let (since, until) = (days(120).trunc_subsecs(3), days(30).trunc_subsecs(3));
+    let stop = CancellationToken::new();
+    let services = h.services(stop.clone()).await;
+    let windows = std::sync::atomic::AtomicU64::new(0);
+    let interrupted = services
+        .discovery
+        .backfill(since, until, &stop, &|_, _| {
+            if windows.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                stop.cancel();
+            }
+        })
+        .await;
+    assert!(interrupted.is_err());
+    let cursor =
+        h.db.state
+            .cursors()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.kind == webex_archiver::state::CursorKind::Backfill)
+            .expect("a backfill cursor");
+    assert_eq!(cursor.position, since + chrono::Duration::days(14), "two windows were listed");
+    assert_eq!(cursor.last_error.as_deref(), Some("discovery interrupted by shutdown"));
+
+    // ...resumes where it stopped, lists the rest, and archives what it found.
+    let stop = CancellationToken::new();
+    let services = h.services(stop.clone()).await;
+    let report = app::backfill(&services, since, until, false, &stop).await.unwrap();
+    assert_eq!(report.exit, 0, "{report:?}");
+    assert_eq!(report.scopes[0].windows, 11, "13 windows in 90 days, 2 done before");
+    assert_eq!(counts(&report)[&ArchiveState::Archived], 5);
+    // Run again: nothing left to list.
+    let again = app::backfill(&services, since, until, false, &stop).await.unwrap();
+    assert_eq!(again.scopes[0].windows, 0);
+    h.assert_archive_matches(&h.expected(true)).await;
+}
+
+#[tokio::test]
+async fn a_failing_window_stops_the_pass_naming_the_window_and_tracking_id() {
+    let mut h = Harness::start(Backend::Sqlite, Store::Local, "admin", config(10)).await;
+    h.set("WEBEX_ARCHIVER__WEBEX__SITE_URLS", "acme.webex.com");
+    h.sim.set_faults(vec![
+        webex_archiver::sim::FaultRule::new(FaultAction::ApiError { status: 403 }).endpoint(FaultEndpoint::AdminList),
+    ]);
+    let report = h.sync().await;
+    assert_eq!(report.exit, 1);
+    let error = report.discovery_error.clone().expect("the pass stopped");
+    assert!(error.contains("admin:acme.webex.com") && error.contains("window ["), "{error}");
+    assert!(error.contains("trackingId SIM_"), "the error names Webex's trackingId: {error}");
+    let cursor = h.db.state.cursors().await.unwrap().pop().unwrap();
+    assert!(cursor.last_error.is_some_and(|e| e.contains("trackingId")));
+    assert!(cursor.last_success_at.is_none());
+    let initial = cursor.position;
+    assert_eq!(counts(&report)[&ArchiveState::Pending], 0, "nothing after the failure is recorded");
+
+    h.sim.clear_faults();
+    let report = h.sync().await;
+    assert_eq!(report.exit, 0, "{report:?}");
+    let cursor = h.db.state.cursors().await.unwrap().pop().unwrap();
+    assert!(cursor.position > initial && cursor.last_error.is_none());
+}
+
+#[tokio::test]
+async fn audio_and_transcript_are_archived_when_asked_for() {
+    let mut config = config(4);
+    config.format_weights = [("MP4".to_string(), 1)].into();
+    let mut h = Harness::start(Backend::Postgres, Store::S3(S3Server::S3s), "admin", config).await;
+    h.set("WEBEX_ARCHIVER__ARCHIVE__INCLUDE", "recording,audio,transcript");
+    let report = h.sync().await;
+    assert_eq!(report.exit, 0, "{report:?}");
+    let store = h.store();
+    for row in h.db.state.archived(None).await.unwrap() {
+        let truth = h.sim.recording(&row.id.0).unwrap();
+        let metadata: Metadata =
+            serde_json::from_slice(&store.get_bytes(&store.key(&row.record.metadata_key).unwrap()).await.unwrap())
+                .unwrap();
+        let by_kind: HashMap<&str, &webex_archiver::archive::FileEntry> =
+            metadata.files.iter().map(|f| (f.kind.as_str(), f)).collect();
+        assert_eq!(by_kind.len(), 3, "{:?}", metadata.files);
+        let audio = webex_archiver::sim::Content::audio(&truth.id, truth.size_bytes);
+        let transcript = webex_archiver::sim::Content::transcript(&truth.id, truth.duration_seconds);
+        assert_eq!(by_kind["audio"].sha256, audio.sha256_hex());
+        assert_eq!(by_kind["transcript"].sha256, transcript.sha256_hex());
+        assert!(by_kind["audio"].key.ends_with("/audio.m4a") && by_kind["transcript"].key.ends_with("/transcript.vtt"));
+    }
+    let report = webex_archiver::verify::verify(&h.db.state, &store, None).await.unwrap();
+    assert!(report.clean(), "{}", webex_archiver::verify::report_text(&report));
+    h.assert_well_behaved();
+}
+
+#[tokio::test]
+async fn a_request_ceiling_keeps_below_the_rate_limit() {
+    let mut config = config(8);
+    config.rate_limit =
+        Some(RateLimit { requests_per_second: 5.0, burst: 1, retry_after_format: RetryAfterFormat::Seconds });
+    let mut h = Harness::start(Backend::Sqlite, Store::Local, "admin", config).await;
+    h.set("WEBEX_ARCHIVER__WEBEX__MAX_REQUESTS_PER_SECOND", "4");
+    let report = h.sync().await;
+    assert_eq!(report.exit, 0, "{report:?}");
+    assert_eq!(h.sim.counters().rate_limited, 0, "the ceiling kept every request under the limit");
+}
+
+#[tokio::test]
+async fn a_process_that_starts_during_a_shared_pause_waits_for_it() {
+    let h = Harness::start(Backend::Postgres, Store::Local, "admin", config(3)).await;
+    // Another replica was told Retry-After: 2 s a moment ago.
+    let until = Utc::now() + chrono::Duration::seconds(2);
+    h.db.state.pause_until(until).await.unwrap();
+    let stop = CancellationToken::new();
+    let services = h.services(stop.clone()).await;
+    let run = tokio::spawn(async move { app::sync(&services, false, &stop).await });
+    let api = |c: &webex_archiver::sim::Counters| -> u64 { c.requests.values().flat_map(|m| m.values()).sum() };
+    while Utc::now() < until - chrono::Duration::milliseconds(100) {
+        assert_eq!(api(&h.sim.counters()), 0, "a request went out during the shared pause");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.exit, 0);
+    assert!(api(&h.sim.counters()) > 0);
+}
+
+#[tokio::test]
+async fn verify_reports_missing_corrupt_and_unclaimed_objects() {
+    let h = Harness::start(Backend::Sqlite, Store::Local, "admin", config(3)).await;
+    assert_eq!(h.sync().await.exit, 0);
+    let store = h.store();
+    let rows = h.db.state.archived(None).await.unwrap();
+    // Corrupt one recording file, remove another's metadata.json, drop a stray object.
+    let corrupt = store.key(&rows[0].record.media_key).unwrap();
+    store.delete(&corrupt).await.unwrap();
+    store.put_create(&corrupt, Bytes::from_static(b"bit rot"), "video/mp4", None).await.unwrap();
+    store.delete(&store.key(&rows[1].record.metadata_key).unwrap()).await.unwrap();
+    store
+        .put_create(&store.key("2020/01/01/stray/recording.mp4").unwrap(), Bytes::from_static(b"?"), "video/mp4", None)
+        .await
+        .unwrap();
+
+    let report = webex_archiver::verify::verify(&h.db.state, &store, None).await.unwrap();
+    assert!(!report.clean());
+    assert_eq!(report.corrupt.len(), 1, "{report:?}");
+    assert_eq!(report.corrupt[0].recording_id, rows[0].id.0);
+    assert_eq!(report.missing.len(), 1);
+    assert_eq!(report.missing[0].key, rows[1].record.metadata_key);
+    assert_eq!(report.unclaimed, ["2020/01/01/stray/recording.mp4"]);
+    assert_eq!(report.ok, 1);
+    // A sample checks only recordings, not the prefix.
+    let sample = webex_archiver::verify::verify(&h.db.state, &store, Some(3)).await.unwrap();
+    assert!(!sample.scanned_for_unclaimed && sample.checked == 3);
 }
