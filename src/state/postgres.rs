@@ -38,8 +38,13 @@ impl PgState {
     }
 }
 
-const CURSOR_COLUMNS: &str = "scope, kind, position, range_start, range_end, last_pass_at, last_success_at, \
-     last_error, items_listed, items_skipped";
+/// The columns of a [`Cursor`], as a literal for `concat!`.
+macro_rules! cursor_columns {
+    () => {
+        "scope, kind, position, range_start, range_end, last_pass_at, last_success_at, last_error, items_listed, \
+         items_skipped"
+    };
+}
 
 fn cursor_from_row(row: &PgRow) -> StateResult<Cursor> {
     Ok(Cursor {
@@ -147,7 +152,7 @@ impl StateStore for PgState {
         .execute(&self.pool)
         .await?;
         // A different backfill range restarts the cursor at the new start.
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row = sqlx::query(concat!(
             "UPDATE cursors SET lease_owner = $3, lease_expires_at = now() + $4 * interval '1 millisecond', \
                  last_pass_at = now(), \
                  position = CASE WHEN $5::timestamptz IS NOT NULL \
@@ -155,8 +160,9 @@ impl StateStore for PgState {
                  range_start = COALESCE($5, range_start), range_end = COALESCE($6, range_end) \
              WHERE scope = $1 AND kind = $2 \
                AND (lease_owner IS NULL OR lease_owner = $3 OR lease_expires_at < now()) \
-             RETURNING {CURSOR_COLUMNS}"
-        )))
+             RETURNING ",
+            cursor_columns!()
+        ))
         .bind(&scope.0)
         .bind(kind.as_str())
         .bind(owner)
@@ -264,10 +270,9 @@ impl StateStore for PgState {
     }
 
     async fn cursors(&self) -> StateResult<Vec<Cursor>> {
-        let rows =
-            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {CURSOR_COLUMNS} FROM cursors ORDER BY scope, kind")))
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(concat!("SELECT ", cursor_columns!(), " FROM cursors ORDER BY scope, kind"))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(cursor_from_row).collect()
     }
 

@@ -103,8 +103,13 @@ fn describe_open_error(path: &Path, e: sqlx::Error) -> StateError {
     StateError::Path { path: path.display().to_string(), problem: format!("cannot open the SQLite database: {e}") }
 }
 
-const CURSOR_COLUMNS: &str = "scope, kind, position, range_start, range_end, last_pass_at, last_success_at, \
-     last_error, items_listed, items_skipped";
+/// The columns of a [`Cursor`], as a literal for `concat!`.
+macro_rules! cursor_columns {
+    () => {
+        "scope, kind, position, range_start, range_end, last_pass_at, last_success_at, last_error, items_listed, \
+         items_skipped"
+    };
+}
 
 fn cursor_from_row(row: &SqliteRow) -> StateResult<Cursor> {
     Ok(Cursor {
@@ -172,14 +177,15 @@ impl StateStore for SqliteState {
         .bind(range_end)
         .execute(&mut *tx)
         .await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row = sqlx::query(concat!(
             "UPDATE cursors SET lease_owner = ?3, lease_expires_at = ?4 + ?5, last_pass_at = ?4, \
                  position = CASE WHEN ?6 IS NOT NULL AND (range_start IS NOT ?6 OR range_end IS NOT ?7) \
                      THEN ?8 ELSE position END, \
                  range_start = COALESCE(?6, range_start), range_end = COALESCE(?7, range_end) \
              WHERE scope = ?1 AND kind = ?2 AND (lease_owner IS NULL OR lease_owner = ?3 OR lease_expires_at < ?4) \
-             RETURNING {CURSOR_COLUMNS}"
-        )))
+             RETURNING ",
+            cursor_columns!()
+        ))
         .bind(&scope.0)
         .bind(kind.as_str())
         .bind(owner)
@@ -313,10 +319,9 @@ impl StateStore for SqliteState {
     }
 
     async fn cursors(&self) -> StateResult<Vec<Cursor>> {
-        let rows =
-            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {CURSOR_COLUMNS} FROM cursors ORDER BY scope, kind")))
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(concat!("SELECT ", cursor_columns!(), " FROM cursors ORDER BY scope, kind"))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(cursor_from_row).collect()
     }
 

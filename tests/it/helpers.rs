@@ -36,10 +36,7 @@ impl PgDatabase {
         let name = format!("wa_test_{now}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let mut admin = connect_admin(&admin_url).await;
         drop_stale(&mut admin, now).await;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .expect("create the test database");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create the test database");
         let mut url = url::Url::parse(&admin_url).expect("WA_TEST_PG_URL is a URL");
         url.set_path(&name);
         Self { url: url.to_string(), name, admin_url }
@@ -60,9 +57,7 @@ async fn drop_stale(admin: &mut sqlx::PgConnection, now: i64) {
     for name in names {
         let created = name.split('_').nth(2).and_then(|t| t.parse::<i64>().ok()).unwrap_or(now);
         if now - created > 7200 {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                .execute(&mut *admin)
-                .await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut *admin).await;
         }
     }
 }
@@ -76,9 +71,7 @@ impl Drop for PgDatabase {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async {
                 let mut admin = connect_admin(&admin_url).await;
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                    .execute(&mut admin)
-                    .await;
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
             });
         })
         .join();
