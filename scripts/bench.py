@@ -1,0 +1,982 @@
+#!/usr/bin/env python3
+"""The benchmark of webex-archiver (run it through scripts/bench, which installs and builds
+what it needs; see the top of that file for the scenarios and the output).
+
+Python 3.11 standard library only. Every process it starts is stopped by its PID on exit;
+every Garage data directory, Postgres database, SQLite file and downloaded file it creates
+is deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime as dt
+import json
+import os
+import platform
+import random
+import re
+import resource
+import secrets
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+MIB = 1 << 20
+GIB = 1 << 30
+MB = 1_000_000
+MIN_FREE_GIB = 30
+SCENARIOS = ("throughput", "memory", "discovery", "efficiency")
+CONCURRENCY = 4
+
+# Targets: (key, comparison, threshold, text shown in the table).
+TARGETS = {
+    "throughput_vs_rclone": (">=", 1.2, "≥ 1.2× rclone"),
+    "throughput_vs_limit": (">=", 0.8, "≥ 0.8× min(source, sink)"),
+    "peak_rss_mib_2gib": ("<=", 128, "≤ 128 MiB"),
+    "peak_rss_mib_64mib": ("<=", 128, "≤ 128 MiB"),
+    "peak_rss_growth_mib": ("<=", 16, "≤ 16 MiB (2 GiB − 64 MiB)"),
+    "discovery_per_s_postgres": (">=", 10_000, "≥ 10,000/s"),
+    "api_calls_per_recording": ("<=", 1.05, "≤ 1.05 beyond the download"),
+}
+
+
+def log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="scripts/bench", description="webex-archiver benchmark")
+    p.add_argument("--runs", type=int, default=3, help="repetitions per scenario (default 3)")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, for trying the script")
+    p.add_argument("--only", choices=SCENARIOS, help="run one scenario (efficiency runs throughput)")
+    p.add_argument("--check-args", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.runs < 1:
+        p.error("--runs must be at least 1")
+    return args
+
+
+# --------------------------------------------------------------------------- processes
+
+CHILDREN: list[subprocess.Popen] = []
+
+
+def spawn(cmd: list[str], **kw) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, **kw)
+    CHILDREN.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 15.0) -> None:
+    """Stops one child we started, by its PID."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        except ProcessLookupError:
+            pass
+    if proc in CHILDREN:
+        CHILDREN.remove(proc)
+
+
+def stop_all() -> None:
+    for proc in list(CHILDREN):
+        stop(proc, grace=5.0)
+
+
+def on_signal(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def free_port(pair: bool = False) -> int:
+    """A free port on 127.0.0.1 (and, with `pair`, the next one free too)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if not pair or port >= 65535:
+            if not pair:
+                return port
+            continue
+        try:
+            with socket.socket() as s2:
+                s2.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair")
+
+
+def wait_port(port: int, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not open 127.0.0.1:{port}")
+
+
+HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_json(url: str, method: str = "GET", headers: dict | None = None, timeout: float = 120.0):
+    req = urllib.request.Request(url, method=method, headers=headers or {})
+    if method == "POST":
+        req.data = b""
+    with HTTP.open(req, timeout=timeout) as resp:
+        body = resp.read()
+    return json.loads(body) if body else None
+
+
+def no_proxy_env(env: dict) -> dict:
+    for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        env.pop(k, None)
+    return env
+
+
+# --------------------------------------------------------------------------- services
+
+
+class Sim:
+    """`webex-archiver simulate` as a child process."""
+
+    def __init__(self, name: str, scenario: dict, workdir: str):
+        self.name = name
+        path = os.path.join(workdir, f"sim-{name}.toml")
+        with open(path, "w") as f:
+            f.write(to_toml(scenario))
+        self.log_path = os.path.join(workdir, f"sim-{name}.log")
+        self.log = open(self.log_path, "wb")
+        env = no_proxy_env(dict(os.environ, RUST_LOG="warn"))
+        self.proc = spawn([BIN, "simulate", "--listen", "127.0.0.1:0", "--scenario", path],
+                          stdout=subprocess.PIPE, stderr=self.log, env=env)
+        ready, _, _ = select.select([self.proc.stdout], [], [], 600)
+        line = self.proc.stdout.readline() if ready else b""
+        if not line:
+            stop(self.proc)
+            raise RuntimeError(f"simulator {name} did not start; see {self.log_path}")
+        self.banner = json.loads(line)
+        self.api = self.banner["api_base_url"].rstrip("/")
+        self.origin = re.match(r"^(https?://[^/]+)", self.api).group(1)
+        self.token = self.banner["access_token"]
+
+    def truth(self) -> list[dict]:
+        return http_json(f"{self.origin}/_sim/recordings?digests=false", timeout=600)
+
+    def counters(self) -> dict:
+        return http_json(f"{self.origin}/_sim/counters")
+
+    def reset(self) -> None:
+        http_json(f"{self.origin}/_sim/counters/reset", method="POST")
+
+    def link(self, rec: dict) -> str:
+        """A fresh temporary direct download link (details call, admin style)."""
+        url = f"{self.api}/recordings/{rec['id']}?hostEmail={urllib.request.quote(rec['host_email'])}"
+        details = http_json(url, headers={"Authorization": f"Bearer {self.token}"})
+        return details["temporaryDirectDownloadLinks"]["recordingDownloadLink"]
+
+    def close(self) -> None:
+        stop(self.proc)
+        self.log.close()
+
+
+class Garage:
+    """A single-node Garage with a fresh data directory, deleted on close."""
+
+    ACCESS_KEY = "GKwabench0001"
+    BUCKET = "bench"
+    REGION = "garage"
+
+    def __init__(self, root: str):
+        self.dir = tempfile.mkdtemp(prefix="wa-bench-garage.", dir=root)
+        self.secret = "wa-bench-" + secrets.token_hex(16)
+        port = free_port(pair=True)
+        meta, data = os.path.join(self.dir, "meta"), os.path.join(self.dir, "data")
+        os.makedirs(meta)
+        os.makedirs(data)
+        conf = os.path.join(self.dir, "garage.toml")
+        with open(conf, "w") as f:
+            f.write(
+                f'metadata_dir = "{meta}"\ndata_dir = "{data}"\ndb_engine = "lmdb"\n'
+                f"replication_factor = 1\nmetadata_fsync = false\ndata_fsync = false\n"
+                f'rpc_bind_addr = "127.0.0.1:{port + 1}"\nrpc_public_addr = "127.0.0.1:{port + 1}"\n'
+                f'rpc_secret = "{secrets.token_hex(32)}"\n\n[s3_api]\n'
+                f'api_bind_addr = "127.0.0.1:{port}"\ns3_region = "{self.REGION}"\n'
+                f'root_domain = ".s3.garage.localhost"\n'
+            )
+        os.chmod(conf, 0o600)
+        self.log = open(os.path.join(self.dir, "garage.log"), "wb")
+        env = no_proxy_env(dict(os.environ, GARAGE_DEFAULT_ACCESS_KEY=self.ACCESS_KEY,
+                                GARAGE_DEFAULT_SECRET_KEY=self.secret, GARAGE_DEFAULT_BUCKET=self.BUCKET,
+                                RUST_LOG="warn"))
+        self.proc = spawn([GARAGE, "-c", conf, "server", "--single-node", "--default-bucket"],
+                          stdout=self.log, stderr=self.log, env=env)
+        try:
+            wait_port(port, "garage")
+        except Exception:
+            self.close()
+            raise
+        self.endpoint = f"http://127.0.0.1:{port}"
+
+    def aws_env(self) -> dict:
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": self.secret, "AWS_REGION": self.REGION, "AWS_ALLOW_HTTP": "true"}
+
+    def rclone_env(self, workdir: str) -> dict:
+        env = no_proxy_env(dict(os.environ))
+        env.pop("AWS_CA_BUNDLE", None)  # breaks rclone 1.60's S3 client (see shared/s3/README.md)
+        cfg = os.path.join(workdir, "rclone.conf")
+        if not os.path.exists(cfg):
+            open(cfg, "w").close()
+        env.update({
+            "RCLONE_CONFIG": cfg,
+            "RCLONE_CONFIG_GARAGE_TYPE": "s3", "RCLONE_CONFIG_GARAGE_PROVIDER": "Other",
+            "RCLONE_CONFIG_GARAGE_ENDPOINT": self.endpoint,
+            "RCLONE_CONFIG_GARAGE_ACCESS_KEY_ID": self.ACCESS_KEY,
+            "RCLONE_CONFIG_GARAGE_SECRET_ACCESS_KEY": self.secret,
+            "RCLONE_CONFIG_GARAGE_REGION": self.REGION,
+            "RCLONE_CONFIG_GARAGE_FORCE_PATH_STYLE": "true",
+        })
+        return env
+
+    def close(self) -> None:
+        stop(self.proc)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def psql(sql: str) -> None:
+    env = dict(os.environ, PGOPTIONS="-c client_min_messages=warning")
+    subprocess.run(["psql", PG_ADMIN, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                   check=True, stdout=subprocess.DEVNULL, env=env)
+
+
+class PgDb:
+    counter = 0
+
+    def __init__(self):
+        PgDb.counter += 1
+        self.name = f"wa_bench_{os.getpid()}_{PgDb.counter}"
+        psql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+        psql(f"CREATE DATABASE {self.name}")
+        base = PG_ADMIN.rsplit("/", 1)[0]
+        self.url = f"{base}/{self.name}"
+
+    def close(self) -> None:
+        psql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+
+
+# --------------------------------------------------------------------------- the archiver
+
+
+def archiver_env(sim: Sim, db_url: str, storage_url: str, data_dir: str, garage: Garage | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBEX_ARCHIVER__")}
+    no_proxy_env(env)
+    env.update({
+        "WEBEX_ARCHIVER__DATA__DIR": data_dir,
+        "WEBEX_ARCHIVER__WEBEX__BASE_URL": sim.api,
+        "WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN": sim.token,
+        "WEBEX_ARCHIVER__WEBEX__SCOPE": "admin",
+        "WEBEX_ARCHIVER__DATABASE__URL": db_url,
+        "WEBEX_ARCHIVER__STORAGE__URL": storage_url,
+        "WEBEX_ARCHIVER__SYNC__SINCE": "70d",
+        "WEBEX_ARCHIVER__ARCHIVE__CONCURRENCY": str(CONCURRENCY),
+        "WEBEX_ARCHIVER__HTTP__LISTEN": "",
+        "WEBEX_ARCHIVER__LOG__FORMAT": "json",
+        "RUST_LOG": "warn",
+    })
+    if garage:
+        env.update(garage.aws_env())
+    return env
+
+
+def parse_time_v(path: str) -> dict:
+    out = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("User time (seconds):"):
+                out["user_s"] = float(line.split(":")[-1])
+            elif line.startswith("System time (seconds):"):
+                out["sys_s"] = float(line.split(":")[-1])
+            elif line.startswith("Maximum resident set size (kbytes):"):
+                out["max_rss_kib"] = int(line.split(":")[-1])
+    return out
+
+
+def summarize_log(path: str) -> dict:
+    """Counts the archiver's JSON log lines by level and message (WARN and above)."""
+    levels: dict[str, int] = {}
+    messages: dict[str, int] = {}
+    samples: list[str] = []
+    summary = None
+    with open(path, errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                # Not a log line: `sync` prints its summary ("archived N, ...") to stderr.
+                if line.startswith("archived "):
+                    summary = line
+                    continue
+                levels["unparsed"] = levels.get("unparsed", 0) + 1
+                if len(samples) < 5:
+                    samples.append(line[:300])
+                continue
+            level = str(rec.get("level", "?")).upper()
+            levels[level] = levels.get(level, 0) + 1
+            fields = rec.get("fields", {}) if isinstance(rec.get("fields"), dict) else {}
+            msg = fields.get("message") or rec.get("message") or "?"
+            key = f"{level}: {msg}"
+            messages[key] = messages.get(key, 0) + 1
+            if len(samples) < 5:
+                samples.append(line[:500])
+    return {"summary": summary, "levels": levels, "messages": messages, "samples": samples}
+
+
+RUN_SEQ = 0
+
+
+def run_archiver(args: list[str], env: dict, workdir: str, label: str, timeout: float = 900) -> dict:
+    """Runs the archiver under /usr/bin/time -v; returns wall, CPU, peak RSS, exit, log summary."""
+    global RUN_SEQ
+    RUN_SEQ += 1
+    stem = os.path.join(workdir, f"run{RUN_SEQ:03d}-{label}")
+    timef, logf, outf = stem + ".time", stem + ".log", stem + ".out"
+    with open(logf, "wb") as err, open(outf, "wb") as out:
+        t0 = time.monotonic()
+        proc = spawn(["/usr/bin/time", "-v", "-o", timef, BIN, *args], stdout=out, stderr=err, env=env)
+        try:
+            rc = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            stop(proc, signal.SIGKILL)
+            raise RuntimeError(f"{label}: webex-archiver {' '.join(args)} took over {timeout:.0f} s")
+        wall = time.monotonic() - t0
+        CHILDREN.remove(proc)
+    res = {"wall_s": wall, "exit": rc, **parse_time_v(timef), "log": summarize_log(logf)}
+    keep = os.environ.get("WA_BENCH_KEEP_LOGS")
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        shutil.copy(logf, keep)
+    if rc != 0:
+        with open(logf, errors="replace") as f:
+            tail = f.read()[-2000:]
+        raise RuntimeError(f"{label}: webex-archiver {' '.join(args)} exited {rc}:\n{tail}")
+    return res
+
+
+def status_json(env: dict) -> dict:
+    out = subprocess.run([BIN, "status", "--json"], env=env, capture_output=True, check=True, timeout=120)
+    return json.loads(out.stdout)
+
+
+def api_requests(counters: dict, endpoints=("list", "admin_list", "sites", "details", "token")) -> dict:
+    req = counters.get("requests", {})
+    per = {e: sum(req.get(e, {}).values()) for e in endpoints}
+    per["total"] = sum(per.values())
+    return per
+
+
+def non_2xx(counters: dict) -> dict:
+    out = {}
+    for ep, by_status in counters.get("requests", {}).items():
+        for status, n in by_status.items():
+            if not str(status).startswith("2"):
+                out[f"{ep} {status}"] = n
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def to_toml(d: dict) -> str:
+    def val(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {val(x)}" for k, x in v.items()) + " }"
+        if isinstance(v, list):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        raise TypeError(v)
+
+    return "".join(f"{k} = {val(v)}\n" for k, v in d.items())
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def spread(xs):
+    """(max - min) / median, as a fraction: how noisy the runs were."""
+    xs = [x for x in xs if x is not None]
+    if len(xs) < 2 or not statistics.median(xs):
+        return None
+    return (max(xs) - min(xs)) / statistics.median(xs)
+
+
+def proc_cpu_s(pid: int) -> float:
+    """user+system CPU seconds of a running process (all its threads)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_jiffies() -> tuple[int, int]:
+    """(all, idle + iowait) jiffies of the whole machine."""
+    with open("/proc/stat") as f:
+        v = list(map(int, f.readline().split()[1:]))
+    return sum(v), v[3] + v[4]
+
+
+class CpuProbe:
+    """Where the CPU went during one timed measurement: the tool (our children that
+    finished: the archiver under /usr/bin/time, curl, rclone), Garage, the simulator, and
+    how busy the whole machine was (2 cores shared by all of them)."""
+
+    def __init__(self, garage: "Garage | None", sim: "Sim"):
+        self.pids = {"garage": garage.proc.pid if garage else None, "sim": sim.proc.pid}
+        self.start = {k: proc_cpu_s(p) if p else 0.0 for k, p in self.pids.items()}
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.children = ru.ru_utime + ru.ru_stime
+        self.jiffies = machine_jiffies()
+
+    def stop(self) -> dict:
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        total, idle = machine_jiffies()
+        dt_all = total - self.jiffies[0]
+        out = {"tool_cpu_s": ru.ru_utime + ru.ru_stime - self.children}
+        for k, p in self.pids.items():
+            out[f"{k}_cpu_s"] = proc_cpu_s(p) - self.start[k] if p else 0.0
+        out["machine_busy"] = 1 - (idle - self.jiffies[1]) / dt_all if dt_all else None
+        return out
+
+
+def pool_map(fn, items, workers=CONCURRENCY):
+    with concurrent.futures.ThreadPoolExecutor(workers) as ex:
+        return list(ex.map(fn, items))
+
+
+def check_disk(root: str, need_gib: float) -> None:
+    free = shutil.disk_usage(root).free / GIB
+    if free < need_gib:
+        raise SystemExit(f"bench: only {free:.1f} GiB free under {root}; need at least {need_gib:.0f} GiB")
+
+
+def curl(link: str, dest: str = "/dev/null") -> int:
+    out = subprocess.run(["curl", "-s", "-f", "--noproxy", "*", "-o", dest, "-w", "%{size_download}", link],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"curl exited {out.returncode}: {out.stderr.strip()}")
+    return int(float(out.stdout.strip()))
+
+
+def rclone(args: list[str], env: dict, timeout: float = 900) -> None:
+    out = subprocess.run(["rclone", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"rclone {' '.join(args[:1])} exited {out.returncode}: {out.stderr.strip()[-1500:]}")
+
+
+def rclone_size(remote: str, env: dict) -> dict:
+    out = subprocess.run(["rclone", "size", "--json", remote], env=env, capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"rclone size {remote}: {out.stderr.strip()[-500:]}")
+    return json.loads(out.stdout)
+
+
+def mp4_scenario(seed: int, recordings: int, size: int) -> dict:
+    return {"seed": seed, "recordings": recordings, "size": size, "span": "60d",
+            "format_weights": {"MP4": 1}, "prevent_downloading_fraction": 0.0, "deleted_fraction": 0.0,
+            "link_lifetime": "3h"}
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def scenario_throughput(opts, root: str, workdir: str) -> dict:
+    n, size = (8, 32 * MIB) if opts.quick else (32, 128 * MIB)
+    sim = Sim("throughput", mp4_scenario(11, n, size), workdir)
+    files = tempfile.mkdtemp(prefix="wa-bench-files.", dir=root)
+    runs = []
+    try:
+        truth = sim.truth()
+        assert len(truth) == n and all(r["format"] == "MP4" and not r["prevent_downloading"] for r in truth), \
+            "the simulator's population is not n downloadable MP4 recordings"
+        total = sum(r["size_bytes"] for r in truth)
+        log(f"throughput: {n} recordings x {size / MIB:.0f} MiB = {total / MB:.0f} MB; "
+            f"downloading them once into {files} (for the sink limit)")
+
+        def fetch_local(rec):
+            got = curl(sim.link(rec), os.path.join(files, f"{rec['id']}.mp4"))
+            assert got == rec["size_bytes"], f"{rec['id']}: got {got} of {rec['size_bytes']} bytes"
+
+        pool_map(fetch_local, truth)
+
+        tools = ["ours", "source", "sink", "peer"]
+        for rep in range(opts.runs):
+            check_disk(root, 20)
+            order = tools[rep % 4:] + tools[:rep % 4]
+            load = os.getloadavg()[0]
+            run = {"run": rep + 1, "order": order, "loadavg_1m_before": round(load, 2)}
+            for tool in order:
+                # A fresh Garage for every tool that writes: Garage stores blocks by content
+                # hash, so a tool writing the same recordings after another would only add
+                # references to blocks already stored, and be measured at a discount.
+                garage = Garage(root) if tool != "source" else None
+                try:
+                    os.sync()  # no writeback debt from the previous tool
+                    if tool == "ours":
+                        db = PgDb()
+                        try:
+                            env = archiver_env(sim, db.url, f"s3://{Garage.BUCKET}/ours", os.path.join(workdir, "data"),
+                                               garage)
+                            sim.reset()
+                            probe = CpuProbe(garage, sim)
+                            res = run_archiver(["sync"], env, workdir, f"throughput-r{rep + 1}")
+                            run["cpu_ours"] = probe.stop()
+                            counters = sim.counters()
+                            status = status_json(env)
+                        finally:
+                            db.close()
+                        archived = status.get("archived", 0)
+                        if archived != n:
+                            raise RuntimeError(f"ours archived {archived} of {n}: {status}")
+                        calls = api_requests(counters)
+                        run.update({
+                            "ours_s": res["wall_s"], "ours_mb_s": total / MB / res["wall_s"],
+                            "ours_cpu_s": res["user_s"] + res["sys_s"], "ours_user_s": res["user_s"],
+                            "ours_sys_s": res["sys_s"], "ours_max_rss_mib": res["max_rss_kib"] / 1024,
+                            "api_calls": calls, "api_calls_per_recording": calls["total"] / archived,
+                            "details_per_recording": calls["details"] / archived,
+                            "downloads": counters.get("downloads"), "non_2xx": non_2xx(counters),
+                            "rate_limited": counters.get("rate_limited"), "token_leaks": counters.get("token_leaks"),
+                            "bytes_served": counters.get("bytes_served"), "ours_log": res["log"],
+                        })
+                        # What ours stored: the recordings plus one metadata.json each.
+                        got = rclone_size(f"garage:{Garage.BUCKET}/ours/", garage.rclone_env(workdir))
+                        run["ours_stored"] = got
+                        if got.get("count") != 2 * n or got.get("bytes", 0) < total:
+                            raise RuntimeError(f"ours stored {got}, expected {2 * n} objects and over {total} bytes")
+                    elif tool == "source":
+                        links = [sim.link(r) for r in truth]
+                        probe = CpuProbe(None, sim)
+                        t0 = time.monotonic()
+                        got = pool_map(curl, links)
+                        t = time.monotonic() - t0
+                        run["cpu_source"] = probe.stop()
+                        if sum(got) != total:
+                            raise RuntimeError(f"curl received {sum(got)} of {total} bytes")
+                        run.update({"source_s": t, "source_mb_s": total / MB / t})
+                    elif tool == "sink":
+                        renv = garage.rclone_env(workdir)
+                        probe = CpuProbe(garage, sim)
+                        t0 = time.monotonic()
+                        rclone(["copy", "--transfers", str(CONCURRENCY), files, f"garage:{Garage.BUCKET}/sink/"], renv)
+                        t = time.monotonic() - t0
+                        run["cpu_sink"] = probe.stop()
+                        got = rclone_size(f"garage:{Garage.BUCKET}/sink/", renv)
+                        if got.get("bytes") != total:
+                            raise RuntimeError(f"rclone copy stored {got} (expected {total} bytes)")
+                        run.update({"sink_s": t, "sink_mb_s": total / MB / t})
+                    elif tool == "peer":
+                        renv = garage.rclone_env(workdir)
+                        links = [(sim.link(r), r["id"]) for r in truth]
+                        probe = CpuProbe(garage, sim)
+                        t0 = time.monotonic()
+                        pool_map(lambda li: rclone(["copyurl", li[0], f"garage:{Garage.BUCKET}/peer/{li[1]}.mp4"],
+                                                   renv), links)
+                        t = time.monotonic() - t0
+                        run["cpu_peer"] = probe.stop()
+                        got = rclone_size(f"garage:{Garage.BUCKET}/peer/", renv)
+                        if got.get("bytes") != total:
+                            raise RuntimeError(f"rclone copyurl stored {got} (expected {total} bytes)")
+                        run.update({"peer_s": t, "rclone_mb_s": total / MB / t})
+                finally:
+                    if garage:
+                        garage.close()
+            run["throughput_vs_rclone"] = run["ours_mb_s"] / run["rclone_mb_s"]
+            run["throughput_vs_limit"] = run["ours_mb_s"] / min(run["source_mb_s"], run["sink_mb_s"])
+            run["cpu_s_per_gib"] = run["ours_cpu_s"] / (total / GIB)
+            run["bottleneck"] = "source" if run["source_mb_s"] < run["sink_mb_s"] else "sink"
+            runs.append(run)
+            log(f"throughput run {rep + 1}/{opts.runs} ({' '.join(order)}): ours {run['ours_mb_s']:.0f} MB/s, "
+                f"source {run['source_mb_s']:.0f}, sink {run['sink_mb_s']:.0f}, rclone {run['rclone_mb_s']:.0f}; "
+                f"ours/rclone {run['throughput_vs_rclone']:.2f}, ours/limit {run['throughput_vs_limit']:.2f}; "
+                f"CPU {run['ours_cpu_s']:.1f} s, RSS {run['ours_max_rss_mib']:.0f} MiB, "
+                f"{run['api_calls_per_recording']:.2f} API calls/recording")
+    finally:
+        sim.close()
+        shutil.rmtree(files, ignore_errors=True)
+    col = lambda k: [r[k] for r in runs]
+    return {
+        "params": {"recordings": n, "size_bytes": size, "total_bytes": total, "concurrency": CONCURRENCY},
+        "throughput_mb_s": median(col("ours_mb_s")),
+        "source_limit_mb_s": median(col("source_mb_s")),
+        "sink_limit_mb_s": median(col("sink_mb_s")),
+        "rclone_mb_s": median(col("rclone_mb_s")),
+        "throughput_vs_rclone": median(col("throughput_vs_rclone")),
+        "throughput_vs_limit": median(col("throughput_vs_limit")),
+        "throughput_cpu_s": median(col("ours_cpu_s")),
+        "throughput_peak_rss_mib": median(col("ours_max_rss_mib")),
+        "cpu_s_per_gib": median(col("cpu_s_per_gib")),
+        "api_calls_per_recording": median(col("api_calls_per_recording")),
+        "details_calls_per_recording": median(col("details_per_recording")),
+        "cpu_by_tool": {
+            tool: {
+                "mb_s": median(col(mb)),
+                **{k: median([r[f"cpu_{tool}"][k] for r in runs])
+                   for k in ("tool_cpu_s", "garage_cpu_s", "sim_cpu_s", "machine_busy")},
+            }
+            for tool, mb in (("ours", "ours_mb_s"), ("source", "source_mb_s"), ("sink", "sink_mb_s"),
+                             ("peer", "rclone_mb_s"))
+        },
+        "bottleneck_by_run": col("bottleneck"),
+        "throughput_runs": runs,
+    }
+
+
+def scenario_memory(opts, root: str, workdir: str) -> dict:
+    big, small = (256 * MIB, 16 * MIB) if opts.quick else (2 * GIB, 64 * MIB)
+    sims = {"big": Sim("memory-big", mp4_scenario(21, 1, big), workdir),
+            "small": Sim("memory-small", mp4_scenario(22, 1, small), workdir)}
+    runs = []
+    try:
+        for rep in range(opts.runs):
+            order = ["big", "small"] if rep % 2 == 0 else ["small", "big"]
+            garage = Garage(root)
+            run = {"run": rep + 1, "order": order}
+            try:
+                for which in order:
+                    db = PgDb()
+                    try:
+                        env = archiver_env(sims[which], db.url, f"s3://{Garage.BUCKET}/mem-{which}",
+                                           os.path.join(workdir, "data"), garage)
+                        res = run_archiver(["sync"], env, workdir, f"memory-{which}-r{rep + 1}")
+                        if status_json(env).get("archived") != 1:
+                            raise RuntimeError(f"memory {which}: the recording was not archived")
+                    finally:
+                        db.close()
+                    run[f"{which}_rss_mib"] = res["max_rss_kib"] / 1024
+                    run[f"{which}_s"] = res["wall_s"]
+                    run[f"{which}_log"] = res["log"]
+            finally:
+                garage.close()
+            run["growth_mib"] = run["big_rss_mib"] - run["small_rss_mib"]
+            runs.append(run)
+            log(f"memory run {rep + 1}/{opts.runs}: peak RSS {run['big_rss_mib']:.1f} MiB ({big / MIB:.0f} MiB file, "
+                f"{run['big_s']:.1f} s), {run['small_rss_mib']:.1f} MiB ({small / MIB:.0f} MiB file)")
+    finally:
+        for s in sims.values():
+            s.close()
+    col = lambda k: [r[k] for r in runs]
+    return {
+        "params": {"big_bytes": big, "small_bytes": small, "concurrency": CONCURRENCY},
+        "peak_rss_mib_2gib": median(col("big_rss_mib")),
+        "peak_rss_mib_64mib": median(col("small_rss_mib")),
+        "peak_rss_growth_mib": median(col("growth_mib")),
+        "memory_runs": runs,
+    }
+
+
+def scenario_discovery(opts, root: str, workdir: str) -> dict:
+    n = 10_000 if opts.quick else 100_000
+    t0 = time.monotonic()
+    sim = Sim("discovery", {"seed": 31, "recordings": n, "span": "60d", "format_weights": {"MP4": 1},
+                            "prevent_downloading_fraction": 0.0, "deleted_fraction": 0.0}, workdir)
+    log(f"discovery: simulator with {n} recordings up in {time.monotonic() - t0:.1f} s")
+    runs = []
+    try:
+        for rep in range(opts.runs):
+            # postgres_nossl is a diagnostic: the same database without TLS on the local
+            # connection (the default URL lets the client negotiate TLS when the server offers it).
+            backends = ["postgres", "sqlite", "postgres_nossl"]
+            order = backends[rep % 3:] + backends[:rep % 3]
+            run = {"run": rep + 1, "order": order}
+            for backend in order:
+                sqlite_dir = tempfile.mkdtemp(prefix="wa-bench-sqlite.", dir=root)
+                db = PgDb() if backend.startswith("postgres") else None
+                try:
+                    db_url = f"sqlite://{sqlite_dir}/state.db"
+                    if backend == "postgres":
+                        db_url = db.url
+                    elif backend == "postgres_nossl":
+                        db_url = db.url + "?sslmode=disable"
+                    env = archiver_env(sim, db_url, f"file://{sqlite_dir}/archive", os.path.join(sqlite_dir, "data"),
+                                       None)
+                    sim.reset()
+                    res = run_archiver(["sync", "--discover-only"], env, workdir, f"discovery-{backend}-r{rep + 1}")
+                    counters = sim.counters()
+                    status = status_json(env)
+                finally:
+                    if db:
+                        db.close()
+                    shutil.rmtree(sqlite_dir, ignore_errors=True)
+                recorded = status.get("pending", 0)
+                if recorded != n:
+                    log(f"discovery {backend}: {recorded} pending after the pass, the simulator has {n}")
+                calls = api_requests(counters)
+                run.update({
+                    f"{backend}_s": res["wall_s"], f"{backend}_recorded": recorded,
+                    f"{backend}_per_s": recorded / res["wall_s"], f"{backend}_api_requests": calls,
+                    f"{backend}_cpu_s": res["user_s"] + res["sys_s"], f"{backend}_max_rss_mib": res["max_rss_kib"] / 1024,
+                    f"{backend}_non_2xx": non_2xx(counters), f"{backend}_log": res["log"],
+                })
+            runs.append(run)
+            log(f"discovery run {rep + 1}/{opts.runs}: postgres {run['postgres_per_s']:.0f}/s "
+                f"({run['postgres_s']:.1f} s), sqlite {run['sqlite_per_s']:.0f}/s ({run['sqlite_s']:.1f} s), "
+                f"postgres with sslmode=disable {run['postgres_nossl_per_s']:.0f}/s ({run['postgres_nossl_s']:.1f} s), "
+                f"{run['postgres_api_requests']['total']} API requests")
+    finally:
+        sim.close()
+    col = lambda k: [r[k] for r in runs]
+    return {
+        "params": {"recordings": n},
+        "discovery_per_s_postgres": median(col("postgres_per_s")),
+        "discovery_per_s_sqlite": median(col("sqlite_per_s")),
+        "discovery_per_s_postgres_sslmode_disable": median(col("postgres_nossl_per_s")),
+        "discovery_api_requests": median([r["postgres_api_requests"]["total"] for r in runs]
+                                         + [r["sqlite_api_requests"]["total"] for r in runs]),
+        "discovery_runs": runs,
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def machine() -> dict:
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kib = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+
+    def git(*a):
+        r = subprocess.run(["git", "-C", REPO, *a], capture_output=True, text=True)
+        return r.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--", "src", "migrations", "Cargo.toml", "Cargo.lock"))
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kib / (1 << 20), 1),
+        "kernel": platform.release(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "git_commit": commit + (" (sources modified)" if dirty else ""), "git_branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+        "rclone": (subprocess.run(["rclone", "version"], capture_output=True, text=True).stdout.splitlines() or ["?"])[0],
+        "garage": subprocess.run([GARAGE, "--version"], capture_output=True, text=True).stdout.strip(),
+    }
+
+
+def fmt(v, digits=None):
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        if digits is None:
+            digits = 0 if abs(v) >= 100 else (1 if abs(v) >= 10 else 2)
+        return f"{v:,.{digits}f}"
+    return f"{v:,}"
+
+
+def met(key, v):
+    if key not in TARGETS or v is None:
+        return ""
+    op, thr, _ = TARGETS[key]
+    return "met" if (v >= thr if op == ">=" else v <= thr) else "**not met**"
+
+
+ROWS = [
+    # key, label, unit, per-run source (scenario, run key)
+    ("throughput_mb_s", "Throughput, ours (`sync`, concurrency 4)", "MB/s", ("throughput", "ours_mb_s")),
+    ("source_limit_mb_s", "Source limit (curl, 4 at a time)", "MB/s", ("throughput", "source_mb_s")),
+    ("sink_limit_mb_s", "Sink limit (`rclone copy --transfers 4` from local files)", "MB/s", ("throughput", "sink_mb_s")),
+    ("rclone_mb_s", "Peer (`rclone copyurl`, 4 at a time)", "MB/s", ("throughput", "rclone_mb_s")),
+    ("throughput_vs_rclone", "Ours / rclone", "×", ("throughput", "throughput_vs_rclone")),
+    ("throughput_vs_limit", "Ours / min(source, sink)", "×", ("throughput", "throughput_vs_limit")),
+    ("peak_rss_mib_2gib", "Peak RSS, one 2 GiB recording", "MiB", ("memory", "big_rss_mib")),
+    ("peak_rss_mib_64mib", "Peak RSS, one 64 MiB recording", "MiB", ("memory", "small_rss_mib")),
+    ("peak_rss_growth_mib", "Peak RSS growth, 2 GiB − 64 MiB", "MiB", ("memory", "growth_mib")),
+    ("throughput_peak_rss_mib", "Peak RSS during the throughput runs", "MiB", ("throughput", "ours_max_rss_mib")),
+    ("discovery_per_s_postgres", "Discovery into Postgres", "recordings/s", ("discovery", "postgres_per_s")),
+    ("discovery_per_s_sqlite", "Discovery into SQLite", "recordings/s", ("discovery", "sqlite_per_s")),
+    ("discovery_per_s_postgres_sslmode_disable", "Discovery into Postgres, `?sslmode=disable` (diagnostic)",
+     "recordings/s", ("discovery", "postgres_nossl_per_s")),
+    ("discovery_api_requests", "API requests of one discovery pass", "requests", None),
+    ("cpu_s_per_gib", "CPU (user+sys) per GiB archived", "s/GiB", ("throughput", "cpu_s_per_gib")),
+    ("api_calls_per_recording", "API calls per recording archived (no downloads)", "calls", ("throughput", "api_calls_per_recording")),
+    ("details_calls_per_recording", "… of which details calls per recording", "calls", ("throughput", "details_per_recording")),
+    ("api_calls_per_recording_at_scale", "API calls per recording at the discovery scenario's scale (details + listing share)",
+     "calls", None),
+]
+
+
+def markdown(results: dict) -> str:
+    figures = results["figures"]
+    m = results["machine"]
+    lines = [
+        f"# webex-archiver benchmark ({m['date']})",
+        "",
+        f"Median of {results['runs']} runs{' (--quick sizes)' if results['quick'] else ''}; ratios are medians "
+        "of per-run ratios. Per-run values in run order.",
+        "",
+        "| Metric | Median | Unit | Per run | Target | Met |",
+        "|---|---:|---|---|---|---|",
+    ]
+    for key, label, unit, src in ROWS:
+        if key not in figures:
+            continue
+        v = figures[key]
+        per = ""
+        if src:
+            runs = results["scenarios"].get(src[0], {}).get(f"{src[0]}_runs", [])
+            per = ", ".join(fmt(r.get(src[1])) for r in runs)
+        target = TARGETS[key][2] if key in TARGETS else ""
+        lines.append(f"| {label} | {fmt(v)} | {unit} | {per} | {target} | {met(key, v)} |")
+    lines += ["", "Elapsed: " + ", ".join(f"{k} {v:.0f} s" for k, v in results["elapsed_s"].items()), ""]
+    if results.get("errors"):
+        lines += ["Errors:", ""] + [f"- {k}: {v.splitlines()[0]}" for k, v in results["errors"].items()] + [""]
+    tp = results["scenarios"].get("throughput")
+    if tp:
+        p = tp["params"]
+        lines += [f"Throughput: {p['recordings']} MP4 recordings × {p['size_bytes'] / MIB:.0f} MiB "
+                  f"({p['total_bytes'] / MB:,.0f} MB) from the simulator into a single-node Garage on the same "
+                  f"machine, 4 transfers at a time; a fresh Garage for every tool in every run (Garage deduplicates "
+                  f"blocks by content), a fresh Postgres database for every run of ours, tool order rotated.",
+                  ""]
+    if tp and tp.get("cpu_by_tool"):
+        names = {"ours": "ours (`sync`)", "source": "source (curl → /dev/null)",
+                 "sink": "sink (`rclone copy` local → Garage)", "peer": "peer (`rclone copyurl`)"}
+        lines += ["Where the CPU went during each throughput measurement (medians; the tool, Garage and the "
+                  "simulator share the machine's cores):", "",
+                  "| Tool | MB/s | tool CPU s | Garage CPU s | simulator CPU s | machine busy |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for tool, c in tp["cpu_by_tool"].items():
+            busy = "—" if c["machine_busy"] is None else f"{c['machine_busy']:.0%}"
+            lines.append(f"| {names[tool]} | {fmt(c['mb_s'])} | {fmt(c['tool_cpu_s'], 1)} | "
+                         f"{fmt(c['garage_cpu_s'], 1)} | {fmt(c['sim_cpu_s'], 1)} | {busy} |")
+        lines += ["", "Lower of source and sink limit, per run: " + ", ".join(tp["bottleneck_by_run"]) + ".", ""]
+        sink, faster = figures.get("sink_limit_mb_s"), []
+        for key, name in (("rclone_mb_s", "`rclone copyurl`"), ("throughput_mb_s", "ours")):
+            if sink is not None and figures.get(key) is not None and figures[key] > sink:
+                faster.append(f"{name} ({fmt(figures[key])} MB/s)")
+        if faster:
+            lines += [f"Note: the sink limit ({fmt(sink)} MB/s) is below what " + " and ".join(faster)
+                      + " wrote into the same kind of Garage, so on this machine it is not an upper bound: it "
+                      "measures `rclone copy`'s own cost (see its CPU above) as much as the sink's. "
+                      "`throughput_vs_limit` is reported as defined, but read it with this in mind.", ""]
+    lines += [
+        "Machine: " + f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}; "
+        f"commit {m['git_commit']}; {m['rclone']}; {m['garage']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    opts = parse_args(sys.argv[1:])
+    if opts.check_args:
+        return 0
+    global BIN, GARAGE, REPO, PG_ADMIN
+    REPO = os.environ.get("WA_BENCH_REPO") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    BIN = os.environ.get("WA_BENCH_BIN") or os.path.join(REPO, "target/release/webex-archiver")
+    GARAGE = os.environ.get("WA_BENCH_GARAGE") or shutil.which("garage") or "garage"
+    PG_ADMIN = os.environ.get("WA_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    for tool in (BIN, GARAGE):
+        if not os.access(tool, os.X_OK):
+            raise SystemExit(f"bench: {tool} is missing (run scripts/bench, which builds and installs it)")
+    out_dir = os.getcwd()
+    root = os.environ.get("WA_BENCH_TMP") or tempfile.gettempdir()
+    check_disk(root, MIN_FREE_GIB)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    wanted = [opts.only] if opts.only else ["throughput", "memory", "discovery"]
+    if "efficiency" in wanted:
+        wanted = ["throughput"]
+    workdir = tempfile.mkdtemp(prefix="wa-bench.", dir=root)
+    results = {"runs": opts.runs, "quick": opts.quick, "machine": machine(), "elapsed_s": {}, "errors": {},
+               "scenarios": {}, "figures": {}}
+    started = time.monotonic()
+    try:
+        for name in wanted:
+            fn = {"throughput": scenario_throughput, "memory": scenario_memory, "discovery": scenario_discovery}[name]
+            log(f"scenario {name}: {opts.runs} run(s)")
+            t0 = time.monotonic()
+            try:
+                results["scenarios"][name] = fn(opts, root, workdir)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # keep the other scenarios' figures
+                results["errors"][name] = f"{type(e).__name__}: {e}"
+                log(f"scenario {name} FAILED: {e}")
+            results["elapsed_s"][name] = time.monotonic() - t0
+            log(f"scenario {name}: {results['elapsed_s'][name]:.0f} s")
+    finally:
+        stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+    results["elapsed_s"]["total"] = time.monotonic() - started
+    for sc in results["scenarios"].values():
+        for k, v in sc.items():
+            if not k.endswith("_runs") and k not in ("params", "cpu_by_tool", "bottleneck_by_run"):
+                results["figures"][k] = v
+    f = results["figures"]
+    if f.get("details_calls_per_recording") is not None and f.get("discovery_api_requests") is not None:
+        f["api_calls_per_recording_at_scale"] = (f["details_calls_per_recording"] + f["discovery_api_requests"]
+                                                 / results["scenarios"]["discovery"]["params"]["recordings"])
+    if "throughput" in results["scenarios"]:
+        runs = results["scenarios"]["throughput"]["throughput_runs"]
+        results["throughput_runs"] = runs
+        results["noise"] = {k: spread([r[k] for r in runs])
+                            for k in ("ours_mb_s", "source_mb_s", "sink_mb_s", "rclone_mb_s")}
+    results["targets"] = {k: {"target": t[2], "met": met(k, results["figures"].get(k)) == "met"}
+                          for k, t in TARGETS.items() if results["figures"].get(k) is not None}
+    with open(os.path.join(out_dir, "bench-results.json"), "w") as f:
+        json.dump(results, f, indent=2, default=str)
+        f.write("\n")
+    md = markdown(results)
+    with open(os.path.join(out_dir, "bench-results.md"), "w") as f:
+        f.write(md)
+    print(md)
+    log(f"total {results['elapsed_s']['total']:.0f} s; wrote {out_dir}/bench-results.json and bench-results.md")
+    return 1 if results["errors"] else 0
+
+
+BIN = GARAGE = REPO = PG_ADMIN = ""
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as e:
+        log(f"interrupted ({e}); stopped every process it started")
+        stop_all()
+        sys.exit(130)
