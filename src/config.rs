@@ -282,6 +282,8 @@ pub struct StorageSettings {
     pub secret_access_key_file: String,
     /// Plain-HTTP override: "", "true" or "false".
     pub allow_http: String,
+    /// Payload signing: "auto", "always" or "never".
+    pub sign_payload: SignPayload,
     /// Multipart part size, bytes.
     pub part_size: usize,
     /// Parts in flight per upload.
@@ -290,6 +292,18 @@ pub struct StorageSettings {
     /// reads the environment. Values are treated as secrets.
     #[serde(skip_deserializing, serialize_with = "serialize_aws_env")]
     pub aws_env: BTreeMap<String, OptionalSecret>,
+}
+
+/// Whether upload bodies are covered by the S3 request signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignPayload {
+    /// Over plain-HTTP endpoints only.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
 }
 
 /// The `AWS_*` variables that are not secrets and may be shown by `config check`.

@@ -24,7 +24,7 @@ use object_store::{
 };
 use secrecy::ExposeSecret;
 
-use crate::config::{StorageLocation, StorageSettings};
+use crate::config::{SignPayload, StorageLocation, StorageSettings};
 
 /// User-metadata name of the SHA-256 (hex) of an object (`x-amz-meta-sha256` on S3).
 pub const SHA256_METADATA: &str = "sha256";
@@ -130,6 +130,13 @@ impl Archive {
                 if !settings.allow_http.is_empty() {
                     builder = builder.with_allow_http(settings.allow_http == "true");
                 }
+                let sign = match settings.sign_payload {
+                    SignPayload::Always => true,
+                    SignPayload::Never => false,
+                    // NOTE: without an endpoint the client talks to AWS S3 over https.
+                    SignPayload::Auto => endpoint_of(settings).is_some_and(|e| e.starts_with("http://")),
+                };
+                builder = builder.with_unsigned_payload(!sign);
                 let store = builder
                     .with_bucket_name(bucket)
                     .build()
@@ -283,6 +290,17 @@ impl Archive {
         }
         attributes
     }
+}
+
+/// The S3 endpoint in use: `storage.endpoint`, else the standard variables.
+fn endpoint_of(settings: &StorageSettings) -> Option<String> {
+    if !settings.endpoint.is_empty() {
+        return Some(settings.endpoint.to_ascii_lowercase());
+    }
+    ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+        .iter()
+        .find_map(|k| settings.aws_env.get(*k).and_then(|v| v.get()))
+        .map(|v| v.expose_secret().to_ascii_lowercase())
 }
 
 enum UploadState {

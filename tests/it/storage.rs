@@ -9,9 +9,13 @@ use webex_archiver::storage::{Archive, StorageError};
 
 use crate::helpers::{S3Server, settings_from_env, unique_prefix};
 
-fn archive_for(server: Option<S3Server>, dir: &tempfile::TempDir) -> Archive {
+fn archive_with(server: Option<S3Server>, dir: &tempfile::TempDir, sign_payload: &str) -> Archive {
     let env = match server {
-        Some(server) => server.env(&unique_prefix("storage")),
+        Some(server) => {
+            let mut env = server.env(&unique_prefix("storage"));
+            env.insert("WEBEX_ARCHIVER__STORAGE__SIGN_PAYLOAD".into(), sign_payload.into());
+            env
+        }
         None => [("WEBEX_ARCHIVER__STORAGE__URL".to_string(), format!("file://{}", dir.path().display()))].into(),
     };
     let settings = settings_from_env(env, Needs::StateOnly);
@@ -24,8 +28,12 @@ fn content(len: usize, seed: u8) -> Vec<u8> {
 }
 
 async fn round_trip(server: Option<S3Server>) {
+    round_trip_signed(server, "auto").await;
+}
+
+async fn round_trip_signed(server: Option<S3Server>, sign_payload: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let archive = archive_for(server, &dir);
+    let archive = archive_with(server, &dir, sign_payload);
     archive.probe().await.unwrap();
     let key = archive.key("2026/11/27/rec-1/metadata.json").unwrap();
 
@@ -100,6 +108,13 @@ async fn round_trip_on_s3s_fs() {
 #[tokio::test]
 async fn round_trip_on_garage() {
     round_trip(Some(S3Server::Garage)).await;
+}
+
+#[tokio::test]
+async fn round_trip_with_unsigned_payloads() {
+    // What an https:// endpoint gets by default: both servers accept it.
+    round_trip_signed(Some(S3Server::S3s), "never").await;
+    round_trip_signed(Some(S3Server::Garage), "never").await;
 }
 
 #[tokio::test]
