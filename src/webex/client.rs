@@ -154,8 +154,8 @@ impl WebexClient {
 
     /// Reads one listing page (first page URL, or a `Link rel="next"` URL as given).
     pub async fn list_page(&self, url: Url) -> Result<ListPage, WebexError> {
-        let (body, headers, tracking) = self.get_api("list", url).await?;
-        let next = next_link(&headers).map_err(|problem| WebexError::Parse {
+        let (body, headers, tracking) = self.get_api("list", url.clone()).await?;
+        let next = next_link(&headers, &url).map_err(|problem| WebexError::Parse {
             endpoint: "list",
             problem,
             tracking_id: tracking.clone(),
@@ -360,19 +360,17 @@ pub fn error_message(status: StatusCode, body: &[u8]) -> String {
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned())
 }
 
-/// The `rel="next"` link of a response (RFC 8288: several links, comma separated, and
-/// `rel` may hold several space-separated relation types).
-fn next_link(headers: &HeaderMap) -> Result<Option<Url>, String> {
+/// The `rel="next"` link of a response, per RFC 8288 (several links, comma separated,
+/// commas inside `<...>`, several space-separated relation types, quoted parameters, and
+/// targets relative to the request URL).
+fn next_link(headers: &HeaderMap, request: &Url) -> Result<Option<Url>, String> {
     let mut next = None;
     for value in headers.get_all(LINK) {
         let text = value.to_str().map_err(|_| "the Link header is not text".to_owned())?;
-        let links = parse_link_header::parse(text).map_err(|e| format!("the Link header cannot be parsed: {e:?}"))?;
-        for (rel, link) in links {
-            if rel.as_deref().is_some_and(|r| r.split_whitespace().any(|r| r.eq_ignore_ascii_case("next"))) {
-                let url =
-                    Url::parse(&link.raw_uri).map_err(|e| format!("the next link is not an absolute URL: {e}"))?;
-                next = Some(url);
-            }
+        let links = http_link::parse_link_header(text, request)
+            .map_err(|e| format!("the Link header cannot be parsed: {e}"))?;
+        if let Some(link) = links.into_iter().find(|l| l.rel == "next") {
+            next = Some(link.target);
         }
     }
     Ok(next)
@@ -421,18 +419,32 @@ mod tests {
 
     #[test]
     fn next_link_among_several() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            LINK,
-            HeaderValue::from_static(
-                "<https://webexapis.com/v1/recordings?cursor=a>; rel=\"prev\", <https://webexapis.com/v1/recordings?cursor=b>; rel=\"next\"",
-            ),
+        let request = Url::parse("https://webexapis.com/v1/recordings?max=100").unwrap();
+        let next = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(LINK, HeaderValue::from_static(value));
+            next_link(&headers, &request).unwrap().map(|u| u.to_string())
+        };
+        assert_eq!(
+            next("<https://webexapis.com/v1/recordings?cursor=a>; rel=\"prev\", <https://webexapis.com/v1/recordings?cursor=b>; rel=\"next\"")
+                .as_deref(),
+            Some("https://webexapis.com/v1/recordings?cursor=b")
         );
-        assert_eq!(next_link(&headers).unwrap().unwrap().as_str(), "https://webexapis.com/v1/recordings?cursor=b");
-        headers.insert(LINK, HeaderValue::from_static("<https://x/v1/r?c=1>; rel=\"next last\""));
-        assert_eq!(next_link(&headers).unwrap().unwrap().as_str(), "https://x/v1/r?c=1");
-        headers.clear();
-        assert!(next_link(&headers).unwrap().is_none());
+        // Several relation types, a comma inside the target, an unquoted rel, a relative target.
+        assert_eq!(next("<https://x/v1/r?c=1>; rel=\"next last\"").as_deref(), Some("https://x/v1/r?c=1"));
+        assert_eq!(
+            next("<https://x/v1/r?format=MP4,ARF&c=2>; rel=next; title=\"a, b\"").as_deref(),
+            Some("https://x/v1/r?format=MP4,ARF&c=2")
+        );
+        assert_eq!(
+            next("</v1/recordings?c=3>; rel=\"next\"").as_deref(),
+            Some("https://webexapis.com/v1/recordings?c=3")
+        );
+        assert_eq!(next("<https://x/v1/r?c=1>; rel=\"last\""), None);
+        let mut headers = HeaderMap::new();
+        headers.insert(LINK, HeaderValue::from_static("no angle brackets; rel=next"));
+        assert!(next_link(&headers, &request).is_err(), "a malformed Link header is an error, not the last page");
+        assert!(next_link(&HeaderMap::new(), &request).unwrap().is_none());
     }
 
     #[test]

@@ -46,10 +46,14 @@ impl Resp {
         self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
     }
 
+    /// The `rel="next"` target, which must be an absolute URL (RFC 8288 parsing).
     pub fn next_link(&self) -> Option<String> {
         let value = self.header("link")?;
-        let links = parse_link_header::parse_with_rel(&value).expect("valid Link header");
-        links.get("next").map(|l| l.raw_uri.clone())
+        let base = url::Url::parse("http://relative-target.invalid/").unwrap();
+        let links = http_link::parse_link_header(&value, &base).expect("valid Link header");
+        let next = links.into_iter().find(|l| l.rel == "next")?;
+        assert_ne!(next.target.host_str(), Some("relative-target.invalid"), "the next link must be absolute: {value}");
+        Some(next.target.to_string())
     }
 }
 
