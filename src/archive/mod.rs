@@ -361,7 +361,10 @@ impl Archiver {
         match self.store.put_create(&key, Bytes::from(body), "application/json", Some(&digest)).await {
             Ok(()) => Ok(metadata),
             Err(StorageError::AlreadyExists { key: shown }) => {
-                let existing = self.store.get_bytes(&key).await.map_err(|e| self.storage_error(e))?;
+                let existing = match self.store.get_bytes(&key).await {
+                    Ok(bytes) => bytes,
+                    Err(e) => return Err(self.storage_failure(e).await),
+                };
                 match serde_json::from_slice::<Metadata>(&existing) {
                     Ok(found) if found.recording_id == metadata.recording_id && found.files == metadata.files => {
                         tracing::info!(key = %shown, "adopting the metadata.json already stored for the same files");
@@ -375,27 +378,28 @@ impl Archiver {
                     }),
                 }
             }
-            Err(e) => Err(self.storage_error(e)),
+            Err(e) => Err(self.storage_failure(e).await),
         }
     }
 
-    /// Classifies a storage failure: an unreachable store is an outage (the attempt is
-    /// given back), a store that answers but refused is the attempt's failure.
-    pub(crate) fn storage_error_sync(&self, e: StorageError, reachable: bool) -> AttemptError {
+    /// Classifies a storage failure, asking the store whether it is reachable at all: an
+    /// unreachable store is an outage (the attempt is given back, not counted), a store
+    /// that answers but refused is this attempt's failure.
+    pub(crate) async fn storage_failure(&self, e: StorageError) -> AttemptError {
         match e {
             StorageError::AlreadyExists { key } => AttemptError::Final {
                 reason: "conflict".into(),
                 message: format!("{key} already exists with other content; refusing to overwrite it"),
             },
-            e if !reachable => AttemptError::Outage(format!("the archive store is unreachable: {e}")),
-            e => AttemptError::Transient { reason: "storage".into(), message: e.to_string() },
+            e => {
+                let probe = tokio::time::timeout(Duration::from_secs(30), self.store.probe()).await;
+                if probe.is_ok_and(|r| r.is_ok()) {
+                    AttemptError::Transient { reason: "storage".into(), message: e.to_string() }
+                } else {
+                    AttemptError::Outage(format!("the archive store is unreachable: {e}"))
+                }
+            }
         }
-    }
-
-    fn storage_error(&self, e: StorageError) -> AttemptError {
-        // Metadata errors are rare; treat an unknown store state as an outage only when
-        // the store cannot be asked at all (checked by the transfer path, which probes).
-        self.storage_error_sync(e, true)
     }
 }
 

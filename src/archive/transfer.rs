@@ -1,7 +1,7 @@
 //! One file's transfer: link -> download -> check -> hash -> streamed upload.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -419,13 +419,8 @@ impl<'a> Session<'a> {
         Ok(hex::encode(hasher.finalize()))
     }
 
-    /// Classifies a storage failure, asking the store whether it is reachable at all.
     async fn storage_failure(&self, e: StorageError) -> AttemptError {
-        let reachable = matches!(e, StorageError::AlreadyExists { .. } | StorageError::NotFound { .. })
-            || tokio::time::timeout(Duration::from_secs(30), self.archiver.store.probe())
-                .await
-                .is_ok_and(|r| r.is_ok());
-        self.archiver.storage_error_sync(e, reachable)
+        self.archiver.storage_failure(e).await
     }
 }
 
