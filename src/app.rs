@@ -131,14 +131,8 @@ pub struct SyncReport {
 /// One discovery pass up to now, then archive until nothing is left to do.
 pub async fn sync(services: &Services, discover_only: bool, stop: &CancellationToken) -> anyhow::Result<SyncReport> {
     let display = ProgressDisplay::start("sync", services.archiver.progress());
-    let (scopes, discovery_error) =
-        match services.discovery.poll_once(stop, &|scope, done| display.window(scope, done)).await {
-            Ok(scopes) => (scopes, None),
-            Err(e) => {
-                tracing::error!(error = %e, "discovery pass failed");
-                (Vec::new(), Some(e.to_string()))
-            }
-        };
+    let pass = services.discovery.poll_once(stop, &|scope, done| display.window(scope, done)).await;
+    let (scopes, discovery_error) = discovery_outcome(pass);
     finish_sync(services, scopes, discovery_error, discover_only, stop, display).await
 }
 
@@ -151,15 +145,26 @@ pub async fn backfill(
     stop: &CancellationToken,
 ) -> anyhow::Result<SyncReport> {
     let display = ProgressDisplay::start("backfill", services.archiver.progress());
-    let (scopes, discovery_error) =
-        match services.discovery.backfill(since, until, stop, &|scope, done| display.window(scope, done)).await {
-            Ok(scopes) => (scopes, None),
-            Err(e) => {
-                tracing::error!(error = %e, "backfill stopped");
-                (Vec::new(), Some(e.to_string()))
-            }
-        };
+    let pass = services.discovery.backfill(since, until, stop, &|scope, done| display.window(scope, done)).await;
+    let (scopes, discovery_error) = discovery_outcome(pass);
     finish_sync(services, scopes, discovery_error, discover_only, stop, display).await
+}
+
+/// The scopes of a pass and, if any stopped (or the whole pass did), why.
+fn discovery_outcome(
+    pass: Result<Vec<ScopeReport>, crate::discovery::DiscoveryError>,
+) -> (Vec<ScopeReport>, Option<String>) {
+    match pass {
+        Ok(scopes) => {
+            let errors: Vec<&str> = scopes.iter().filter_map(|s| s.error.as_deref()).collect();
+            let error = (!errors.is_empty()).then(|| errors.join("; "));
+            (scopes, error)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "discovery pass failed");
+            (Vec::new(), Some(e.to_string()))
+        }
+    }
 }
 
 async fn finish_sync(
@@ -170,7 +175,7 @@ async fn finish_sync(
     stop: &CancellationToken,
     display: ProgressDisplay,
 ) -> anyhow::Result<SyncReport> {
-    for scope in &scopes {
+    for scope in scopes.iter().filter(|s| s.error.is_none()) {
         tracing::info!(scope = %scope.scope, windows = scope.windows, pages = scope.pages, new = scope.new, seen_again = scope.refreshed, skipped = scope.skipped, "discovery pass done");
     }
     if !discover_only && !stop.is_cancelled() {
@@ -446,7 +451,7 @@ async fn discovery_loop(services: &Services, stop: &CancellationToken) {
     while !stop.is_cancelled() {
         match services.discovery.poll_once(stop, &|_, _| {}).await {
             Ok(reports) => {
-                for r in reports {
+                for r in reports.iter().filter(|r| r.error.is_none()) {
                     tracing::info!(scope = %r.scope, new = r.new, seen_again = r.refreshed, pages = r.pages, busy = r.busy, "discovery pass done");
                 }
             }

@@ -80,6 +80,8 @@ pub struct ScopeReport {
     pub busy: bool,
     /// The cursor after the pass.
     pub position: Option<DateTime<Utc>>,
+    /// Why this scope's pass stopped (the other scopes went on).
+    pub error: Option<String>,
 }
 
 /// Progress of a pass, reported after every window.
@@ -138,7 +140,9 @@ impl Discovery {
         }
     }
 
-    /// One pass over every scope, from each sync cursor up to now.
+    /// One pass over every scope, from each sync cursor up to now. A scope whose pass
+    /// fails is reported (its cursor keeps the error) and the other scopes go on; only
+    /// shutdown and a failing site list stop the whole pass.
     pub async fn poll_once(
         &self,
         cancel: &CancellationToken,
@@ -148,12 +152,7 @@ impl Discovery {
         // databases exactly: keep every instant at whole milliseconds.
         let now = Utc::now().trunc_subsecs(3);
         let since = self.settings.since.resolve(now).trunc_subsecs(3);
-        let mut reports = Vec::new();
-        for scope in self.scopes().await? {
-            let report = self.sweep(&scope, CursorKind::Sync, since, now, None, cancel, progress).await?;
-            reports.push(report);
-        }
-        Ok(reports)
+        self.sweep_all(CursorKind::Sync, since, now, None, cancel, progress).await
     }
 
     /// Lists `[since, until)` on the backfill cursors (resuming where a previous run with the
@@ -166,11 +165,32 @@ impl Discovery {
         progress: &(dyn Fn(&ScopeKey, WindowDone) + Send + Sync),
     ) -> Result<Vec<ScopeReport>, DiscoveryError> {
         let (since, until) = (since.trunc_subsecs(3), until.min(Utc::now()).trunc_subsecs(3));
+        self.sweep_all(CursorKind::Backfill, since, until, Some((since, until)), cancel, progress).await
+    }
+
+    async fn sweep_all(
+        &self,
+        kind: CursorKind,
+        initial: DateTime<Utc>,
+        end: DateTime<Utc>,
+        range: Option<(DateTime<Utc>, DateTime<Utc>)>,
+        cancel: &CancellationToken,
+        progress: &(dyn Fn(&ScopeKey, WindowDone) + Send + Sync),
+    ) -> Result<Vec<ScopeReport>, DiscoveryError> {
         let mut reports = Vec::new();
         for scope in self.scopes().await? {
-            let report =
-                self.sweep(&scope, CursorKind::Backfill, since, until, Some((since, until)), cancel, progress).await?;
-            reports.push(report);
+            match self.sweep(&scope, kind, initial, end, range, cancel, progress).await {
+                Ok(report) => reports.push(report),
+                Err(DiscoveryError::Cancelled) => return Err(DiscoveryError::Cancelled),
+                Err(e) => {
+                    tracing::error!(scope = %scope, error = %e, "this scope's pass stopped; the other scopes go on");
+                    reports.push(ScopeReport {
+                        scope: scope.0.clone(),
+                        error: Some(e.to_string()),
+                        ..Default::default()
+                    });
+                }
+            }
         }
         Ok(reports)
     }

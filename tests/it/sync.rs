@@ -481,28 +481,41 @@ async fn backfill_lists_older_history_on_its_own_resumable_cursor() {
 }
 
 #[tokio::test]
-async fn a_failing_window_stops_the_pass_naming_the_window_and_tracking_id() {
-    let mut h = Harness::start(Backend::Sqlite, Store::Local, "admin", config(10)).await;
-    h.set("WEBEX_ARCHIVER__WEBEX__SITE_URLS", "acme.webex.com");
+async fn a_failing_window_stops_its_scope_naming_the_window_and_tracking_id_and_the_others_go_on() {
+    let mut h = Harness::start(Backend::Sqlite, Store::Local, "admin", config(30)).await;
+    h.set("WEBEX_ARCHIVER__WEBEX__SITE_URLS", "acme-eu.webex.com,acme.webex.com");
+    // The first listing request (acme-eu's first window) is refused for good.
     h.sim.set_faults(vec![
-        webex_archiver::sim::FaultRule::new(FaultAction::ApiError { status: 403 }).endpoint(FaultEndpoint::AdminList),
+        webex_archiver::sim::FaultRule::new(FaultAction::ApiError { status: 403 })
+            .endpoint(FaultEndpoint::AdminList)
+            .times(1),
     ]);
     let report = h.sync().await;
     assert_eq!(report.exit, 1);
-    let error = report.discovery_error.clone().expect("the pass stopped");
-    assert!(error.contains("admin:acme.webex.com") && error.contains("window ["), "{error}");
+    let error = report.discovery_error.clone().expect("a scope stopped");
+    assert!(error.contains("admin:acme-eu.webex.com") && error.contains("window ["), "{error}");
     assert!(error.contains("trackingId SIM_"), "the error names Webex's trackingId: {error}");
-    let cursor = h.db.state.cursors().await.unwrap().pop().unwrap();
-    assert!(cursor.last_error.is_some_and(|e| e.contains("trackingId")));
-    assert!(cursor.last_success_at.is_none());
-    let initial = cursor.position;
-    assert_eq!(counts(&report)[&ArchiveState::Pending], 0, "nothing after the failure is recorded");
+    let cursors: HashMap<String, webex_archiver::state::Cursor> =
+        h.db.state.cursors().await.unwrap().into_iter().map(|c| (c.scope.0.clone(), c)).collect();
+    let failed = &cursors["admin:acme-eu.webex.com"];
+    assert!(failed.last_error.as_deref().is_some_and(|e| e.contains("trackingId")) && failed.last_success_at.is_none());
+    let healthy = &cursors["admin:acme.webex.com"];
+    assert!(healthy.last_error.is_none() && healthy.last_success_at.is_some(), "the other site went on");
+    let archived: HashSet<String> = h.db.state.archived(None).await.unwrap().into_iter().map(|r| r.id.0).collect();
+    let truth = h.sim.truth();
+    let on = |site: &str| truth.iter().filter(|r| r.site_url == site).map(|r| r.id.clone()).collect::<HashSet<_>>();
+    assert_eq!(archived, on("acme.webex.com"), "nothing of the failed scope is recorded; all of the other is archived");
 
-    h.sim.clear_faults();
+    let initial = failed.position;
     let report = h.sync().await;
     assert_eq!(report.exit, 0, "{report:?}");
-    let cursor = h.db.state.cursors().await.unwrap().pop().unwrap();
-    assert!(cursor.position > initial && cursor.last_error.is_none());
+    let failed =
+        h.db.state.cursors().await.unwrap().into_iter().find(|c| c.scope.0 == "admin:acme-eu.webex.com").unwrap();
+    assert!(failed.position > initial && failed.last_error.is_none());
+    assert_eq!(
+        counts(&report)[&ArchiveState::Archived] as usize,
+        on("acme.webex.com").len() + on("acme-eu.webex.com").len()
+    );
 }
 
 #[tokio::test]
