@@ -131,6 +131,23 @@ impl DemoReport {
     }
 }
 
+/// SHA-256 (hex) and size of a file, read in blocks.
+fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut block = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut block)?;
+        if n == 0 {
+            return Ok((hex::encode(hasher.finalize()), size));
+        }
+        hasher.update(&block[..n]);
+        size += n as u64;
+    }
+}
+
 /// Prepares `<data_dir>/demo`, clearing a previous demo's files (only if it is one).
 fn prepare_dir(data_dir: &Path) -> anyhow::Result<PathBuf> {
     let dir = data_dir.join("demo");
@@ -239,11 +256,11 @@ pub async fn run(options: DemoOptions, stop: &CancellationToken) -> anyhow::Resu
         };
         // Re-read the file from the archive directory itself, not from the database.
         let path = report.archive_dir.join(&record.media_key);
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let digest = hex::encode(Sha256::digest(&bytes));
+        // Streamed: a recording of several GiB must not be read into memory.
+        let (digest, size) = hash_file(&path).with_context(|| format!("reading {}", path.display()))?;
         if Some(&digest) == recording.sha256.as_ref() {
             report.archived_ok += 1;
-            report.bytes += bytes.len() as u64;
+            report.bytes += size;
         } else {
             report.mismatched.push(recording.id.clone());
         }

@@ -328,11 +328,6 @@ impl fmt::Debug for Upload {
 }
 
 impl Upload {
-    /// The full key being written.
-    pub fn key(&self) -> &Path {
-        &self.key
-    }
-
     /// Appends a chunk, waiting while `upload_concurrency` parts are in flight.
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
         match &mut self.state {

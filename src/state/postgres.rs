@@ -31,11 +31,6 @@ impl PgState {
             PgPoolOptions::new().max_connections(max_connections).acquire_timeout(acquire_timeout).connect_lazy(url)?;
         Ok(Self { pool })
     }
-
-    /// The pool, for tests and tools.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
 }
 
 /// The columns of a [`Cursor`], as a literal for `concat!`.

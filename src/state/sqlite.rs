@@ -82,16 +82,6 @@ impl SqliteState {
         Ok(Self { pool, path })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The pool, for tests and tools.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
     async fn immediate(&self) -> StateResult<Transaction<'static, sqlx::Sqlite>> {
         // NOTE: BEGIN IMMEDIATE takes the write lock up front, so a read-then-write
         // transaction cannot fail half-way because another writer got there first.
