@@ -297,6 +297,7 @@ def archiver_env(sim: Sim, db_url: str, storage_url: str, data_dir: str, garage:
     env.update({
         "WEBEX_ARCHIVER__DATA__DIR": data_dir,
         "WEBEX_ARCHIVER__WEBEX__BASE_URL": sim.api,
+        "WEBEX_ARCHIVER__WEBEX__DOWNLOAD_HOSTS": "127.0.0.1",
         "WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN": sim.token,
         "WEBEX_ARCHIVER__WEBEX__SCOPE": "admin",
         "WEBEX_ARCHIVER__DATABASE__URL": db_url,

@@ -18,10 +18,11 @@ use crate::progress::ProgressDisplay;
 use crate::server::{Endpoint, Liveness};
 use crate::state::{self, ArchiveState, RecordingId, State, StatusReport};
 use crate::storage::Archive;
+use crate::supervise::catch_panic;
 use crate::webex::WebexClient;
 use crate::webex::auth::TokenProvider;
 use crate::webex::client::api_http_client;
-use crate::webex::gate::RateGate;
+use crate::webex::gate::{RateGate, RetryPolicy};
 
 /// Exit status for a configuration error.
 pub const EXIT_CONFIG: u8 = 2;
@@ -70,8 +71,12 @@ impl Services {
         let store = Archive::from_settings(&settings.storage).context("building the archive store")?;
         let owner = format!("wa-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let credentials = settings.credentials()?.context("no Webex credentials are configured")?;
-        let gate =
-            Arc::new(RateGate::new(Some(state.clone()), settings.webex.max_requests_per_second, metrics.clone()));
+        let gate = Arc::new(RateGate::new(
+            Some(state.clone()),
+            settings.webex.max_requests_per_second,
+            RetryPolicy { max: settings.webex.max_retry_after },
+            metrics.clone(),
+        ));
         let http = api_http_client(&settings.webex).context("building the HTTP client")?;
         let tokens = Arc::new(TokenProvider::new(credentials, state.clone(), http, owner.clone(), metrics.clone()));
         let webex =
@@ -449,7 +454,11 @@ pub async fn run(services: Services, stop: CancellationToken, abort: Cancellatio
 async fn discovery_loop(services: &Services, stop: &CancellationToken) {
     let interval = services.settings.sync.poll_interval;
     while !stop.is_cancelled() {
-        match services.discovery.poll_once(stop, &|_, _| {}).await {
+        let pass = catch_panic(services.discovery.poll_once(stop, &|_, _| {})).await.unwrap_or_else(|message| {
+            services.metrics.task_panicked("discovery");
+            Err(crate::discovery::DiscoveryError::Panicked(message))
+        });
+        match pass {
             Ok(reports) => {
                 for r in reports.iter().filter(|r| r.error.is_none()) {
                     tracing::info!(scope = %r.scope, new = r.new, seen_again = r.refreshed, pages = r.pages, busy = r.busy, "discovery pass done");

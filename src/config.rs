@@ -21,7 +21,8 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 const ENV_PREFIX: &str = "WEBEX_ARCHIVER";
 
 /// Keys whose environment variable is a comma-separated list.
-const LIST_KEYS: &[&str] = &["webex.site_urls", "webex.download_bearer_hosts", "archive.include"];
+const LIST_KEYS: &[&str] =
+    &["webex.site_urls", "webex.download_bearer_hosts", "webex.download_hosts", "archive.include"];
 
 /// The standard S3 client variables passed through to object_store (names as AWS spells them).
 const AWS_PASSTHROUGH_PREFIX: &str = "AWS_";
@@ -156,8 +157,14 @@ pub struct WebexSettings {
     pub site_urls: Vec<String>,
     /// Client-side ceiling on API requests per second (0 = none).
     pub max_requests_per_second: f64,
-    /// Hosts that may receive the bearer token on downloads.
+    /// Hosts that may receive the bearer token on downloads (over https only).
     pub download_bearer_hosts: Vec<String>,
+    /// Host patterns download links (and their redirects) may lead to: `example.webex.com`
+    /// or `*.webex.com`; plain http only to a loopback address listed here.
+    pub download_hosts: Vec<String>,
+    /// Longest pause a `Retry-After` (or a run of 429s) may impose.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
     /// Time limit of one API request.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -356,7 +363,7 @@ impl Since {
     pub fn resolve(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         match *self {
             Self::At(at) => at,
-            Self::Ago(age) => now - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX),
+            Self::Ago(age) => crate::time::before(now, age),
         }
     }
 }
@@ -590,6 +597,12 @@ impl Settings {
         if !matches!(self.webex.base_url.scheme(), "http" | "https") || self.webex.base_url.host().is_none() {
             return Err(ConfigError::new("webex.base_url", "must be an http(s) URL with a host"));
         }
+        require_https(&self.webex.base_url, "webex.base_url")?;
+        if !self.webex.oauth.token_url.is_empty() {
+            let token_url = Url::parse(&self.webex.oauth.token_url)
+                .map_err(|e| ConfigError::new("webex.oauth.token_url", format!("not a valid URL: {e}")))?;
+            require_https(&token_url, "webex.oauth.token_url")?;
+        }
         if self.webex.max_requests_per_second < 0.0 || !self.webex.max_requests_per_second.is_finite() {
             return Err(ConfigError::new(
                 "webex.max_requests_per_second",
@@ -603,6 +616,17 @@ impl Settings {
                     format!("{host:?} must be a bare host name such as \"example.webex.com\""),
                 ));
             }
+        }
+        self.webex.download_hosts.retain(|s| !s.trim().is_empty());
+        for pattern in &mut self.webex.download_hosts {
+            *pattern = pattern.trim().to_ascii_lowercase();
+            check_host_pattern(pattern).map_err(|problem| ConfigError::new("webex.download_hosts", problem))?;
+        }
+        if self.webex.max_retry_after < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "webex.max_retry_after",
+                "must be at least 1s (every Retry-After pause lasts at least one second)",
+            ));
         }
         nonzero(self.webex.request_timeout, "webex.request_timeout")?;
 
@@ -728,6 +752,7 @@ impl Settings {
                 Url::parse(&oauth.token_url)
                     .map_err(|e| ConfigError::new("webex.oauth.token_url", format!("not a valid URL: {e}")))?
             };
+            require_https(&token_url, "webex.oauth.token_url")?;
             return Ok(Some(Credentials::OAuth(OAuthCredentials {
                 client_id,
                 client_secret,
@@ -813,6 +838,58 @@ impl StorageLocation {
             }
         }
     }
+}
+
+/// Whether a URL's host is a loopback address (`127.0.0.0/8`, `::1`) or `localhost`.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// Secrets and listings travel only over https, except to this machine (tests, the
+/// simulator, a local proxy).
+fn require_https(url: &Url, key: &str) -> Result<(), ConfigError> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(url) => Ok(()),
+        other => Err(ConfigError::new(
+            key,
+            format!(
+                "must be an https:// URL ({other}:// is allowed only to a loopback address such as 127.0.0.1): \
+                 tokens and recordings would travel unprotected"
+            ),
+        )),
+    }
+}
+
+/// Checks one `webex.download_hosts` pattern: a host name, an IP address, or `*.` and a
+/// domain of at least two labels.
+fn check_host_pattern(pattern: &str) -> Result<(), String> {
+    let host = pattern.strip_prefix("*.").unwrap_or(pattern);
+    let bad = || {
+        format!(
+            "{pattern:?} is not a host pattern: use a host name (\"example.webex.com\", \"127.0.0.1\") or \
+             \"*.\" and a domain (\"*.webex.com\"), without scheme, port or path"
+        )
+    };
+    if host.is_empty()
+        || host.contains('*')
+        || host.contains('/')
+        || (host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err())
+        || host.starts_with('.')
+        || host.ends_with('.')
+        || host.contains("..")
+    {
+        return Err(bad());
+    }
+    if pattern.starts_with("*.") && !host.contains('.') {
+        return Err(format!("{pattern:?} is too broad: a wildcard needs a domain of at least two labels"));
+    }
+    Ok(())
 }
 
 fn nonzero(d: Duration, key: &str) -> Result<(), ConfigError> {

@@ -218,6 +218,8 @@ pub async fn run(options: DemoOptions, stop: &CancellationToken) -> anyhow::Resu
 
     let env: BTreeMap<String, String> = [
         ("WEBEX_ARCHIVER__WEBEX__BASE_URL", sim.api_base_url()),
+        // The simulator's download host is this machine, over plain http.
+        ("WEBEX_ARCHIVER__WEBEX__DOWNLOAD_HOSTS", "127.0.0.1".into()),
         ("WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN", sim.access_token()),
         ("WEBEX_ARCHIVER__WEBEX__SCOPE", "admin".into()),
         ("WEBEX_ARCHIVER__SYNC__SINCE", "35d".into()),

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Scope, SyncSettings};
 use crate::metrics::Metrics;
 use crate::state::{CursorKind, CursorMove, ListedRecording, RecordingId, ScopeKey, State, StateError};
+use crate::supervise::{TestHook, catch_panic};
 use crate::webex::models::Recording;
 use crate::webex::{Listing, WebexClient, WebexError};
 
@@ -59,6 +60,9 @@ pub enum DiscoveryError {
     /// Shutdown interrupted the pass.
     #[error("discovery interrupted by shutdown")]
     Cancelled,
+    /// The pass panicked (a bug): its lease was released.
+    #[error("the pass panicked (a bug; please report it): {0}")]
+    Panicked(String),
 }
 
 /// What one scope's pass did.
@@ -107,6 +111,7 @@ pub struct Discovery {
     site_urls: Vec<String>,
     owner: String,
     metrics: Metrics,
+    hook: Option<TestHook>,
 }
 
 impl Discovery {
@@ -120,7 +125,15 @@ impl Discovery {
         owner: String,
         metrics: Metrics,
     ) -> Self {
-        Self { state, webex, settings, scope, site_urls, owner, metrics }
+        Self { state, webex, settings, scope, site_urls, owner, metrics, hook: None }
+    }
+
+    /// Calls `hook` with the scope at the start of every scope's pass (tests use it to
+    /// make a pass panic).
+    #[doc(hidden)]
+    pub fn with_test_hook(mut self, hook: TestHook) -> Self {
+        self.hook = Some(hook);
+        self
     }
 
     /// The scopes swept: `user`, or one `admin:<site>` per configured (or listed) site.
@@ -213,8 +226,11 @@ impl Discovery {
             report.busy = true;
             return Ok(report);
         };
-        let result = self
-            .sweep_held(
+        let held = async {
+            if let Some(hook) = &self.hook {
+                hook.call(&scope.0);
+            }
+            self.sweep_held(
                 scope,
                 kind,
                 cursor.position,
@@ -225,7 +241,15 @@ impl Discovery {
                 progress,
                 &mut report,
             )
-            .await;
+            .await
+        };
+        // NOTE: a panic is a bug, but it must not strand the scope's lease: it ends this
+        // scope's pass with an error, the lease is released, the other scopes go on.
+        let result = catch_panic(held).await.unwrap_or_else(|message| {
+            self.metrics.task_panicked("discovery");
+            tracing::error!(scope = %scope, panic = %message, "a discovery pass panicked; its lease is released");
+            Err(DiscoveryError::Panicked(message))
+        });
         let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
         if let Err(e) = self.state.release_cursor(scope, kind, &self.owner, outcome).await {
             tracing::warn!(scope = %scope, error = %e, "cannot release the discovery lease; it expires by itself");

@@ -17,6 +17,8 @@ pub mod shutdown;
 pub mod sim;
 pub mod state;
 pub mod storage;
+pub mod supervise;
 pub mod telemetry;
+pub mod time;
 pub mod verify;
 pub mod webex;

@@ -40,6 +40,22 @@ pub struct ApiLabels {
     pub status: String,
 }
 
+/// Label of a size mismatch.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MismatchLabel {
+    /// `listing` (archived bytes differ from the listing's `sizeBytes`), `content_length`
+    /// (a body shorter or longer than its `Content-Length`), `short_without_length` (a
+    /// body without `Content-Length` under 90% of `sizeBytes`).
+    pub kind: String,
+}
+
+/// Label of a supervised task.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabel {
+    /// `worker` or `discovery`.
+    pub task: String,
+}
+
 /// Label of a discovery scope.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScopeLabel {
@@ -80,6 +96,8 @@ struct Inner {
     last_pass: Family<ScopeLabel, FloatGauge>,
     lease_recovered: Counter,
     oldest_unarchived_age: FloatGauge,
+    size_mismatches: Family<MismatchLabel, Counter>,
+    task_panics: Family<TaskLabel, Counter>,
     expiries: Mutex<TokenExpiries>,
 }
 
@@ -173,6 +191,18 @@ impl Metrics {
             "Age (since createTime) of the oldest recording not archived yet; 0 when none",
             oldest_unarchived_age.clone(),
         );
+        let size_mismatches = Family::<MismatchLabel, Counter>::default();
+        registry.register(
+            "size_mismatches",
+            "Downloads whose byte count differed from Content-Length or the listing's sizeBytes, by kind",
+            size_mismatches.clone(),
+        );
+        let task_panics = Family::<TaskLabel, Counter>::default();
+        registry.register(
+            "task_panics",
+            "Panics caught in an archive worker or the discovery loop (the task was restarted)",
+            task_panics.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         registry.register("build_info", "Build of the running binary", build_info);
@@ -195,6 +225,8 @@ impl Metrics {
                 last_pass,
                 lease_recovered,
                 oldest_unarchived_age,
+                size_mismatches,
+                task_panics,
                 expiries: Mutex::new(TokenExpiries::default()),
             }),
         }
@@ -252,6 +284,24 @@ impl Metrics {
     /// Counts a claim of a recording whose previous lease had expired.
     pub fn lease_recovered(&self) {
         self.inner.lease_recovered.inc();
+    }
+
+    /// Counts a download whose size differed (`kind`: see [`MismatchLabel`]).
+    pub fn size_mismatch(&self, kind: &str) {
+        self.inner.size_mismatches.get_or_create(&MismatchLabel { kind: kind.into() }).inc();
+    }
+
+    /// Counts a panic caught in `task` (`worker`, `discovery`).
+    pub fn task_panicked(&self, task: &str) {
+        self.inner.task_panics.get_or_create(&TaskLabel { task: task.into() }).inc();
+    }
+
+    /// Panics caught so far, all tasks together (for `/healthz`).
+    pub fn task_panics(&self) -> u64 {
+        ["worker", "discovery"]
+            .iter()
+            .map(|t| self.inner.task_panics.get_or_create(&TaskLabel { task: (*t).into() }).get())
+            .sum()
     }
 
     /// Updates the database-derived gauges from a status report.

@@ -60,8 +60,15 @@ pub async fn serve(listener: TcpListener, endpoint: Endpoint, cancel: Cancellati
 }
 
 async fn healthz(AxumState(endpoint): AxumState<Endpoint>) -> Response {
+    let panics = endpoint.metrics.task_panics();
     if endpoint.liveness.broken.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "a worker or discovery loop has stopped\n").into_response()
+    } else if panics > 0 {
+        // Still alive: each panicking task was restarted. The count says a bug was hit.
+        let body = format!(
+            "ok; {panics} task panic(s) caught and restarted (webex_archiver_task_panics_total; see the logs)\n"
+        );
+        (StatusCode::OK, body).into_response()
     } else {
         (StatusCode::OK, "ok\n").into_response()
     }

@@ -189,6 +189,7 @@ async fn chaos_nothing_lost_nothing_duplicated() {
         ("RUST_LOG", "info,sqlx=warn".into()),
         ("WEBEX_ARCHIVER__LOG__FORMAT", "json".into()),
         ("WEBEX_ARCHIVER__WEBEX__BASE_URL", sim.api_base_url()),
+        ("WEBEX_ARCHIVER__WEBEX__DOWNLOAD_HOSTS", "127.0.0.1".into()),
         ("WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN", sim.access_token()),
         ("WEBEX_ARCHIVER__WEBEX__SCOPE", "admin".into()),
         ("WEBEX_ARCHIVER__DATABASE__URL", db.url.clone()),

@@ -137,6 +137,34 @@ mod tests {
         assert_eq!(t.render(inputs("")), "a%2Ewebex%2Ecom/%00");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_template_text_is_checked_without_panicking(text in "\\PC{0,60}") {
+            let _ = KeyTemplate::parse(&text);
+        }
+
+        #[test]
+        fn listed_values_stay_inside_one_segment(
+            id in "\\PC{0,40}",
+            other in "\\PC{0,40}",
+            site in proptest::option::of("\\PC{0,30}"),
+            seconds in proptest::num::i64::ANY,
+        ) {
+            let t = KeyTemplate::parse("x/{site}/{year}/{month}/{day}/{id}").unwrap();
+            let create_time = DateTime::from_timestamp(seconds % 253_402_300_799, 0).unwrap_or(DateTime::UNIX_EPOCH);
+            let key = |id: &str| t.render(KeyInputs { id, create_time, site_url: site.as_deref() });
+            let rendered = key(&id);
+            let segments: Vec<&str> = rendered.split('/').collect();
+            proptest::prop_assert_eq!(segments.len(), 6, "{}", rendered);
+            proptest::prop_assert!(segments.iter().all(|s| !s.is_empty() && *s != "." && *s != ".."), "{}", rendered);
+            proptest::prop_assert!(object_store::path::Path::parse(&rendered).is_ok(), "{}", rendered);
+            // Escaping is injective: two ids never share a directory.
+            if id != other {
+                proptest::prop_assert_ne!(rendered, key(&other));
+            }
+        }
+    }
+
     #[test]
     fn bad_templates_are_refused() {
         for bad in ["{year}/{month}", "{id}/../x", "/{id}", "{id}/", "{nope}/{id}", "{id} x", "a//{id}", "{id"] {

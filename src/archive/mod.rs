@@ -26,6 +26,7 @@ use crate::config::{ArchiveSettings, FileKind};
 use crate::metrics::Metrics;
 use crate::state::{ArchivedRecord, Claim, Outcome, RecordingId, State, StateError};
 use crate::storage::{Archive, StorageError};
+use crate::supervise::{TestHook, catch_panic};
 use crate::webex::WebexClient;
 
 /// Name of the file that describes a recording's directory.
@@ -127,6 +128,7 @@ pub struct Archiver {
     pub(crate) admin: bool,
     pub(crate) metrics: Metrics,
     pub(crate) progress: Arc<Progress>,
+    hook: Option<TestHook>,
 }
 
 impl std::fmt::Debug for Archiver {
@@ -158,7 +160,16 @@ impl Archiver {
             admin,
             metrics,
             progress: Arc::new(Progress::default()),
+            hook: None,
         })
+    }
+
+    /// Calls `hook` with the recording id at the start of every attempt (tests use it
+    /// to make an attempt panic).
+    #[doc(hidden)]
+    pub fn with_test_hook(mut self, hook: TestHook) -> Self {
+        self.hook = Some(hook);
+        self
     }
 
     /// The counters a progress display reads.
@@ -189,7 +200,20 @@ impl Archiver {
                 ),
             })
         } else {
-            self.attempt(&claim, abort).await
+            // NOTE: a panic is a bug, but it must not strand the claim or stop the worker:
+            // it counts as a failed attempt (so a recording that always panics ends
+            // `failed`, not in a loop), and the worker goes on.
+            match catch_panic(self.attempt(&claim, abort)).await {
+                Ok(result) => result,
+                Err(message) => {
+                    self.metrics.task_panicked("worker");
+                    tracing::error!(recording_id = %claim.id, panic = %message, "an archive attempt panicked; its claim is given back and the worker goes on");
+                    Err(AttemptError::Transient {
+                        reason: "panic".into(),
+                        message: format!("the attempt panicked (a bug; please report it): {message}"),
+                    })
+                }
+            }
         };
         let (outcome, summary, outage) = self.outcome(&claim, result);
         let kept = self.finish(&claim, &outcome).await?;
@@ -245,13 +269,13 @@ impl Archiver {
                 (Outcome::Failed { reason: reason.clone(), message }, AttemptResult::Failed { reason }, None)
             }
             Err(AttemptError::Transient { reason, message }) => {
-                let at = now + chrono::Duration::from_std(self.retry_delay(claim.attempts)).unwrap_or_default();
+                let at = crate::time::after(now, self.retry_delay(claim.attempts));
                 tracing::warn!(recording_id = %claim.id, attempt = claim.attempts, reason = %reason, error = %message, retry_at = %at, "attempt failed; will retry");
                 (Outcome::Retry { at, reason: reason.clone(), message }, AttemptResult::Retrying { reason }, None)
             }
             Err(AttemptError::RetryAt(at)) => (Outcome::Release { at }, AttemptResult::Released, None),
             Err(AttemptError::Outage(message)) => {
-                let at = now + chrono::Duration::seconds(5);
+                let at = crate::time::after(now, Duration::from_secs(5));
                 (Outcome::Release { at }, AttemptResult::Released, Some(message))
             }
             Err(AttemptError::Cancelled) => (Outcome::Release { at: now }, AttemptResult::Released, None),
@@ -300,6 +324,9 @@ impl Archiver {
 
     /// One attempt: details, files, metadata.
     async fn attempt(&self, claim: &Claim, abort: &CancellationToken) -> Result<ArchivedRecord, AttemptError> {
+        if let Some(hook) = &self.hook {
+            hook.call(&claim.id.0);
+        }
         let dir = self.template.render(KeyInputs {
             id: &claim.id.0,
             create_time: claim.create_time,
@@ -322,6 +349,7 @@ impl Archiver {
             .clone();
         let size_mismatch = claim.size_bytes.is_some_and(|listed| u64::try_from(listed).ok() != Some(main.entry.size));
         if size_mismatch {
+            self.metrics.size_mismatch("listing");
             tracing::warn!(
                 recording_id = %claim.id,
                 listed = claim.size_bytes,
@@ -356,7 +384,8 @@ impl Archiver {
     /// the same files; anything else is a conflict.
     async fn store_metadata(&self, relative: &str, metadata: Metadata) -> Result<Metadata, AttemptError> {
         let key = self.store.key(relative).map_err(AttemptError::storage_final)?;
-        let body = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
+        let body = serde_json::to_vec_pretty(&metadata)
+            .map_err(|e| AttemptError::Final { reason: "metadata".into(), message: format!("metadata.json: {e}") })?;
         let digest = transfer::sha256_hex(&body);
         match self.store.put_create(&key, Bytes::from(body), "application/json", Some(&digest)).await {
             Ok(()) => Ok(metadata),
@@ -414,13 +443,30 @@ pub async fn run_workers(
     idle: Duration,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
-    for worker in 0..workers {
+    let mut ids = std::collections::HashMap::new();
+    let spawn = |tasks: &mut tokio::task::JoinSet<()>, worker: usize| {
         let archiver = archiver.clone();
         let stop = stop.clone();
         let abort = abort.clone();
-        tasks.spawn(async move { worker_loop(worker, &archiver, &stop, &abort, drain, idle).await });
+        tasks.spawn(async move { worker_loop(worker, &archiver, &stop, &abort, drain, idle).await }).id()
+    };
+    for worker in 0..workers {
+        ids.insert(spawn(&mut tasks, worker), worker);
     }
-    while tasks.join_next().await.is_some() {}
+    while let Some(ended) = tasks.join_next_with_id().await {
+        // Attempts catch their own panics; this catches one in the loop around them.
+        if let Err(e) = ended
+            && e.is_panic()
+        {
+            let worker = ids.remove(&e.id()).unwrap_or(0);
+            let message = crate::supervise::panic_message(e.into_panic().as_ref());
+            archiver.metrics.task_panicked("worker");
+            tracing::error!(worker, panic = %message, "an archive worker panicked; starting it again");
+            if !stop.is_cancelled() {
+                ids.insert(spawn(&mut tasks, worker), worker);
+            }
+        }
+    }
 }
 
 async fn worker_loop(

@@ -15,13 +15,19 @@ use crate::config::FileKind;
 use crate::state::{Claim, StateError};
 use crate::storage::{StorageError, Upload};
 use crate::webex::WebexError;
-use crate::webex::client::redact_url;
+use crate::webex::client::{FetchError, redact_url};
+use crate::webex::gate::RetryPolicy;
 use crate::webex::models::{DirectDownloadLinks, RecordingDetails};
 
 /// Links with less than this left are replaced before use.
 const LINK_MIN_REMAINING: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 /// Times one attempt fetches fresh links after a link was refused.
 const LINK_REFRESHES: u32 = 2;
+/// Bytes looked at before deciding whether a body is media or a text document.
+const SNIFF_BYTES: usize = 512;
+/// A body without `Content-Length` shorter than this share of the listing's `sizeBytes`
+/// is a truncated download (`sizeBytes` may be approximate, so not any difference).
+const MIN_SHARE_WITHOUT_LENGTH: f64 = 0.9;
 
 /// Why an attempt did not archive the recording, classified once.
 #[derive(Debug)]
@@ -108,6 +114,8 @@ pub(crate) struct Session<'a> {
     abort: &'a CancellationToken,
     details: Option<RecordingDetails>,
     last_renewal: Instant,
+    /// The listing's `downloadUrl` was requested in this attempt (at most once).
+    fallback_tried: bool,
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
@@ -116,7 +124,7 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 
 impl<'a> Session<'a> {
     pub(crate) fn new(archiver: &'a Archiver, claim: &'a Claim, abort: &'a CancellationToken) -> Self {
-        Self { archiver, claim, abort, details: None, last_renewal: Instant::now() }
+        Self { archiver, claim, abort, details: None, last_renewal: Instant::now(), fallback_tried: false }
     }
 
     /// Fetches the details (with fresh links) just before downloading.
@@ -131,14 +139,15 @@ impl<'a> Session<'a> {
         self.details.as_ref().and_then(|d| d.temporary_direct_download_links.as_ref())
     }
 
-    fn link_for(&self, kind: FileKind) -> Option<Url> {
+    /// The direct link for `kind`: `None` when there is none, an error when it is not a URL.
+    fn link_for(&self, kind: FileKind) -> Option<Result<Url, String>> {
         let links = self.links()?;
         let text = match kind {
             FileKind::Recording => links.recording_download_link.as_ref(),
             FileKind::Audio => links.audio_download_link.as_ref(),
             FileKind::Transcript => links.transcript_download_link.as_ref(),
         }?;
-        Url::parse(text).ok()
+        Some(Url::parse(text).map_err(|e| format!("the {} link is not a URL ({e})", kind.as_str())))
     }
 
     fn links_expiring(&self) -> bool {
@@ -161,25 +170,33 @@ impl<'a> Session<'a> {
             }
         }
         let mut refreshes = 0;
+        // The first refusal is the one worth recording: later ones (fresh links, the
+        // fallback's login page) only confirm it.
+        let mut first_refusal: Option<String> = None;
         loop {
-            let link = match self.link_for(kind) {
-                Some(link) => link,
+            let attempt = match self.link_for(kind) {
+                Some(Ok(link)) => self.store_from(kind, dir, &link).await,
+                Some(Err(not_a_url)) => Err(DownloadError::LinkRejected(not_a_url)),
                 None if kind != FileKind::Recording => {
                     tracing::info!(recording_id = %self.claim.id, kind = kind.as_str(), "no link for this file; skipped");
                     return Ok(None);
                 }
-                None => self.fallback_link().await?,
+                None => return self.store_from_fallback(dir, first_refusal).await.map(Some),
             };
-            match self.store_from(kind, dir, &link).await {
+            match attempt {
                 Err(DownloadError::LinkRejected(why)) if refreshes < LINK_REFRESHES => {
                     refreshes += 1;
                     tracing::info!(recording_id = %self.claim.id, reason = %why, "download link refused; fetching fresh links");
+                    first_refusal.get_or_insert(why);
                     self.refresh_details().await?;
                 }
                 Err(DownloadError::LinkRejected(why)) => {
+                    let first = first_refusal.unwrap_or_else(|| why.clone());
                     return Err(AttemptError::Transient {
                         reason: "link_rejected".into(),
-                        message: format!("fresh download links were refused too: {why}"),
+                        message: format!(
+                            "the download link was refused: {first}; fresh links were refused too ({why})"
+                        ),
                     });
                 }
                 Err(DownloadError::Attempt(e)) => return Err(e),
@@ -188,33 +205,48 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Without direct links, the listing's `downloadUrl` is used only if it yields media
-    /// (it normally answers a browser login page).
-    async fn fallback_link(&self) -> Result<Url, AttemptError> {
-        let details = self.details.as_ref();
-        let download_url = details
-            .and_then(|d| d.recording.download_url.clone())
-            .or_else(|| self.claim.listing.get("downloadUrl").and_then(|v| v.as_str()).map(str::to_owned));
+    /// Without direct links, the listing's `downloadUrl` is tried, at most once per
+    /// attempt, and kept only if it yields media (it normally answers a browser login
+    /// page). `first_refusal` is what happened to the direct links before they vanished.
+    async fn store_from_fallback(
+        &mut self,
+        dir: &str,
+        first_refusal: Option<String>,
+    ) -> Result<StoredFile, AttemptError> {
         let no_links =
             "no direct download link for this token (\"Prevent downloading\" is on, or the token may not download it)";
-        let Some(url) = download_url.and_then(|u| Url::parse(&u).ok()) else {
-            return Err(AttemptError::NotDownloadable(no_links.into()));
+        let refused = |first: Option<String>, then: String| match first {
+            Some(first) => AttemptError::Transient {
+                reason: "link_rejected".into(),
+                message: format!("the download link was refused: {first}; then {then}"),
+            },
+            None => AttemptError::NotDownloadable(format!("{no_links}; {then}")),
         };
-        let response =
-            self.archiver.webex.download(&url).await.map_err(|e| AttemptError::Transient {
-                reason: "network".into(),
-                message: format!("downloadUrl: {e}"),
-            })?;
-        if response.status().is_success() && !is_html(response.headers()) {
-            return Ok(url);
+        let download_url = self
+            .details
+            .as_ref()
+            .and_then(|d| d.recording.download_url.clone())
+            .or_else(|| self.claim.listing.get("downloadUrl").and_then(|v| v.as_str()).map(str::to_owned));
+        let Some(url) = download_url.and_then(|u| Url::parse(&u).ok()) else {
+            return Err(refused(first_refusal, "there is no usable downloadUrl either".into()));
+        };
+        if self.fallback_tried {
+            return Err(refused(first_refusal, "its downloadUrl was already refused in this attempt".into()));
         }
-        Err(AttemptError::NotDownloadable(format!("{no_links}; its downloadUrl is a browser page, not the file")))
+        self.fallback_tried = true;
+        match self.store_from(FileKind::Recording, dir, &url).await {
+            Ok(file) => Ok(file),
+            Err(DownloadError::LinkRejected(why)) => {
+                Err(refused(first_refusal, format!("its downloadUrl is a browser page, not the file ({why})")))
+            }
+            Err(DownloadError::Attempt(e)) => Err(e),
+        }
     }
 
     /// Downloads `link` into `dir/<kind>.<ext>`, or, when that object exists already,
     /// adopts it if it holds the same bytes.
     async fn store_from(&mut self, kind: FileKind, dir: &str, link: &Url) -> Result<StoredFile, DownloadError> {
-        let response = self.open(link).await?;
+        let response = self.open(link, kind).await?;
         let content_type = media_type(response.headers(), kind, self.claim.format.as_deref());
         let relative =
             format!("{dir}/{}.{}", kind.as_str(), extension(kind, self.claim.format.as_deref(), &content_type));
@@ -277,30 +309,38 @@ impl<'a> Session<'a> {
     }
 
     /// Sends the GET and sorts out the status.
-    async fn open(&self, link: &Url) -> Result<reqwest::Response, DownloadError> {
+    async fn open(&self, link: &Url, kind: FileKind) -> Result<reqwest::Response, DownloadError> {
         let response = tokio::select! {
             r = self.archiver.webex.download(link) => r,
             _ = self.abort.cancelled() => return Err(AttemptError::Cancelled.into()),
         };
-        let response = response.map_err(|e| AttemptError::Transient {
-            reason: "network".into(),
-            message: format!("download of {}: {e}", redact_url(link)),
+        let response = response.map_err(|e| match e {
+            FetchError::HostNotAllowed(refused) => {
+                AttemptError::Final { reason: "download_host_not_allowed".into(), message: refused.to_string() }
+            }
+            FetchError::Network(e) => AttemptError::Transient {
+                reason: "network".into(),
+                message: format!("download of {}: {e}", redact_url(link)),
+            },
         })?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| crate::webex::parse_retry_after(v, std::time::SystemTime::now()));
+            .map(|v| crate::webex::parse_retry_after(v, std::time::SystemTime::now()));
         match status {
-            200..=299 if is_html(response.headers()) => Err(DownloadError::LinkRejected(
-                "the site answered an HTML page (a login page) instead of the file".into(),
-            )),
-            200..=299 => Ok(response),
+            200..=299 => match not_media_type(response.headers(), kind) {
+                Some(served) => Err(DownloadError::LinkRejected(format!(
+                    "the site answered Content-Type {served} instead of the file (a login or error page)"
+                ))),
+                None => Ok(response),
+            },
             401 | 403 | 404 | 410 => Err(DownloadError::LinkRejected(format!("the site answered {status}"))),
             429 | 503 if retry_after.is_some() => {
-                let delay = chrono::Duration::from_std(retry_after.unwrap_or_default()).unwrap_or_default();
-                Err(AttemptError::RetryAt(Utc::now() + delay).into())
+                let policy = self.archiver.webex.retry_policy();
+                let pause = policy.pause(retry_after.flatten(), 1, 0.0);
+                Err(AttemptError::RetryAt(RetryPolicy::until(Utc::now(), pause)).into())
             }
             408 | 429 | 500..=599 => Err(AttemptError::Transient {
                 reason: "http_5xx".into(),
@@ -328,7 +368,9 @@ impl<'a> Session<'a> {
         let mut stream = response.bytes_stream();
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
-        let mut head: Vec<u8> = Vec::with_capacity(16);
+        // The first bytes are held back until they show media, not a text document.
+        let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
+        let mut held: Vec<Bytes> = Vec::new();
         let renew_every = self.archiver.settings.lease / 3;
         loop {
             let next = tokio::select! {
@@ -336,7 +378,13 @@ impl<'a> Session<'a> {
                 _ = self.abort.cancelled() => return Err(AttemptError::Cancelled.into()),
             };
             let chunk: Bytes = match next {
-                None => break,
+                None => {
+                    if !held.is_empty() {
+                        check_head(&head, expect_mp4)?;
+                        self.send(&mut sink, std::mem::take(&mut held)).await?;
+                    }
+                    break;
+                }
                 Some(Ok(chunk)) => chunk,
                 Some(Err(e)) => {
                     let e = e.without_url();
@@ -352,38 +400,61 @@ impl<'a> Session<'a> {
                     .into());
                 }
             };
-            if head.len() < 16 {
-                let take = (16 - head.len()).min(chunk.len());
-                head.extend_from_slice(&chunk[..take]);
-                if head.len() >= 8 || chunk.is_empty() {
-                    check_head(&head, expect_mp4)?;
-                }
-            }
             hasher.update(&chunk);
-            size += chunk.len() as u64;
+            size = size.saturating_add(chunk.len() as u64);
             self.archiver.progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            if let Sink::Upload(upload) = &mut sink
-                && let Err(e) = upload.write(chunk).await
-            {
-                return Err(self.storage_failure(e).await.into());
+            if head.len() < SNIFF_BYTES {
+                let take = (SNIFF_BYTES - head.len()).min(chunk.len());
+                head.extend_from_slice(&chunk[..take]);
+                held.push(chunk);
+                if head.len() < SNIFF_BYTES {
+                    continue;
+                }
+                check_head(&head, expect_mp4)?;
+                self.send(&mut sink, std::mem::take(&mut held)).await?;
+            } else {
+                self.send(&mut sink, vec![chunk]).await?;
             }
             if self.last_renewal.elapsed() >= renew_every {
                 self.renew().await?;
             }
         }
-        if size < 8 {
-            check_head(&head, expect_mp4)?;
-        }
-        if let Some(expected) = expected
-            && size != expected
-        {
-            return Err(AttemptError::Transient {
-                reason: "truncated".into(),
-                message: format!("received {size} of the {expected} bytes announced by Content-Length"),
+        match (expected, self.claim.size_bytes.and_then(|s| u64::try_from(s).ok())) {
+            (Some(expected), _) if size != expected => {
+                self.archiver.metrics.size_mismatch("content_length");
+                return Err(AttemptError::Transient {
+                    reason: "truncated".into(),
+                    message: format!("received {size} of the {expected} bytes announced by Content-Length"),
+                }
+                .into());
             }
-            .into());
+            (None, Some(listed))
+                if kind == FileKind::Recording && (size as f64) < listed as f64 * MIN_SHARE_WITHOUT_LENGTH =>
+            {
+                self.archiver.metrics.size_mismatch("short_without_length");
+                return Err(AttemptError::Transient {
+                    reason: "truncated".into(),
+                    message: format!(
+                        "received {size} bytes without Content-Length, less than 90% of the {listed} bytes the listing announces"
+                    ),
+                }
+                .into());
+            }
+            _ => {}
         }
         Ok(Downloaded { sha256: hex::encode(hasher.finalize()), size, content_type })
+    }
+
+    /// Hands chunks to the sink (nowhere when only hashing).
+    async fn send(&self, sink: &mut Sink<'_>, chunks: Vec<Bytes>) -> Result<(), DownloadError> {
+        if let Sink::Upload(upload) = sink {
+            for chunk in chunks {
+                if let Err(e) = upload.write(chunk).await {
+                    return Err(self.storage_failure(e).await.into());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Extends the lease while bytes flow; stops the transfer if another worker has it.
@@ -424,11 +495,12 @@ impl<'a> Session<'a> {
     }
 }
 
-/// Rejects a login page or, for MP4, a file without an `ftyp` box at byte 4.
+/// Rejects a text document (an HTML login page, an XML or JSON error) or, for MP4, a file
+/// without an `ftyp` box at byte 4. `head` is the body's first [`SNIFF_BYTES`] (or all of
+/// it, when shorter).
 fn check_head(head: &[u8], expect_mp4: bool) -> Result<(), DownloadError> {
-    let first = head.iter().find(|b| !b.is_ascii_whitespace());
-    if first == Some(&b'<') {
-        return Err(DownloadError::LinkRejected("the body is HTML (a login page), not the file".into()));
+    if let Some(document) = text_document(head) {
+        return Err(DownloadError::LinkRejected(format!("the body is {document}, not the file")));
     }
     if expect_mp4 && head.len() >= 8 && &head[4..8] != b"ftyp" {
         return Err(AttemptError::Transient {
@@ -440,11 +512,42 @@ fn check_head(head: &[u8], expect_mp4: bool) -> Result<(), DownloadError> {
     Ok(())
 }
 
-fn is_html(headers: &reqwest::header::HeaderMap) -> bool {
-    headers
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("text/html"))
+/// What kind of text document `head` begins, if it is one: printable text (UTF-8, no
+/// control bytes but whitespace) whose first character opens markup or JSON. Media, even
+/// media whose first byte happens to be `<` or `{`, holds control bytes within its first
+/// few hundred bytes.
+pub(crate) fn text_document(head: &[u8]) -> Option<&'static str> {
+    let text = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    let printable = |b: &u8| (*b >= 0x20 && *b != 0x7F) || matches!(b, b'\t' | b'\n' | b'\r' | b'\x0C');
+    if !text.iter().all(printable) {
+        return None;
+    }
+    // A multi-byte character cut at the end of the sample is still text.
+    let valid = match std::str::from_utf8(text) {
+        Ok(_) => true,
+        Err(e) => e.error_len().is_none(),
+    };
+    if !valid {
+        return None;
+    }
+    match text.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'<') => Some("an HTML or XML page (a login or error page)"),
+        Some(b'{' | b'[') => Some("a JSON document (an error answer)"),
+        _ => None,
+    }
+}
+
+/// The served Content-Type, when it says the body is not the file: HTML or JSON for any
+/// file, and any `text/*` for a recording or audio file (transcripts are text).
+fn not_media_type(headers: &reqwest::header::HeaderMap, kind: FileKind) -> Option<String> {
+    let served = headers.get(reqwest::header::CONTENT_TYPE)?.to_str().ok()?;
+    let essence = served.split(';').next().unwrap_or(served).trim().to_ascii_lowercase();
+    let document = essence == "text/html"
+        || essence == "application/xhtml+xml"
+        || essence == "application/json"
+        || essence.ends_with("+json");
+    let text = essence.starts_with("text/") && kind != FileKind::Transcript;
+    (document || text).then_some(essence)
 }
 
 /// The content type to record: the served one, else one implied by the format.
@@ -490,9 +593,34 @@ mod tests {
     #[test]
     fn login_pages_and_non_mp4_are_refused() {
         assert!(matches!(check_head(b"  <!DOCTYPE html>", false), Err(DownloadError::LinkRejected(_))));
+        assert!(matches!(check_head(b"{\"message\": \"ticket expired\"}", false), Err(DownloadError::LinkRejected(_))));
+        assert!(matches!(
+            check_head(b"\xEF\xBB\xBF\r\n<html><body>Sign in", false),
+            Err(DownloadError::LinkRejected(_))
+        ));
         assert!(matches!(check_head(b"\0\0\0\x20ftypisom", true), Ok(())));
         assert!(matches!(check_head(b"\0\0\0\x20moovisom", true), Err(DownloadError::Attempt(_))));
         assert!(matches!(check_head(b"\0\0\0\x20moovisom", false), Ok(())));
+    }
+
+    #[test]
+    fn media_that_starts_like_markup_is_media() {
+        // NOTE: an ARF or UPLOADED file is opaque bytes: about one in 128 starts with `<`
+        // or `{`. Only a text document is refused.
+        let mut arf = vec![b'<'];
+        arf.extend((0..600u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+        assert!(matches!(check_head(&arf[..SNIFF_BYTES], false), Ok(())));
+        arf[0] = b'{';
+        assert!(matches!(check_head(&arf[..SNIFF_BYTES], false), Ok(())));
+        assert_eq!(text_document(b"WEBVTT\n\n00:00.000 --> 00:01.000\nHello"), None);
+        assert_eq!(text_document("<p>caf\u{e9}".as_bytes().split_last().unwrap().1), text_document(b"<p>"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_body_head_is_judged_without_panicking(head in proptest::collection::vec(proptest::num::u8::ANY, 0..600), mp4 in proptest::bool::ANY) {
+            let _ = check_head(&head, mp4);
+        }
     }
 
     #[test]

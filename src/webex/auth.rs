@@ -117,9 +117,9 @@ impl OAuth {
         if refused.is_some_and(|r| r.expose_secret() == access) {
             return None;
         }
-        let margin = chrono::Duration::from_std(self.credentials.refresh_ahead).unwrap_or_default();
         let expires = tokens.access_expires_at?;
-        (expires - margin > Utc::now()).then(|| SecretString::from(access.clone()))
+        (crate::time::before(expires, self.credentials.refresh_ahead) > Utc::now())
+            .then(|| SecretString::from(access.clone()))
     }
 
     async fn bearer(
@@ -201,10 +201,9 @@ impl OAuth {
         let status = response.status();
         self.metrics.api_request("token", Some(status.as_u16()));
         let tracking_id = super::client::tracking_id(response.headers());
-        let body = response
-            .bytes()
+        let body = super::client::read_capped(response, super::client::SMALL_BODY_CAP)
             .await
-            .map_err(|e| WebexError::Token(format!("reading the token response: {}", e.without_url())))?;
+            .map_err(|e| WebexError::Token(format!("the token endpoint's answer: {e}")))?;
         if !status.is_success() {
             let message = serde_json::from_slice::<ErrorBody>(&body).ok().and_then(|b| b.message).unwrap_or_default();
             return Err(WebexError::Token(format!(
@@ -215,7 +214,14 @@ impl OAuth {
         let parsed: TokenResponse =
             serde_json::from_slice(&body).map_err(|e| WebexError::Token(format!("unreadable token response: {e}")))?;
         let now = Utc::now();
-        let seconds = |s: u64| now + chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
+        // NOTE: lifetimes come from the network: a huge one saturates, it cannot overflow.
+        let seconds = |s: u64| {
+            i64::try_from(s)
+                .ok()
+                .and_then(chrono::Duration::try_seconds)
+                .and_then(|d| now.checked_add_signed(d))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        };
         let tokens = StoredTokens {
             access_token: Some(parsed.access_token.clone()),
             access_expires_at: Some(seconds(parsed.expires_in)),
@@ -241,5 +247,38 @@ impl OAuth {
             "refreshed the Webex access token"
         );
         Ok(tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn any_token_answer_is_read_without_panicking(body in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = serde_json::from_slice::<TokenResponse>(&body);
+        }
+
+        #[test]
+        fn a_token_answer_round_trips(
+            access in "[A-Za-z0-9_-]{1,60}",
+            expires_in in proptest::num::u64::ANY,
+            refresh in proptest::option::of("[A-Za-z0-9_-]{1,60}"),
+            refresh_expires_in in proptest::option::of(proptest::num::u64::ANY),
+        ) {
+            let sent = TokenResponse {
+                access_token: access,
+                expires_in,
+                refresh_token: refresh,
+                refresh_token_expires_in: refresh_expires_in,
+                token_type: "Bearer".into(),
+            };
+            let read: TokenResponse = serde_json::from_slice(&serde_json::to_vec(&sent).unwrap()).unwrap();
+            proptest::prop_assert_eq!(read.access_token, sent.access_token);
+            proptest::prop_assert_eq!(read.expires_in, sent.expires_in);
+            proptest::prop_assert_eq!(read.refresh_token, sent.refresh_token);
+            proptest::prop_assert_eq!(read.refresh_token_expires_in, sent.refresh_token_expires_in);
+        }
     }
 }

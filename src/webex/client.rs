@@ -22,6 +22,7 @@ use super::WebexError;
 use super::auth::TokenProvider;
 use super::error::parse_retry_after;
 use super::gate::RateGate;
+use super::hosts::{DownloadHosts, HostNotAllowed};
 use super::models::{ErrorBody, RecordingDetails, Site, SiteList};
 use crate::config::{WebexSettings, join_base};
 use crate::metrics::Metrics;
@@ -30,10 +31,14 @@ use crate::metrics::Metrics;
 pub const PAGE_SIZE: u32 = 100;
 /// Transient failures of one API request tolerated before giving up.
 const MAX_TRANSIENT_RETRIES: u32 = 6;
-/// Pause applied when a 429 carries no usable Retry-After.
-const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Connect timeout of downloads.
 const DOWNLOAD_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Redirect hops a download may follow (each one checked against `webex.download_hosts`).
+const DOWNLOAD_REDIRECTS: usize = 5;
+/// The largest listing, details or site-list answer read (bigger ones are refused).
+pub const API_BODY_CAP: usize = 32 << 20;
+/// The largest error body or token answer read.
+pub const SMALL_BODY_CAP: usize = 64 << 10;
 
 /// Which listing to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +63,47 @@ pub struct ListPage {
     pub tracking_id: Option<String>,
 }
 
+/// Why a download could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The link (or a redirect hop) leads to a host `webex.download_hosts` does not allow.
+    #[error(transparent)]
+    HostNotAllowed(HostNotAllowed),
+    /// No response (connection refused or reset, timeout, TLS, too many redirects).
+    #[error("no response: {0}")]
+    Network(#[source] reqwest::Error),
+}
+
+/// A body larger than its cap, or one that broke off.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// More than `cap` bytes (announced or received): the rest was not read.
+    #[error("the answer is larger than {} KiB; not read further", .cap / 1024)]
+    TooLarge {
+        /// The cap, in bytes.
+        cap: usize,
+    },
+    /// The connection failed while reading.
+    #[error("reading the answer failed: {0}")]
+    Network(#[source] reqwest::Error),
+}
+
+/// Reads a response body, at most `cap` bytes, without buffering more than that.
+pub async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Bytes, BodyError> {
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(BodyError::TooLarge { cap });
+    }
+    let hint = response.content_length().map_or(16 << 10, |n| usize::try_from(n).unwrap_or(cap));
+    let mut body = bytes::BytesMut::with_capacity(hint.min(cap));
+    while let Some(chunk) = response.chunk().await.map_err(|e| BodyError::Network(e.without_url()))? {
+        if body.len().saturating_add(chunk.len()) > cap {
+            return Err(BodyError::TooLarge { cap });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 /// The Webex client.
 #[derive(Clone)]
 pub struct WebexClient {
@@ -68,6 +114,7 @@ pub struct WebexClient {
     gate: Arc<RateGate>,
     metrics: Metrics,
     bearer_hosts: Vec<String>,
+    download_hosts: Arc<DownloadHosts>,
     cancel: CancellationToken,
     /// Set when the last API request ended in a 401 that a refresh could not fix.
     unauthorized: Arc<AtomicBool>,
@@ -103,13 +150,24 @@ impl WebexClient {
         metrics: Metrics,
         cancel: CancellationToken,
     ) -> reqwest::Result<Self> {
+        let download_hosts = Arc::new(DownloadHosts::new(&settings.download_hosts));
+        let hops = download_hosts.clone();
         let downloads = reqwest::Client::builder()
             .user_agent(concat!("webex-archiver/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(DOWNLOAD_CONNECT_TIMEOUT)
             .read_timeout(stall_timeout)
-            // NOTE: direct links serve the file without redirect; allow a few anyway.
-            // reqwest drops Authorization when a redirect leaves the original host.
-            .redirect(redirect::Policy::limited(5))
+            // NOTE: direct links serve the file without redirect; allow a few anyway, each
+            // hop to an allowed host only. reqwest drops Authorization when a redirect
+            // leaves the original host.
+            .redirect(redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() > DOWNLOAD_REDIRECTS {
+                    attempt.error("too many redirects")
+                } else if let Err(refused) = hops.check(attempt.url()) {
+                    attempt.error(refused)
+                } else {
+                    attempt.follow()
+                }
+            }))
             .build()?;
         Ok(Self {
             api: api_http_client(settings)?,
@@ -119,6 +177,7 @@ impl WebexClient {
             gate,
             metrics,
             bearer_hosts: settings.download_bearer_hosts.clone(),
+            download_hosts,
             cancel,
             unauthorized: Arc::new(AtomicBool::new(false)),
         })
@@ -127,6 +186,11 @@ impl WebexClient {
     /// Whether Webex refused the token on the last API request (after a refresh).
     pub fn unauthorized(&self) -> bool {
         self.unauthorized.load(Ordering::Relaxed)
+    }
+
+    /// The rule that bounds every Retry-After pause (`webex.max_retry_after`).
+    pub fn retry_policy(&self) -> super::gate::RetryPolicy {
+        self.gate.policy()
     }
 
     /// The token provider (for expiries in metrics and status).
@@ -196,19 +260,25 @@ impl WebexClient {
     }
 
     /// Starts a download of a direct link. The response is returned whatever its status;
-    /// the caller decides (a rejected link means fetching the details again).
-    pub async fn download(&self, url: &Url) -> Result<reqwest::Response, reqwest::Error> {
+    /// the caller decides (a rejected link means fetching the details again). A link, or
+    /// a redirect hop, to a host `webex.download_hosts` does not allow is never requested.
+    pub async fn download(&self, url: &Url) -> Result<reqwest::Response, FetchError> {
+        self.download_hosts.check(url).map_err(FetchError::HostNotAllowed)?;
         let mut request = self.downloads.get(url.clone());
         let host = url.host_str().unwrap_or_default();
-        if self.bearer_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) || self.same_origin(url) {
+        let bearer_host = url.scheme() == "https" && self.bearer_hosts.iter().any(|h| h.eq_ignore_ascii_case(host));
+        if bearer_host || self.same_origin(url) {
             let token = self.tokens.bearer(&self.gate, &self.cancel).await.ok();
             if let Some(token) = token {
                 request = request.bearer_auth(token.expose_secret());
             }
         }
-        let result = request.send().await.map_err(reqwest::Error::without_url);
+        let result = request.send().await;
         self.metrics.api_request("download", result.as_ref().ok().map(|r| r.status().as_u16()));
-        result
+        result.map_err(|e| match refused_hop(&e) {
+            Some(refused) => FetchError::HostNotAllowed(refused),
+            None => FetchError::Network(e.without_url()),
+        })
     }
 
     fn same_origin(&self, url: &Url) -> bool {
@@ -232,10 +302,9 @@ impl WebexClient {
         let mut transient_failures = 0u32;
         let mut refreshed = false;
         loop {
-            self.gate.wait(&self.cancel).await?;
             let mut request = self.api.get(url.clone());
-            // The bearer token goes only to the configured API origin, never elsewhere
-            // (a `Link` URL pointing at another host is followed without it).
+            // The bearer token goes only to the configured API origin, never elsewhere.
+            // NOTE: fetched before passing the gate: a refresh passes the gate itself.
             let token = if self.same_origin(&url) {
                 let token = self.tokens.bearer(&self.gate, &self.cancel).await?;
                 request = request.bearer_auth(token.expose_secret());
@@ -243,6 +312,7 @@ impl WebexClient {
             } else {
                 None
             };
+            let pass = self.gate.wait(&self.cancel).await?;
             let sent = tokio::select! {
                 result = request.send() => result,
                 _ = self.cancel.cancelled() => return Err(WebexError::Cancelled),
@@ -269,9 +339,25 @@ impl WebexClient {
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            let rate_limited = status == StatusCode::TOO_MANY_REQUESTS
+                || (retry_after.is_some() && matches!(status.as_u16(), 423 | 503));
+            if rate_limited {
+                let pause = self.gate.rate_limited(retry_after).await;
+                drop(pass);
+                tracing::warn!(
+                    endpoint,
+                    status = status.as_u16(),
+                    seconds = pause.as_secs_f64(),
+                    tracking_id = tracking.as_deref().unwrap_or(""),
+                    "Webex asked to slow down; pausing every request (Retry-After, bounded and growing while it lasts)"
+                );
+                continue;
+            }
+            self.gate.succeeded();
+            drop(pass);
             if status.is_success() {
                 let body = tokio::select! {
-                    body = response.bytes() => body,
+                    body = read_capped(response, API_BODY_CAP) => body,
                     _ = self.cancel.cancelled() => return Err(WebexError::Cancelled),
                 };
                 match body {
@@ -279,9 +365,12 @@ impl WebexClient {
                         self.unauthorized.store(false, Ordering::Relaxed);
                         return Ok((body, headers, tracking));
                     }
-                    Err(e) => {
+                    Err(e @ BodyError::TooLarge { .. }) => {
+                        return Err(WebexError::Parse { endpoint, problem: e.to_string(), tracking_id: tracking });
+                    }
+                    Err(BodyError::Network(source)) => {
                         transient_failures += 1;
-                        let error = WebexError::Network { endpoint, source: e.without_url() };
+                        let error = WebexError::Network { endpoint, source };
                         if transient_failures > MAX_TRANSIENT_RETRIES {
                             return Err(error);
                         }
@@ -290,24 +379,12 @@ impl WebexClient {
                     }
                 }
             }
-            let body = response.bytes().await.unwrap_or_default();
+            let body = tokio::select! {
+                body = read_capped(response, SMALL_BODY_CAP) => body.unwrap_or_default(),
+                _ = self.cancel.cancelled() => return Err(WebexError::Cancelled),
+            };
             let message = error_message(status, &body);
 
-            if status == StatusCode::TOO_MANY_REQUESTS
-                || (retry_after.is_some() && matches!(status.as_u16(), 423 | 503))
-            {
-                let delay = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
-                let until = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                tracing::warn!(
-                    endpoint,
-                    status = status.as_u16(),
-                    seconds = delay.as_secs_f64(),
-                    tracking_id = tracking.as_deref().unwrap_or(""),
-                    "Webex asked to slow down; pausing every request until Retry-After has passed"
-                );
-                self.gate.pause_until(until).await;
-                continue;
-            }
             if status == StatusCode::UNAUTHORIZED {
                 if let (false, Some(token)) = (refreshed, token.as_ref()) {
                     refreshed = true;
@@ -342,6 +419,18 @@ impl WebexClient {
             _ = self.cancel.cancelled() => Err(WebexError::Cancelled),
         }
     }
+}
+
+/// The refused redirect hop behind a reqwest error, if that is what it is.
+fn refused_hop(e: &reqwest::Error) -> Option<HostNotAllowed> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<HostNotAllowed>() {
+            return Some(refused.clone());
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// Webex's message from an error body, or the status's reason phrase.
@@ -459,6 +548,47 @@ mod tests {
     fn max_is_halved() {
         let url = Url::parse("https://x/v1/recordings?from=a&max=100").unwrap();
         assert_eq!(halve_max(&url).as_str(), "https://x/v1/recordings?from=a&max=50");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_link_header_is_read_without_panicking(value in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let request = Url::parse("https://webexapis.com/v1/recordings?max=100").unwrap();
+            if let Ok(value) = HeaderValue::from_bytes(&value) {
+                let mut headers = HeaderMap::new();
+                headers.insert(LINK, value);
+                let _ = next_link(&headers, &request);
+            }
+        }
+
+        #[test]
+        fn a_next_link_round_trips(
+            cursor in "[A-Za-z0-9._~%-]{0,40}",
+            other in proptest::sample::select(vec!["prev", "first", "last"]),
+            first in proptest::bool::ANY,
+        ) {
+            let request = Url::parse("https://webexapis.com/v1/recordings?max=100").unwrap();
+            let target = Url::parse(&format!("https://webexapis.com/v1/recordings?cursor={cursor}")).unwrap();
+            let next = format!("<{target}>; rel=\"next\"");
+            let noise = format!("<https://webexapis.com/v1/recordings?x=1>; rel=\"{other}\"");
+            let value = if first { format!("{next}, {noise}") } else { format!("{noise}, {next}") };
+            let mut headers = HeaderMap::new();
+            headers.insert(LINK, HeaderValue::from_str(&value).unwrap());
+            proptest::prop_assert_eq!(next_link(&headers, &request).unwrap(), Some(target));
+        }
+
+        #[test]
+        fn any_error_body_gives_a_message(body in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let message = error_message(StatusCode::BAD_GATEWAY, &body);
+            proptest::prop_assert!(!message.is_empty());
+        }
+
+        #[test]
+        fn an_error_body_message_round_trips(message in "[^\\p{Cc}]{1,80}", tracking in "[A-Z0-9_]{0,20}") {
+            let body = serde_json::json!({"message": message, "errors": [], "trackingId": tracking});
+            let shown = error_message(StatusCode::BAD_REQUEST, body.to_string().as_bytes());
+            proptest::prop_assert_eq!(shown, message);
+        }
     }
 
     #[test]

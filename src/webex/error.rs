@@ -86,11 +86,25 @@ impl WebexError {
     }
 }
 
-/// Parses a `Retry-After` value: delay-seconds or an HTTP-date. Returns the delay from now.
+/// Reads a `Retry-After` value as sent: delay-seconds or an HTTP-date, and leniently what
+/// servers and proxies send instead (a negative or fractional number, a number too large
+/// for any clock). Returns the delay from `now`, unbounded: [`crate::webex::gate::RetryPolicy`]
+/// bounds it. `None` when the value means nothing.
 pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if digits(value) {
+        // More seconds than a u64 holds is "for ever": the policy caps it.
+        return Some(value.parse::<u64>().map_or(Duration::MAX, Duration::from_secs));
+    }
+    if value.strip_prefix('-').is_some_and(digits) {
+        return Some(Duration::ZERO);
+    }
+    if let Ok(seconds) = value.parse::<f64>()
+        && seconds.is_finite()
+        && value.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+')
+    {
+        return Some(Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -101,6 +115,22 @@ mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
 
+    proptest::proptest! {
+        #[test]
+        fn any_retry_after_is_read_without_panicking(value in "\\PC{0,40}", now in 0u64..4_000_000_000) {
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now);
+            let _ = parse_retry_after(&value, now);
+        }
+
+        #[test]
+        fn retry_after_round_trips(seconds in 0u64..100_000_000, now in 0u64..3_000_000_000) {
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now);
+            proptest::prop_assert_eq!(parse_retry_after(&seconds.to_string(), now), Some(Duration::from_secs(seconds)));
+            let date = httpdate::fmt_http_date(now + Duration::from_secs(seconds));
+            proptest::prop_assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(seconds)));
+        }
+    }
+
     #[test]
     fn retry_after_seconds_and_http_date() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
@@ -110,5 +140,10 @@ mod tests {
         let past = httpdate::fmt_http_date(now - Duration::from_secs(5));
         assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("", now), None);
+        assert_eq!(parse_retry_after("-5", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("1.5", now), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_retry_after("99999999999999999999", now), Some(Duration::MAX));
+        assert_eq!(parse_retry_after("inf", now), None);
     }
 }

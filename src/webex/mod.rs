@@ -4,6 +4,7 @@ pub mod auth;
 pub mod client;
 mod error;
 pub mod gate;
+pub mod hosts;
 pub mod models;
 
 pub use client::{ListPage, Listing, WebexClient};

@@ -92,6 +92,18 @@ fn every_bad_setting_is_refused_naming_its_key() {
         (&[token, ("WEBEX_ARCHIVER__ARCHIVE__CONCURRENCY", "0")], "archive.concurrency"),
         (&[token, ("WEBEX_ARCHIVER__WEBEX__BASE_URL", "not a url")], "webex.base_url"),
         (&[token, ("WEBEX_ARCHIVER__WEBEX__BASE_URL", "ftp://x/v1")], "webex.base_url"),
+        (&[token, ("WEBEX_ARCHIVER__WEBEX__BASE_URL", "http://webexapis.com/v1")], "webex.base_url"),
+        (&[token, ("WEBEX_ARCHIVER__WEBEX__BASE_URL", "http://10.0.0.8:8080/v1")], "webex.base_url"),
+        (
+            &[token, ("WEBEX_ARCHIVER__WEBEX__OAUTH__TOKEN_URL", "http://webexapis.com/v1/access_token")],
+            "webex.oauth.token_url",
+        ),
+        (&[token, ("WEBEX_ARCHIVER__WEBEX__DOWNLOAD_HOSTS", "https://x.webex.com")], "webex.download_hosts"),
+        (&[token, ("WEBEX_ARCHIVER__WEBEX__DOWNLOAD_HOSTS", "*")], "webex.download_hosts"),
+        (&[token, ("WEBEX_ARCHIVER__WEBEX__DOWNLOAD_HOSTS", "*.com")], "webex.download_hosts"),
+        (&[token, ("WEBEX_ARCHIVER__WEBEX__DOWNLOAD_HOSTS", "a.*.webex.com")], "webex.download_hosts"),
+        (&[token, ("WEBEX_ARCHIVER__WEBEX__DOWNLOAD_HOSTS", "x.webex.com:443")], "webex.download_hosts"),
+        (&[token, ("WEBEX_ARCHIVER__WEBEX__MAX_RETRY_AFTER", "0s")], "webex.max_retry_after"),
         (&[token, ("WEBEX_ARCHIVER__WEBEX__SCOPE", "everyone")], "webex.scope"),
         (&[token, ("WEBEX_ARCHIVER__STORAGE__URL", "gs://bucket")], "storage.url"),
         (&[token, ("WEBEX_ARCHIVER__STORAGE__URL", "s3:///no-bucket")], "storage.url"),
@@ -115,8 +127,18 @@ fn every_bad_setting_is_refused_naming_its_key() {
         assert!(err.key.starts_with(key), "{pairs:?}: expected key {key}, got {err}");
         assert!(!err.to_string().contains(SECRET), "the message shows a secret: {err}");
     }
-    // A missing token is fine for commands that do not talk to Webex.
+    // A missing token is fine for commands that do not talk to Webex; an http API is not.
     load(None, &[], Needs::StateOnly).unwrap();
+    let err = load(None, &[("WEBEX_ARCHIVER__WEBEX__BASE_URL", "http://webexapis.com/v1")], Needs::StateOnly)
+        .expect_err("plain http to a remote API is refused by every command");
+    assert!(err.key == "webex.base_url" && err.problem.contains("https"), "{err}");
+    // Plain http is fine to this machine (a simulator, a local proxy).
+    for base in ["http://127.0.0.1:8080/v1", "http://[::1]:8080/v1", "http://localhost/v1"] {
+        load(None, &[token, ("WEBEX_ARCHIVER__WEBEX__BASE_URL", base)], Needs::Webex).unwrap();
+    }
+    let s = load(None, &[token, ("WEBEX_ARCHIVER__WEBEX__DOWNLOAD_HOSTS", " *.WEBEX.com ,127.0.0.1,,")], Needs::Webex)
+        .unwrap();
+    assert_eq!(s.webex.download_hosts, ["*.webex.com", "127.0.0.1"]);
     // A configuration file that does not parse names the file.
     let bad = file_with("[archive\nconcurrency = 2");
     let err = load(Some(bad.path().into()), &[token], Needs::Webex).unwrap_err();
@@ -168,6 +190,13 @@ fn config_check_exits_2_naming_the_broken_setting() {
     assert_eq!(stderr.lines().count(), 1, "one message: {stderr}");
     assert!(stderr.contains("sync.window"), "{stderr}");
     assert!(!stderr.contains(SECRET));
+
+    // Every command, not only those that talk to Webex, refuses a plain-http API.
+    let out =
+        binary().args(["status"]).env("WEBEX_ARCHIVER__WEBEX__BASE_URL", "http://webexapis.com/v1").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.lines().count() == 1 && stderr.contains("webex.base_url"), "{stderr}");
 
     let dir = tempfile::tempdir().unwrap();
     let out = binary()

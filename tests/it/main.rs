@@ -4,6 +4,7 @@
 mod commands;
 mod config;
 mod helpers;
+mod hostile;
 mod ops;
 mod sim;
 mod state_contract;

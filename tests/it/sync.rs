@@ -50,6 +50,7 @@ impl Harness {
         };
         for (k, v) in [
             ("WEBEX_ARCHIVER__WEBEX__BASE_URL", sim.api_base_url()),
+            ("WEBEX_ARCHIVER__WEBEX__DOWNLOAD_HOSTS", "127.0.0.1".into()),
             ("WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN", sim.access_token()),
             ("WEBEX_ARCHIVER__WEBEX__SCOPE", scope.to_owned()),
             ("WEBEX_ARCHIVER__DATABASE__URL", db.url.clone()),

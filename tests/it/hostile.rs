@@ -1,0 +1,262 @@
+//! A hostile upstream (issue 11): links to hosts nothing should reach, bodies that are not
+//! media, panics, Retry-After values that mean nothing. Each test runs the real archiver
+//! against the simulator, real Postgres or SQLite and a real S3 server or directory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use webex_archiver::app;
+use webex_archiver::sim::{Content, Endpoint, NewRecording, SimConfig};
+use webex_archiver::state::{ArchiveState, CursorKind, ScopeKey};
+use webex_archiver::supervise::TestHook;
+
+use crate::helpers::{Backend, S3Server};
+use crate::sync::{Harness, Store};
+
+/// An id whose opaque (ARF or UPLOADED) content starts with `byte`, as about one file in
+/// 256 does: such a file must be archived like any other.
+fn id_whose_content_starts_with(format: &str, byte: u8, size: u64) -> String {
+    (0..100_000)
+        .map(|i| format!("{format}-{byte:02x}-{i:05}"))
+        .find(|id| Content::recording(id, format, size).chunk(0, 1).first() == Some(&byte))
+        .expect("some id's content starts with the byte")
+}
+
+#[tokio::test]
+async fn opaque_media_that_starts_like_markup_is_archived() {
+    // NOTE: issue 11, point 10. `demo --recordings 200 --faults` failed two recordings on
+    // every run: an ARF and an UPLOADED file whose first byte is `<`, taken for a login
+    // page by a check that looked at one byte. Content is a function of the id, so the
+    // same two failed every time, whatever the random faults did.
+    let h = Harness::start(
+        Backend::Postgres,
+        Store::S3(S3Server::S3s),
+        "admin",
+        SimConfig { recordings: 0, ..SimConfig::default() },
+    )
+    .await;
+    let size = 300_000;
+    for (format, byte) in [("ARF", b'<'), ("UPLOADED", b'<'), ("ARF", b'{'), ("UPLOADED", b'[')] {
+        let id = id_whose_content_starts_with(format, byte, size);
+        h.sim
+            .add_recording(NewRecording {
+                id: Some(id),
+                create_time: Utc::now() - chrono::Duration::days(1),
+                format: Some(format.into()),
+                size_bytes: Some(size),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    let report = h.sync().await;
+    assert_eq!(report.exit, 0, "{report:?}");
+    h.assert_archive_matches(&h.expected(true)).await;
+}
+
+#[tokio::test]
+async fn downloads_to_hosts_not_allowed_are_never_requested() {
+    let mut h = Harness::start(
+        Backend::Sqlite,
+        Store::Local,
+        "admin",
+        SimConfig { recordings: 4, seed: 11, ..SimConfig::default() },
+    )
+    .await;
+    // The default: only https hosts under webex.com. The simulator serves http on 127.0.0.1.
+    h.env.remove("WEBEX_ARCHIVER__WEBEX__DOWNLOAD_HOSTS");
+    let report = h.sync().await;
+    assert_eq!(report.exit, 1);
+    let counters = h.sim.counters();
+    let site_requests = counters.requests_to(Endpoint::Download)
+        + counters.requests_to(Endpoint::DownloadMedia)
+        + counters.requests_to(Endpoint::OtherSite);
+    assert_eq!(site_requests, 0, "no request may reach a host that is not allowed");
+    assert_eq!(report.status.counts[&ArchiveState::Failed], 4, "{report:?}");
+    for failure in &report.status.recent_failures {
+        assert_eq!(failure.reason.as_deref(), Some("download_host_not_allowed"), "{failure:?}");
+        let message = failure.message.as_deref().unwrap_or_default();
+        assert!(message.contains("127.0.0.1") && message.contains("webex.download_hosts"), "{message}");
+        assert!(!message.contains("ticket="), "the message shows a ticket: {message}");
+        assert_eq!(failure.attempts, 1, "final at once, not retried: {failure:?}");
+    }
+
+    // Final until `retry`; then, with the host allowed, everything is archived.
+    assert_eq!(h.db.state.retry(None).await.unwrap(), 4);
+    h.set("WEBEX_ARCHIVER__WEBEX__DOWNLOAD_HOSTS", "127.0.0.1");
+    let report = h.sync().await;
+    assert_eq!(report.exit, 0, "{report:?}");
+    h.assert_archive_matches(&h.expected(true)).await;
+}
+
+#[tokio::test]
+async fn a_panicking_attempt_gives_its_claim_back_and_the_worker_goes_on() {
+    let h = Harness::start(
+        Backend::Postgres,
+        Store::Local,
+        "admin",
+        SimConfig { recordings: 6, seed: 5, ..SimConfig::default() },
+    )
+    .await;
+    let victim = h.sim.truth_without_digests()[0].id.clone();
+    let panics = Arc::new(AtomicU32::new(0));
+    let hook = {
+        let (victim, panics) = (victim.clone(), panics.clone());
+        TestHook(Arc::new(move |id: &str| {
+            if id == victim && panics.fetch_add(1, Ordering::SeqCst) < 2 {
+                panic!("injected panic for {id}");
+            }
+        }))
+    };
+    let stop = CancellationToken::new();
+    let mut services = h.services(stop.clone()).await;
+    services.archiver = services.archiver.clone().with_test_hook(hook);
+    let report = app::sync(&services, false, &stop).await.unwrap();
+    assert_eq!(report.exit, 0, "{report:?}");
+    h.assert_archive_matches(&h.expected(true)).await;
+    assert_eq!(panics.load(Ordering::SeqCst), 3, "two panicking attempts, then a good one");
+    let metrics = services.metrics.encode(Utc::now());
+    assert!(metrics.contains("webex_archiver_task_panics_total{task=\"worker\"} 2"), "{metrics}");
+    assert_eq!(services.metrics.task_panics(), 2);
+}
+
+#[tokio::test]
+async fn a_recording_that_always_panics_ends_failed_and_the_others_are_archived() {
+    let mut h = Harness::start(
+        Backend::Sqlite,
+        Store::Local,
+        "admin",
+        SimConfig { recordings: 3, seed: 6, ..SimConfig::default() },
+    )
+    .await;
+    h.set("WEBEX_ARCHIVER__ARCHIVE__MAX_ATTEMPTS", "3");
+    let victim = h.sim.truth_without_digests()[0].id.clone();
+    let hook = {
+        let victim = victim.clone();
+        TestHook(Arc::new(move |id: &str| assert_ne!(id, victim, "injected panic")))
+    };
+    let stop = CancellationToken::new();
+    let mut services = h.services(stop.clone()).await;
+    services.archiver = services.archiver.clone().with_test_hook(hook);
+    let report = app::sync(&services, false, &stop).await.unwrap();
+    assert_eq!(report.exit, 1);
+    assert_eq!(report.status.counts[&ArchiveState::Archived], 2, "{report:?}");
+    let failure = report.status.recent_failures.iter().find(|f| f.id.0 == victim).expect("the victim failed");
+    assert_eq!(failure.reason.as_deref(), Some("panic"));
+    assert!(failure.message.as_deref().unwrap_or_default().contains("injected panic"), "{failure:?}");
+    assert_eq!(failure.attempts, 3);
+    assert!(report.left.is_empty(), "no claim is left behind: {:?}", report.left);
+}
+
+#[tokio::test]
+async fn a_panicking_discovery_pass_releases_its_scope_and_the_other_scopes_go_on() {
+    let h = Harness::start(
+        Backend::Postgres,
+        Store::Local,
+        "admin",
+        SimConfig { recordings: 30, seed: 8, ..SimConfig::default() },
+    )
+    .await;
+    let victim = ScopeKey::admin(&h.sim.sites()[1]);
+    let hook = {
+        let victim = victim.0.clone();
+        TestHook(Arc::new(move |scope: &str| assert_ne!(scope, victim, "injected panic in discovery")))
+    };
+    let stop = CancellationToken::new();
+    let mut services = h.services(stop.clone()).await;
+    services.discovery = services.discovery.clone().with_test_hook(hook);
+    let report = app::sync(&services, false, &stop).await.unwrap();
+    assert_eq!(report.exit, 1, "a scope failed");
+    let failed: Vec<_> = report.scopes.iter().filter(|s| s.error.is_some()).collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].scope, victim.0);
+    assert!(failed[0].error.as_deref().unwrap_or_default().contains("injected panic"), "{failed:?}");
+    // The other sites' recordings are archived.
+    let others: Vec<_> = h.expected(true).into_iter().filter(|r| r.site_url != h.sim.sites()[1]).collect();
+    assert!(!others.is_empty());
+    let archived = report.status.counts[&ArchiveState::Archived];
+    assert_eq!(archived as usize, others.len());
+    // The scope's lease was released: another replica can take it at once.
+    let cursor =
+        h.db.state
+            .acquire_cursor(&victim, CursorKind::Sync, "another-replica", Duration::from_secs(60), Utc::now(), None)
+            .await
+            .unwrap();
+    assert!(cursor.is_some(), "the panicking pass left its lease behind");
+    let status = h.db.state.status(0).await.unwrap();
+    let shown = status.cursors.iter().find(|c| c.scope == victim).and_then(|c| c.last_error.clone());
+    assert!(shown.unwrap_or_default().contains("panicked"), "status shows why the scope stopped");
+    assert_eq!(services.metrics.task_panics(), 1);
+}
+
+/// A one-route server whose answer is `size` bytes, with or without `Content-Length`.
+async fn serve_body(status: u16, size: usize, chunked: bool) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::body::Body;
+    use axum::response::Response;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(move || async move {
+        let chunk = bytes::Bytes::from(vec![b' '; 64 << 10]);
+        let chunks = size.div_ceil(chunk.len());
+        let last = size - (chunks.saturating_sub(1)) * chunk.len();
+        let stream =
+            futures::stream::iter((0..chunks).map(move |i| {
+                Ok::<_, std::io::Error>(if i + 1 == chunks { chunk.slice(..last) } else { chunk.clone() })
+            }));
+        let mut response = Response::builder().status(status).header("content-type", "application/json");
+        if !chunked {
+            response = response.header("content-length", size);
+        }
+        response.body(Body::from_stream(stream)).unwrap()
+    });
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (format!("http://{addr}/"), task)
+}
+
+#[tokio::test]
+async fn answers_are_read_up_to_their_cap_and_no_further() {
+    use webex_archiver::webex::client::{BodyError, read_capped};
+    let client = reqwest::Client::new();
+    for chunked in [false, true] {
+        let (url, task) = serve_body(200, 3 << 20, chunked).await;
+        let whole = read_capped(client.get(&url).send().await.unwrap(), 4 << 20).await.unwrap();
+        assert_eq!(whole.len(), 3 << 20);
+        let refused = read_capped(client.get(&url).send().await.unwrap(), 1 << 20).await;
+        assert!(matches!(refused, Err(BodyError::TooLarge { cap }) if cap == 1 << 20), "{refused:?}");
+        task.abort();
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_token_answer_or_error_body_fails_the_request_cleanly() {
+    // A token endpoint that answers 1 MiB: the refresh fails, naming the cap.
+    let (url, _task) = serve_body(200, 1 << 20, true).await;
+    let mut h =
+        Harness::start(Backend::Sqlite, Store::Local, "admin", SimConfig { recordings: 1, ..SimConfig::default() })
+            .await;
+    h.env.remove("WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN");
+    h.set("WEBEX_ARCHIVER__WEBEX__OAUTH__CLIENT_ID", "cid");
+    h.set("WEBEX_ARCHIVER__WEBEX__OAUTH__CLIENT_SECRET", "csecret");
+    h.set("WEBEX_ARCHIVER__WEBEX__OAUTH__REFRESH_TOKEN", "rtoken");
+    h.set("WEBEX_ARCHIVER__WEBEX__OAUTH__TOKEN_URL", &url);
+    let report = h.sync().await;
+    assert_eq!(report.exit, 1);
+    let error = report.discovery_error.unwrap_or_default();
+    assert!(error.contains("larger than 64 KiB"), "{error}");
+
+    // An API whose error bodies are 10 MiB: the error names the status, not the body.
+    let (url, _task) = serve_body(400, 10 << 20, false).await;
+    let mut h =
+        Harness::start(Backend::Sqlite, Store::Local, "admin", SimConfig { recordings: 0, ..SimConfig::default() })
+            .await;
+    h.set("WEBEX_ARCHIVER__WEBEX__BASE_URL", &format!("{url}v1"));
+    h.set("WEBEX_ARCHIVER__WEBEX__SITE_URLS", "acme.webex.com");
+    h.set("WEBEX_ARCHIVER__SYNC__SINCE", "1d");
+    let report = h.sync().await;
+    let error = report.discovery_error.unwrap_or_default();
+    assert!(error.contains("400") && error.contains("Bad Request"), "{error}");
+}
