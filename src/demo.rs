@@ -179,6 +179,7 @@ fn scenario(options: &DemoOptions) -> SimConfig {
             duration: None,
             retry_after: 1,
             retry_after_format: RetryAfterFormat::Seconds,
+            retry_after_raw: None,
         }),
         ..SimConfig::default()
     };

@@ -245,6 +245,7 @@ async fn chaos_nothing_lost_nothing_duplicated() {
                 } else {
                     RetryAfterFormat::HttpDate
                 },
+                retry_after_raw: None,
             });
             bursts += 1;
         }

@@ -19,7 +19,7 @@ use super::counters::Endpoint;
 use super::faults::{ApiTarget, FaultAction};
 use super::limiter::Verdict;
 use super::store::{self, SimRecording};
-use super::{Shared, control, later};
+use super::{Shared, control, later, mangle};
 use crate::webex::models::{
     DirectDownloadLinks, ErrorBody, ErrorDetail, Recording, RecordingDetails, Site, SiteList, TokenResponse,
 };
@@ -248,12 +248,15 @@ struct Cursor {
     to: DateTime<Utc>,
     last_time: DateTime<Utc>,
     last_id: String,
+    /// Makes the cursor unlike any other (`endless_next_link`); ignored when read.
+    nonce: Option<u64>,
 }
 
 impl Cursor {
     fn encode(&self) -> String {
+        let nonce = self.nonce.map(|n| format!("n{n}|")).unwrap_or_default();
         hex::encode(format!(
-            "{}|{}|{}|{}",
+            "{nonce}{}|{}|{}|{}",
             self.from.timestamp_micros(),
             self.to.timestamp_micros(),
             self.last_time.timestamp_micros(),
@@ -263,11 +266,17 @@ impl Cursor {
 
     fn decode(s: &str) -> Option<Self> {
         let text = String::from_utf8(hex::decode(s).ok()?).ok()?;
+        // A nonce comes first (`n123|`); a time never starts with `n`.
+        let text = match text.strip_prefix('n').and_then(|t| t.split_once('|')) {
+            Some((nonce, rest)) if nonce.bytes().all(|b| b.is_ascii_digit()) => rest.to_string(),
+            Some(_) => return None,
+            None => text,
+        };
         let mut parts = text.splitn(4, '|');
         let mut time = || parts.next()?.parse::<i64>().ok().and_then(DateTime::<Utc>::from_timestamp_micros);
         let (from, to, last_time) = (time()?, time()?, time()?);
         let last_id = parts.next()?.to_string();
-        Some(Self { from, to, last_time, last_id })
+        Some(Self { from, to, last_time, last_id, nonce: None })
     }
 }
 
@@ -428,31 +437,109 @@ fn list(shared: &Shared, listing: Listing, raw: Option<&str>, tid: &str) -> Resp
         }
         page.push(rec);
     }
-    let items = page
-        .iter()
-        .map(|r| match listing {
-            Listing::User => &r.user_item,
-            Listing::Admin => &r.admin_item,
-        })
-        .collect();
-    let mut response = json_response(StatusCode::OK, &PageOut { items });
-    if more && let Some(last) = page.last() {
-        let next = Cursor { from, to, last_time: last.create_time, last_id: last.id.clone() };
+    let item_of = |r: &'_ SimRecording| match listing {
+        Listing::User => r.user_item.clone(),
+        Listing::Admin => r.admin_item.clone(),
+    };
+    let target = match listing {
+        Listing::User => ApiTarget::List,
+        Listing::Admin => ApiTarget::AdminList,
+    };
+    let page_ids: Vec<&str> = page.iter().map(|r| r.id.as_str()).collect();
+    let faults = shared.faults().listing(target, &page_ids);
+    if let Some(body) = &faults.body {
+        shared.counters.fault(body.name());
+        let items = match body {
+            FaultAction::HugePage { .. } => mangle::joined(
+                &page.iter().map(|r| serde_json::to_value(item_of(r)).unwrap_or_default()).collect::<Vec<_>>(),
+            ),
+            _ => Default::default(),
+        };
+        return mangle::page_body(body, items, shared.cancel.clone());
+    }
+    let mut response = if faults.alters_items() {
+        // The page as JSON, edited item by item; the stored recordings stay as they are.
+        let mut items = Vec::with_capacity(page.len());
+        for (index, rec) in page.iter().enumerate() {
+            let mut item = item_of(rec);
+            if faults.foreign_url.get(index).copied().unwrap_or(false) {
+                item.download_url = Some(trap_download_url(shared, rec));
+            }
+            let mut value = serde_json::to_value(item).unwrap_or_default();
+            if let Some(variant) = faults.items.get(index).copied().flatten() {
+                shared.counters.fault("malformed_item");
+                mangle::malform(&mut value, variant, rec);
+            }
+            items.push(value);
+        }
+        json_response(StatusCode::OK, &serde_json::json!({ "items": items }))
+    } else {
+        let items = page
+            .iter()
+            .map(|r| match listing {
+                Listing::User => &r.user_item,
+                Listing::Admin => &r.admin_item,
+            })
+            .collect();
+        json_response(StatusCode::OK, &PageOut { items })
+    };
+    let path = match listing {
+        Listing::User => "recordings",
+        Listing::Admin => "admin/recordings",
+    };
+    let with_cursor = |cursor: &Cursor| {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in &q.pairs {
             query.append_pair(k, v);
         }
-        query.append_pair("cursor", &next.encode());
-        let path = match listing {
-            Listing::User => "recordings",
-            Listing::Admin => "admin/recordings",
-        };
-        let link = format!("<{}/{path}?{}>; rel=\"next\"", shared.api_base, query.finish());
-        if let Ok(value) = HeaderValue::from_str(&link) {
-            response.headers_mut().insert(header::LINK, value);
+        query.append_pair("cursor", &cursor.encode());
+        query.finish()
+    };
+    let endless = matches!(faults.next, Some(FaultAction::EndlessNextLink));
+    let next_cursor = match page.last() {
+        Some(last) if more => {
+            Some(Cursor { from, to, last_time: last.create_time, last_id: last.id.clone(), nonce: None })
         }
+        // A cursor "after" `to` starts the window again from its first page.
+        _ if endless => Some(Cursor { from, to, last_time: to, last_id: String::new(), nonce: None }),
+        _ => None,
+    };
+    let real_next = next_cursor.map(|mut cursor| {
+        if endless {
+            cursor.nonce = Some(shared.next_nonce());
+        }
+        with_cursor(&cursor)
+    });
+    let requested = raw.map(|r| format!("?{r}")).unwrap_or_default();
+    if let Some(fault) = &faults.next {
+        shared.counters.fault(fault.name());
+    }
+    let next = match faults.next {
+        Some(FaultAction::ForeignNextLink) => Some(match real_next {
+            Some(query) => format!("{}/v1/{path}?{query}", shared.trap_base),
+            None => format!("{}/v1/{path}{requested}", shared.trap_base),
+        }),
+        Some(FaultAction::SelfNextLink) => Some(format!("{}/{path}{requested}", shared.api_base)),
+        _ => real_next.map(|query| format!("{}/{path}?{query}", shared.api_base)),
+    };
+    if let Some(next) = next
+        && let Ok(value) = HeaderValue::from_str(&format!("<{next}>; rel=\"next\""))
+    {
+        response.headers_mut().insert(header::LINK, value);
     }
     response
+}
+
+/// The recording's `downloadUrl` moved to the trap host (same path and query), or a
+/// browser-page URL there when it has none.
+fn trap_download_url(shared: &Shared, rec: &SimRecording) -> String {
+    match rec.user_item.download_url.as_deref().and_then(|u| u.strip_prefix(shared.site_base.as_str())) {
+        Some(path_and_query) => format!("{}{path_and_query}", shared.trap_base),
+        None => {
+            let site = shared.world.sites[rec.site].split('.').next().unwrap_or("site");
+            format!("{}/{site}/lsr.php?RCID={:x}", shared.trap_base, rec.serial)
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -480,16 +567,33 @@ async fn details(
     let Some(rec) = allowed else {
         return webex_error(StatusCode::NOT_FOUND, &tid, "The requested resource could not be found.");
     };
-    let links = (!rec.prevent_downloading).then(|| links_for(&shared, rec, now));
-    let body = RecordingDetails { recording: rec.user_item.clone(), temporary_direct_download_links: links };
-    json_response(StatusCode::OK, &body)
-}
-
-fn links_for(shared: &Shared, rec: &SimRecording, now: DateTime<Utc>) -> DirectDownloadLinks {
-    let fault = shared.faults().link(&rec.id);
+    let has_links = !rec.prevent_downloading;
+    let fault = shared.faults().link(&rec.id, has_links);
     if let Some(f) = &fault {
         shared.counters.fault(f.name());
     }
+    let mut recording = rec.user_item.clone();
+    let links = match fault {
+        Some(FaultAction::ForeignDownloadUrl) => {
+            recording.download_url = Some(trap_download_url(&shared, rec));
+            None
+        }
+        fault => has_links.then(|| links_for(&shared, rec, now, fault)),
+    };
+    let body = RecordingDetails { recording, temporary_direct_download_links: links };
+    json_response(StatusCode::OK, &body)
+}
+
+fn links_for(
+    shared: &Shared,
+    rec: &SimRecording,
+    now: DateTime<Utc>,
+    fault: Option<FaultAction>,
+) -> DirectDownloadLinks {
+    let base = match fault {
+        Some(FaultAction::ForeignDownloadLink) => &shared.trap_base,
+        _ => &shared.site_base,
+    };
     let expiry = match fault {
         Some(FaultAction::ExpiredLink) => now - ChronoDuration::seconds(1),
         Some(FaultAction::ExpiringLink { expires_in }) => later(now, expires_in),
@@ -507,7 +611,6 @@ fn links_for(shared: &Shared, rec: &SimRecording, now: DateTime<Utc>) -> DirectD
     );
     let stamp = now.timestamp_millis();
     let ticket = |kind| shared.tickets.issue(rec.serial, kind, expiry_ms);
-    let base = &shared.site_base;
     let tail = "islogin=yes&isprevent=no&ispwd=yes";
     DirectDownloadLinks {
         recording_download_link: Some(format!(

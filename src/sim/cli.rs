@@ -19,6 +19,14 @@ pub struct SimulateArgs {
     /// Address of the site (download) host; default: the API host's IP, a free port.
     #[arg(long, value_name = "ADDR")]
     pub site_listen: Option<SocketAddr>,
+    /// Address of the trap host (where no answer should lead); default: the API host's
+    /// IP, a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub trap_listen: Option<SocketAddr>,
+    /// Install the hostile preset (issue 11's faults on a subset chosen by the seed, and
+    /// a storm of `Retry-After: 0` at start); its plan is at `GET /_sim/hostile`.
+    #[arg(long)]
+    pub hostile: bool,
     /// Number of recordings at start.
     #[arg(long, value_name = "N")]
     pub recordings: Option<usize>,
@@ -39,6 +47,8 @@ pub struct SimulateArgs {
 struct Banner {
     api_base_url: String,
     site_base_url: String,
+    trap_base_url: String,
+    hostile: bool,
     access_token: String,
     recordings: usize,
     client_id: String,
@@ -47,8 +57,8 @@ struct Banner {
 }
 
 /// Runs the simulator until `cancel` fires. The first line on stdout is one JSON object
-/// (`api_base_url`, `site_base_url`, `access_token`, `recordings`, `client_id`,
-/// `client_secret`, `refresh_token`).
+/// (`api_base_url`, `site_base_url`, `trap_base_url`, `hostile`, `access_token`,
+/// `recordings`, `client_id`, `client_secret`, `refresh_token`).
 pub async fn simulate_command(args: SimulateArgs, cancel: CancellationToken) -> anyhow::Result<u8> {
     let mut config = match &args.scenario {
         Some(path) => {
@@ -64,6 +74,12 @@ pub async fn simulate_command(args: SimulateArgs, cancel: CancellationToken) -> 
     if args.site_listen.is_some() {
         config.site_listen = args.site_listen;
     }
+    if args.trap_listen.is_some() {
+        config.trap_listen = args.trap_listen;
+    }
+    if args.hostile {
+        config.hostile = true;
+    }
     if let Some(n) = args.recordings {
         config.recordings = n;
     }
@@ -77,6 +93,8 @@ pub async fn simulate_command(args: SimulateArgs, cancel: CancellationToken) -> 
     let banner = Banner {
         api_base_url: sim.api_base_url(),
         site_base_url: sim.site_base_url(),
+        trap_base_url: sim.trap_base_url(),
+        hostile: sim.hostile_plan().is_some(),
         access_token: sim.access_token(),
         recordings: sim.truth_without_digests().len(),
         client_id: sim.client_id(),
@@ -89,7 +107,12 @@ pub async fn simulate_command(args: SimulateArgs, cancel: CancellationToken) -> 
         writeln!(out, "{line}").context("writing to stdout")?;
         out.flush().context("flushing stdout")?;
     }
-    tracing::info!(api = %banner.api_base_url, site = %banner.site_base_url, "webex simulator running");
+    tracing::info!(
+        api = %banner.api_base_url,
+        site = %banner.site_base_url,
+        trap = %banner.trap_base_url,
+        "webex simulator running"
+    );
     cancel.cancelled().await;
     sim.shutdown().await;
     Ok(0)

@@ -68,14 +68,22 @@ pub struct SimConfig {
     /// it counts as a violation.
     #[serde(with = "humantime_serde")]
     pub violation_grace: Duration,
-    /// Fault rules, tried in order; the first that matches a request applies.
+    /// Fault rules, tried in order; the first that matches a request applies (the
+    /// `hostile` preset's rules go first).
     pub faults: Vec<FaultRule>,
-    /// A burst of 429s active from the start.
+    /// A burst of 429s active from the start (the `hostile` preset's storm replaces it).
     pub burst_429: Option<Burst429>,
     /// Address of the API host; `None` = `127.0.0.1:0`.
     pub listen: Option<SocketAddr>,
     /// Address of the site (download) host; `None` = the API host's IP, port 0.
     pub site_listen: Option<SocketAddr>,
+    /// Address of the trap host (a host no answer should lead to); `None` = the API
+    /// host's IP, port 0.
+    pub trap_listen: Option<SocketAddr>,
+    /// Install the `hostile` preset at start: each fault of issue 11 on a subset of the
+    /// population chosen by `seed`, and a storm of `Retry-After: 0` (see
+    /// [`super::HostilePlan`]). Needs enough recordings listed for the token's user.
+    pub hostile: bool,
     /// The initial access token; `None` = a random one.
     pub access_token: Option<String>,
     /// The OAuth client id; `None` = a random one.
@@ -123,6 +131,8 @@ impl Default for SimConfig {
             burst_429: None,
             listen: None,
             site_listen: None,
+            trap_listen: None,
+            hostile: false,
             access_token: None,
             client_id: None,
             client_secret: None,

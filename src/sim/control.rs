@@ -104,6 +104,14 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/_sim/counters", get(counters))
         .route("/_sim/counters/reset", post(reset))
         .route("/_sim/control", get(current).post(control))
+        .route("/_sim/hostile", get(hostile))
+}
+
+async fn hostile(State(shared): State<Arc<Shared>>) -> Response {
+    match &shared.hostile {
+        Some(plan) => json_response(StatusCode::OK, plan),
+        None => json_response(StatusCode::NOT_FOUND, &serde_json::json!({"error": "the hostile preset is off"})),
+    }
 }
 
 async fn truth(State(shared): State<Arc<Shared>>, RawQuery(raw): RawQuery) -> Response {

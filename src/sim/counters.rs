@@ -71,6 +71,15 @@ pub struct Counters {
     pub token_refreshes: u64,
     /// Faults applied, per kind (`api_error`, `reset`, ...).
     pub faults_injected: BTreeMap<String, u64>,
+    /// Requests to the trap host (a host no answer should lead to), any path and method.
+    #[serde(default)]
+    pub trap_requests: u64,
+    /// Requests to the trap host per path (without the query, which may hold a ticket).
+    #[serde(default)]
+    pub trap_requests_by_path: BTreeMap<String, u64>,
+    /// Requests to the trap host that carried an `Authorization` header.
+    #[serde(default)]
+    pub trap_token_leaks: u64,
 }
 
 impl Counters {
@@ -138,6 +147,16 @@ impl CounterState {
 
     pub(crate) fn details_call(&self, id: &str) {
         self.with(|c| *c.details_calls.entry(id.to_string()).or_insert(0) += 1);
+    }
+
+    pub(crate) fn trap_request(&self, path: &str, authorized: bool) {
+        self.with(|c| {
+            c.trap_requests += 1;
+            *c.trap_requests_by_path.entry(path.to_string()).or_insert(0) += 1;
+            if authorized {
+                c.trap_token_leaks += 1;
+            }
+        });
     }
 
     pub(crate) fn token_refresh(&self) {

@@ -26,7 +26,8 @@ pub struct FaultRule {
     /// Apply at most this many times (per id when `ids` is set); absent = forever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub times: Option<u64>,
-    /// API faults only: which endpoint. Absent = every `/v1` endpoint but the token one.
+    /// API and listing faults only: which endpoint. Absent = every `/v1` endpoint but the
+    /// token one (listing faults: both listings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<FaultEndpoint>,
     /// Download faults only: which file. Absent = the recording file only.
@@ -119,6 +120,152 @@ pub enum FaultAction {
         #[serde(with = "humantime_serde")]
         expires_in: Duration,
     },
+    /// Details: the three `temporaryDirectDownloadLinks` point at the trap host (same
+    /// path and query, ticket included).
+    ForeignDownloadLink,
+    /// Details: no `temporaryDirectDownloadLinks` (as with "Prevent downloading"), and
+    /// `downloadUrl` points at the trap host; listings show the same `downloadUrl` for
+    /// the recordings the rule covers while it is not used up (listings do not use it up).
+    ForeignDownloadUrl,
+    /// Listing: one item of the page is altered in the JSON sent (the stored recording is
+    /// unchanged). With `ids`, the items of those recordings on whatever page they appear
+    /// (`times` counts per id); without, the first item of each matching page.
+    MalformedItem {
+        /// How the item is altered.
+        variant: ItemVariant,
+    },
+    /// Listing: `200 {}` (no `items`).
+    EmptyPage,
+    /// Listing: `200 {"items": {"a": 1}}`.
+    ItemsNotArray,
+    /// Listing: `200 text/html` with the body `<html>proxy error</html>`.
+    NotJsonPage,
+    /// Listing: the `next` link points at the trap host, with the path and query of the
+    /// real next page when there is one, else of the page just requested (so the fault
+    /// applies to a last page too).
+    ForeignNextLink,
+    /// Listing: the `next` link is exactly the URL just requested (a loop).
+    SelfNextLink,
+    /// Listing: every page has a `next` link with a fresh cursor: the real next page while
+    /// there is one, then the window again from its first page, forever (until `times`).
+    EndlessNextLink,
+    /// Listing: a 200 JSON answer of `bytes` bytes (at least 12), streamed from a fixed
+    /// template: `{"items":[`, the page's items repeated, spaces, `]}`.
+    HugePage {
+        /// Exact body size, bytes (12 at least: `{"items":[]}`).
+        bytes: u64,
+        /// Send it without `Content-Length` (chunked transfer encoding).
+        #[serde(default)]
+        chunked: bool,
+    },
+    /// Download: `302` with a `Location` at the trap host (same path and query), or with
+    /// `redirect_to = "site"` at the site host itself, which then serves the file.
+    Redirect {
+        /// Where the redirect points.
+        #[serde(default)]
+        redirect_to: RedirectTarget,
+    },
+    /// Download: `200` with this `Content-Type` and a short text body
+    /// (`{"message":"ticket expired"}` for a JSON type, an HTML line for an HTML type,
+    /// `ticket expired` otherwise).
+    TextBody {
+        /// The `Content-Type` sent.
+        #[serde(default = "default_text_type")]
+        content_type: String,
+    },
+    /// Download: `200 application/octet-stream` whose body is a Webex JSON error document.
+    JsonBody,
+    /// Download: `200 application/octet-stream` whose body is an HTML login page.
+    HtmlBody,
+    /// Download: `200` without `Content-Length` whose body ends cleanly after this many
+    /// bytes (chunked), short of the file.
+    NoLengthShort {
+        /// Bytes sent.
+        after_bytes: u64,
+    },
+}
+
+fn default_text_type() -> String {
+    "text/plain".into()
+}
+
+/// How a `malformed_item` fault alters a listed item. Never the stored recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemVariant {
+    /// `durationSeconds` and `sizeBytes` sent as strings (`"598"`).
+    NumberAsString,
+    /// `shareToMe` sent as a string (`"true"`, `"false"`; added to admin items too).
+    BoolAsString,
+    /// `format` `"WEBM"`, `status` `"archived_elsewhere"`, `serviceType` `"NewCenter"`.
+    UnknownEnum,
+    /// `null` for every field but `id`, `createTime`, `meetingId`, `hostEmail`, `siteUrl`,
+    /// `downloadUrl`, `sizeBytes` and `status`: that is `topic`, `meetingSeriesId`,
+    /// `scheduledMeetingId`, `timeRecorded`, `hostDisplayName`, `playbackUrl`, `password`,
+    /// `format`, `serviceType`, `durationSeconds`, `shareToMe` and `integrationTags`
+    /// (added where absent).
+    NullFields,
+    /// `integrationTags` is the string `"a-tag"` instead of a list.
+    StringForList,
+    /// No `id`.
+    NoId,
+    /// `id` is a JSON number (the recording's internal serial, not its id).
+    WrongTypeId,
+    /// `createTime` is `"yesterday"`.
+    BadCreateTime,
+    /// The whole item is the JSON string `"item unavailable"`.
+    NotAnObject,
+}
+
+impl ItemVariant {
+    /// Every variant, in declaration order.
+    pub const ALL: [ItemVariant; 9] = [
+        Self::NumberAsString,
+        Self::BoolAsString,
+        Self::UnknownEnum,
+        Self::NullFields,
+        Self::StringForList,
+        Self::NoId,
+        Self::WrongTypeId,
+        Self::BadCreateTime,
+        Self::NotAnObject,
+    ];
+
+    /// The name used in TOML and JSON (`number_as_string`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NumberAsString => "number_as_string",
+            Self::BoolAsString => "bool_as_string",
+            Self::UnknownEnum => "unknown_enum",
+            Self::NullFields => "null_fields",
+            Self::StringForList => "string_for_list",
+            Self::NoId => "no_id",
+            Self::WrongTypeId => "wrong_type_id",
+            Self::BadCreateTime => "bad_create_time",
+            Self::NotAnObject => "not_an_object",
+        }
+    }
+
+    /// Whether a lenient reader can still read the item (only optional fields are odd);
+    /// `false` when its id or `createTime` cannot be read (issue 11: quarantined).
+    pub fn readable(self) -> bool {
+        matches!(
+            self,
+            Self::NumberAsString | Self::BoolAsString | Self::UnknownEnum | Self::NullFields | Self::StringForList
+        )
+    }
+}
+
+/// Where a `redirect` fault points.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedirectTarget {
+    /// The trap host: a host no answer should lead to.
+    #[default]
+    Trap,
+    /// The site host itself, which then serves the file (download faults do not apply
+    /// again to the redirected request, marked with `_simredirect=1`).
+    Site,
 }
 
 impl FaultAction {
@@ -134,14 +281,43 @@ impl FaultAction {
             Self::Throttle { .. } => "throttle",
             Self::ExpiredLink => "expired_link",
             Self::ExpiringLink { .. } => "expiring_link",
+            Self::ForeignDownloadLink => "foreign_download_link",
+            Self::ForeignDownloadUrl => "foreign_download_url",
+            Self::MalformedItem { .. } => "malformed_item",
+            Self::EmptyPage => "empty_page",
+            Self::ItemsNotArray => "items_not_array",
+            Self::NotJsonPage => "not_json_page",
+            Self::ForeignNextLink => "foreign_next_link",
+            Self::SelfNextLink => "self_next_link",
+            Self::EndlessNextLink => "endless_next_link",
+            Self::HugePage { .. } => "huge_page",
+            Self::Redirect { .. } => "redirect",
+            Self::TextBody { .. } => "text_body",
+            Self::JsonBody => "json_body",
+            Self::HtmlBody => "html_body",
+            Self::NoLengthShort { .. } => "no_length_short",
         }
     }
 
     fn class(&self) -> Class {
         match self {
             Self::ApiError { .. } | Self::Locked { .. } => Class::Api,
-            Self::ExpiredLink | Self::ExpiringLink { .. } => Class::Link,
-            _ => Class::Download,
+            Self::ExpiredLink | Self::ExpiringLink { .. } | Self::ForeignDownloadLink | Self::ForeignDownloadUrl => {
+                Class::Link
+            }
+            Self::MalformedItem { .. } => Class::Item,
+            Self::EmptyPage | Self::ItemsNotArray | Self::NotJsonPage | Self::HugePage { .. } => Class::Page,
+            Self::ForeignNextLink | Self::SelfNextLink | Self::EndlessNextLink => Class::Next,
+            Self::Reset { .. }
+            | Self::ShortBody { .. }
+            | Self::Stall { .. }
+            | Self::LoginPage
+            | Self::Throttle { .. }
+            | Self::Redirect { .. }
+            | Self::TextBody { .. }
+            | Self::JsonBody
+            | Self::HtmlBody
+            | Self::NoLengthShort { .. } => Class::Download,
         }
     }
 }
@@ -195,6 +371,14 @@ pub struct Burst429 {
     /// How `Retry-After` is written.
     #[serde(default)]
     pub retry_after_format: RetryAfterFormat,
+    /// When set, exactly this `Retry-After` value is sent (`"0"`, `"-5"`, `"soon"`, a past
+    /// HTTP date, `"99999999999999999999"`...), instead of `retry_after` and
+    /// `retry_after_format`. Only a whole number of seconds from 1 to 86,400, or an HTTP
+    /// date in the future at most a day away, sets a pause (429s to the token until it
+    /// ends, and violations); any other value sets none, so no request after it is a
+    /// violation. It must be a valid header value (visible ASCII and spaces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_raw: Option<String>,
 }
 
 fn default_retry_after() -> u64 {
@@ -203,9 +387,18 @@ fn default_retry_after() -> u64 {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Class {
+    /// Answered before the handler (`api_error`, `locked`).
     Api,
+    /// Details of one recording (the links it hands out).
     Link,
+    /// A download on the site host.
     Download,
+    /// A listing's whole body.
+    Page,
+    /// One item of a listing page.
+    Item,
+    /// A listing's `next` link.
+    Next,
 }
 
 /// What the API middleware knows about a request when it consults the faults.
@@ -216,6 +409,26 @@ pub(crate) enum ApiTarget {
     Details,
     Sites,
     Token,
+}
+
+/// What happens to one listing page.
+#[derive(Debug, Default)]
+pub(crate) struct ListingFaults {
+    /// Replaces the whole answer.
+    pub(crate) body: Option<FaultAction>,
+    /// Per item of the page, how it is altered.
+    pub(crate) items: Vec<Option<ItemVariant>>,
+    /// What the `next` link becomes.
+    pub(crate) next: Option<FaultAction>,
+    /// Per item of the page, whether its `downloadUrl` points at the trap host.
+    pub(crate) foreign_url: Vec<bool>,
+}
+
+impl ListingFaults {
+    /// Whether the items must be edited as JSON.
+    pub(crate) fn alters_items(&self) -> bool {
+        self.items.iter().any(Option::is_some) || self.foreign_url.iter().any(|f| *f)
+    }
 }
 
 /// The rules and how often each was used.
@@ -251,7 +464,7 @@ impl FaultState {
 
     /// The API fault for a request, if any.
     pub(crate) fn api(&mut self, target: ApiTarget, id: Option<&str>) -> Option<FaultAction> {
-        self.pick(Class::Api, id, |rule| match rule.endpoint {
+        self.pick(Class::Api, id.as_slice(), |rule| match rule.endpoint {
             None => target != ApiTarget::Token,
             Some(FaultEndpoint::All) => true,
             Some(FaultEndpoint::List) => target == ApiTarget::List,
@@ -262,38 +475,98 @@ impl FaultState {
         })
     }
 
-    /// The link fault for a details response about `id`, if any.
-    pub(crate) fn link(&mut self, id: &str) -> Option<FaultAction> {
-        self.pick(Class::Link, Some(id), |_| true)
+    /// The link fault for a details response about `id`, if any. A recording without
+    /// links ("Prevent downloading") can only get `foreign_download_url`.
+    pub(crate) fn link(&mut self, id: &str, has_links: bool) -> Option<FaultAction> {
+        self.pick(Class::Link, &[id], |rule| has_links || rule.action == FaultAction::ForeignDownloadUrl)
     }
 
-    /// The download fault for a download of `media` of `id`, if any.
-    pub(crate) fn download(&mut self, id: &str, media: MediaKind) -> Option<FaultAction> {
-        self.pick(Class::Download, Some(id), |rule| match rule.media {
-            None | Some(FaultMedia::Recording) => media == MediaKind::Recording,
-            Some(FaultMedia::Any) => true,
-            Some(FaultMedia::Audio) => media == MediaKind::Audio,
-            Some(FaultMedia::Transcript) => media == MediaKind::Transcript,
+    /// The download fault for a download of `media` of `id`, if any. A request that
+    /// follows a same-host `redirect` gets no `redirect` again.
+    pub(crate) fn download(&mut self, id: &str, media: MediaKind, redirected: bool) -> Option<FaultAction> {
+        self.pick(Class::Download, &[id], |rule| {
+            let media_matches = match rule.media {
+                None | Some(FaultMedia::Recording) => media == MediaKind::Recording,
+                Some(FaultMedia::Any) => true,
+                Some(FaultMedia::Audio) => media == MediaKind::Audio,
+                Some(FaultMedia::Transcript) => media == MediaKind::Transcript,
+            };
+            media_matches && !(redirected && matches!(rule.action, FaultAction::Redirect { .. }))
         })
     }
 
-    fn pick(&mut self, class: Class, id: Option<&str>, filter: impl Fn(&FaultRule) -> bool) -> Option<FaultAction> {
+    /// The faults of one listing page whose items are the recordings `ids`, in order.
+    /// The body fault (if any) replaces the page, and then neither items nor the link
+    /// are altered (nor their rules used).
+    pub(crate) fn listing(&mut self, target: ApiTarget, ids: &[&str]) -> ListingFaults {
+        let on_listing = |rule: &FaultRule| match rule.endpoint {
+            None | Some(FaultEndpoint::All) => true,
+            Some(FaultEndpoint::List) => target == ApiTarget::List,
+            Some(FaultEndpoint::AdminList) => target == ApiTarget::AdminList,
+            Some(_) => false,
+        };
+        if let Some(body) = self.pick(Class::Page, ids, on_listing) {
+            return ListingFaults { body: Some(body), ..ListingFaults::default() };
+        }
+        let mut items = vec![None; ids.len()];
+        for (index, id) in ids.iter().enumerate() {
+            // A rule without ids alters only the first item of a page.
+            let action = self.pick(Class::Item, &[id], |rule| on_listing(rule) && (index == 0 || !rule.ids.is_empty()));
+            if let Some(FaultAction::MalformedItem { variant }) = action {
+                items[index] = Some(variant);
+            }
+        }
+        let next = self.pick(Class::Next, ids, on_listing);
+        let foreign_url = ids.iter().map(|id| self.foreign_url(target, id)).collect();
+        ListingFaults { body: None, items, next, foreign_url }
+    }
+
+    /// Whether a `foreign_download_url` rule covers `id` and is not used up (a listing
+    /// shows it without using it up; rules with a `probability` are not shown).
+    fn foreign_url(&self, target: ApiTarget, id: &str) -> bool {
+        self.rules.iter().any(|state| {
+            let rule = &state.rule;
+            let covered = rule.ids.is_empty() || rule.ids.iter().any(|r| r == id);
+            let used = if rule.ids.is_empty() { state.used } else { state.used_by_id.get(id).copied().unwrap_or(0) };
+            let endpoint = match rule.endpoint {
+                None | Some(FaultEndpoint::All) | Some(FaultEndpoint::Details) => true,
+                Some(FaultEndpoint::List) => target == ApiTarget::List,
+                Some(FaultEndpoint::AdminList) => target == ApiTarget::AdminList,
+                Some(_) => false,
+            };
+            rule.action == FaultAction::ForeignDownloadUrl
+                && covered
+                && endpoint
+                && rule.probability.is_none()
+                && rule.times.is_none_or(|times| used < times)
+        })
+    }
+
+    /// The first rule of `class` that passes `filter`, is about one of `ids` (when it
+    /// names ids) and is not used up, after its dice; used once (for the first of `ids`
+    /// it names, when it names ids).
+    fn pick(&mut self, class: Class, ids: &[&str], filter: impl Fn(&FaultRule) -> bool) -> Option<FaultAction> {
         for i in 0..self.rules.len() {
-            let rule = &self.rules[i].rule;
+            let state = &self.rules[i];
+            let rule = &state.rule;
             if rule.action.class() != class || !filter(rule) {
                 continue;
             }
-            if !rule.ids.is_empty() && !id.is_some_and(|id| rule.ids.iter().any(|r| r == id)) {
-                continue;
-            }
-            let per_id = !rule.ids.is_empty();
-            let used = match (per_id, id) {
-                (true, Some(id)) => self.rules[i].used_by_id.get(id).copied().unwrap_or(0),
-                _ => self.rules[i].used,
+            let per_id = if rule.ids.is_empty() {
+                if rule.times.is_some_and(|times| state.used >= times) {
+                    continue;
+                }
+                None
+            } else {
+                let fresh = ids.iter().find(|id| {
+                    rule.ids.iter().any(|r| r == *id)
+                        && rule.times.is_none_or(|times| state.used_by_id.get(**id).copied().unwrap_or(0) < times)
+                });
+                match fresh {
+                    Some(id) => Some(id.to_string()),
+                    None => continue,
+                }
             };
-            if rule.times.is_some_and(|times| used >= times) {
-                continue;
-            }
             if let Some(p) = rule.probability
                 && !self.roll(p)
             {
@@ -301,8 +574,8 @@ impl FaultState {
             }
             let state = &mut self.rules[i];
             state.used += 1;
-            if let (true, Some(id)) = (per_id, id) {
-                *state.used_by_id.entry(id.to_string()).or_insert(0) += 1;
+            if let Some(id) = per_id {
+                *state.used_by_id.entry(id).or_insert(0) += 1;
             }
             return Some(state.rule.action.clone());
         }
@@ -323,11 +596,74 @@ mod tests {
     fn times_count_per_id_when_ids_are_named() {
         let rule = FaultRule::new(FaultAction::Reset { after_bytes: 1 }).ids(["a", "b"]).times(1);
         let mut state = FaultState::new(vec![rule], 1);
-        assert!(state.download("a", MediaKind::Recording).is_some());
-        assert!(state.download("a", MediaKind::Recording).is_none());
-        assert!(state.download("b", MediaKind::Recording).is_some());
-        assert!(state.download("c", MediaKind::Recording).is_none());
+        assert!(state.download("a", MediaKind::Recording, false).is_some());
+        assert!(state.download("a", MediaKind::Recording, false).is_none());
+        assert!(state.download("b", MediaKind::Recording, false).is_some());
+        assert!(state.download("c", MediaKind::Recording, false).is_none());
         assert!(state.api(ApiTarget::Details, Some("b")).is_none());
+    }
+
+    #[test]
+    fn a_listing_page_gets_one_body_fault_or_its_item_and_link_faults() {
+        let item = |variant| FaultAction::MalformedItem { variant };
+        let rules = vec![
+            FaultRule::new(item(ItemVariant::NoId)).ids(["b"]).times(1),
+            FaultRule::new(item(ItemVariant::NotAnObject)).ids(["c", "b"]).times(1),
+            FaultRule::new(item(ItemVariant::BadCreateTime)).endpoint(FaultEndpoint::AdminList).times(1),
+            FaultRule::new(FaultAction::ForeignDownloadUrl).ids(["a"]).times(1),
+            FaultRule::new(FaultAction::EmptyPage).ids(["z"]).times(1),
+            FaultRule::new(FaultAction::SelfNextLink).times(1),
+        ];
+        let mut state = FaultState::new(rules, 1);
+        // Two rules alter two items of one page; the admin-only rule waits.
+        let page = state.listing(ApiTarget::List, &["a", "b", "c"]);
+        assert_eq!(page.body, None);
+        assert_eq!(page.items, vec![None, Some(ItemVariant::NoId), Some(ItemVariant::NotAnObject)]);
+        assert_eq!(page.next, Some(FaultAction::SelfNextLink));
+        assert_eq!(page.foreign_url, vec![true, false, false]);
+        // `b` is used up for the first rule; the second rule still has it.
+        let page = state.listing(ApiTarget::AdminList, &["b", "a"]);
+        assert_eq!(
+            page.items,
+            vec![Some(ItemVariant::NotAnObject), None],
+            "ids win; the id-less rule takes index 0 only"
+        );
+        assert_eq!(page.next, None);
+        let page = state.listing(ApiTarget::AdminList, &["a", "b"]);
+        assert_eq!(page.items, vec![Some(ItemVariant::BadCreateTime), None]);
+        assert!(page.foreign_url[0], "listings do not use up foreign_download_url");
+        // A body fault replaces the page and uses nothing else up.
+        state.add(vec![FaultRule::new(item(ItemVariant::NoId)).ids(["z"])]);
+        let page = state.listing(ApiTarget::List, &["z"]);
+        assert_eq!(page.body, Some(FaultAction::EmptyPage));
+        assert!(!page.alters_items());
+        assert_eq!(state.listing(ApiTarget::List, &["z"]).items, vec![Some(ItemVariant::NoId)]);
+        // Details use foreign_download_url up; then listings stop showing it.
+        assert_eq!(state.link("a", true), Some(FaultAction::ForeignDownloadUrl));
+        assert_eq!(state.listing(ApiTarget::List, &["a"]).foreign_url, vec![false]);
+        // Listing faults never apply to details or downloads, nor API faults to listings' items.
+        assert_eq!(state.api(ApiTarget::Details, Some("z")), None);
+    }
+
+    #[test]
+    fn prevented_recordings_get_only_foreign_download_url_and_redirected_requests_no_redirect() {
+        let mut state = FaultState::new(
+            vec![
+                FaultRule::new(FaultAction::ExpiredLink),
+                FaultRule::new(FaultAction::ForeignDownloadUrl),
+                FaultRule::new(FaultAction::Redirect { redirect_to: RedirectTarget::Site }),
+                FaultRule::new(FaultAction::JsonBody).times(1),
+            ],
+            1,
+        );
+        assert_eq!(state.link("p", false), Some(FaultAction::ForeignDownloadUrl));
+        assert_eq!(state.link("p", true), Some(FaultAction::ExpiredLink));
+        assert_eq!(
+            state.download("p", MediaKind::Recording, false),
+            Some(FaultAction::Redirect { redirect_to: RedirectTarget::Site })
+        );
+        assert_eq!(state.download("p", MediaKind::Recording, true), Some(FaultAction::JsonBody));
+        assert_eq!(state.download("p", MediaKind::Audio, true), None);
     }
 
     #[test]

@@ -31,15 +31,28 @@ struct Pause {
     sent: Instant,
     until: Instant,
     header: String,
-    format: RetryAfterFormat,
+    /// The header is repeated as it was (an HTTP date, a raw value) rather than
+    /// recomputed as the seconds left.
+    fixed: bool,
+}
+
+/// What a burst sends as `Retry-After`.
+enum BurstRetry {
+    /// A computed value.
+    Computed { secs: u64, format: RetryAfterFormat },
+    /// This exact value.
+    Raw(String),
 }
 
 struct BurstState {
     remaining: Option<u64>,
     until: Option<Instant>,
-    retry_after: u64,
-    format: RetryAfterFormat,
+    retry: BurstRetry,
 }
+
+/// The longest pause a raw `Retry-After` value sets; longer ones (and unreadable ones)
+/// set none.
+const RAW_PAUSE_MAX: Duration = Duration::from_secs(86_400);
 
 pub(crate) struct Limiter {
     rate: Option<RateLimit>,
@@ -65,11 +78,14 @@ impl Limiter {
 
     pub(crate) fn start_burst(&mut self, burst: Burst429) {
         let now = Instant::now();
+        let retry = match burst.retry_after_raw {
+            Some(raw) => BurstRetry::Raw(raw),
+            None => BurstRetry::Computed { secs: burst.retry_after.max(1), format: burst.retry_after_format },
+        };
         self.burst = Some(BurstState {
             remaining: burst.requests,
-            until: burst.duration.map(|d| now + d),
-            retry_after: burst.retry_after.max(1),
-            format: burst.retry_after_format,
+            until: burst.duration.and_then(|d| now.checked_add(d)),
+            retry,
         });
     }
 
@@ -81,10 +97,8 @@ impl Limiter {
             pauses.retain(|p| p.until > now);
             if let Some(last) = pauses.iter().max_by_key(|p| p.until) {
                 let violation = pauses.iter().any(|p| now >= p.sent + self.grace);
-                let retry_after = match last.format {
-                    RetryAfterFormat::HttpDate => last.header.clone(),
-                    RetryAfterFormat::Seconds => whole_seconds(last.until - now).to_string(),
-                };
+                let retry_after =
+                    if last.fixed { last.header.clone() } else { whole_seconds(last.until - now).to_string() };
                 return Verdict::Limited { retry_after, violation };
             }
         }
@@ -102,8 +116,16 @@ impl Limiter {
                 if let Some(r) = &mut burst.remaining {
                     *r -= 1;
                 }
-                let (secs, format) = (burst.retry_after, burst.format);
-                return self.pause(token, now, Duration::from_secs(secs), format);
+                return match &burst.retry {
+                    BurstRetry::Computed { secs, format } => {
+                        let (secs, format) = (*secs, *format);
+                        self.pause(token, now, Duration::from_secs(secs), format)
+                    }
+                    BurstRetry::Raw(raw) => {
+                        let raw = raw.clone();
+                        self.raw_pause(token, now, raw)
+                    }
+                };
             }
             self.burst = None;
         }
@@ -141,10 +163,38 @@ impl Limiter {
             sent: now,
             until,
             header: header.clone(),
-            format,
+            fixed: format == RetryAfterFormat::HttpDate,
         });
         Verdict::Limited { retry_after: header, violation: false }
     }
+
+    /// A 429 with exactly `raw` as `Retry-After`; a pause only when `raw` reads as one
+    /// ([`raw_wait`]).
+    fn raw_pause(&mut self, token: &str, now: Instant, raw: String) -> Verdict {
+        if let Some(until) = raw_wait(&raw, SystemTime::now()).and_then(|wait| now.checked_add(wait)) {
+            self.pauses.entry(token.to_string()).or_default().push(Pause {
+                sent: now,
+                until,
+                header: raw.clone(),
+                fixed: true,
+            });
+        }
+        Verdict::Limited { retry_after: raw, violation: false }
+    }
+}
+
+/// How long a raw `Retry-After` value asks to wait, when the simulator holds the client
+/// to it: a whole number of seconds from 1 to 86,400 (digits only), or an HTTP date in
+/// the future at most 86,400 s away. `None` for anything else (`0`, `-5`, `soon`, a past
+/// date, a number too large), which sets no pause and so can cause no violation.
+pub(crate) fn raw_wait(raw: &str, now: SystemTime) -> Option<Duration> {
+    let value = raw.trim();
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        Duration::from_secs(value.parse::<u64>().ok()?)
+    } else {
+        httpdate::parse_http_date(value).ok()?.duration_since(now).ok()?
+    };
+    (!wait.is_zero() && wait <= RAW_PAUSE_MAX).then_some(wait)
 }
 
 /// Whole seconds, rounded up, at least 1.
@@ -156,6 +206,23 @@ fn whole_seconds(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_values_set_a_pause_only_when_they_read_as_a_near_future() {
+        let now = SystemTime::now();
+        let secs = |s: u64| Some(Duration::from_secs(s));
+        assert_eq!(raw_wait("2", now), secs(2));
+        assert_eq!(raw_wait(" 86400 ", now), secs(86_400));
+        for none in ["0", "-5", "soon", "", "1.5", "+3", "86401", "99999999999999999999", "18446744073709551615"] {
+            assert_eq!(raw_wait(none, now), None, "{none:?}");
+        }
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(60));
+        assert_eq!(raw_wait(&past, now), None);
+        let soon = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert!(raw_wait(&soon, now).is_some_and(|w| w <= Duration::from_secs(30)));
+        let far = httpdate::fmt_http_date(now + Duration::from_secs(2 * 86_400));
+        assert_eq!(raw_wait(&far, now), None);
+    }
 
     #[test]
     fn bucket_allows_burst_then_limits() {

@@ -1,7 +1,8 @@
 //! A faithful stand-in for the Webex recordings API, for tests (in-process, many at once)
 //! and for manual runs (`webex-archiver simulate`).
 //!
-//! It serves two hosts on two ports, as Webex does:
+//! It serves three hosts on three ports: two as Webex does, and a third no answer should
+//! lead to:
 //! - the **API host** (`api_base_url()`, e.g. `http://127.0.0.1:PORT/v1`):
 //!   `GET /v1/recordings`, `GET /v1/admin/recordings`, `GET /v1/recordings/{id}`,
 //!   `GET /v1/meetingPreferences/sites`, `POST /v1/access_token`, per the OpenAPI contract
@@ -10,7 +11,15 @@
 //! - the **site host** (`site_base_url()`): the temporary direct download links
 //!   (`/nbr/MultiThreadDownloadServlet?...&ticket=..` for the recording,
 //!   `/nbr/downloadMedia.do?...&mediaType=1|2&ticket=..` for audio and transcript) and
-//!   the browser pages of the listing (`/<site>/lsr.php?RCID=..`, a 200 HTML login page).
+//!   the browser pages of the listing (`/<site>/lsr.php?RCID=..`, a 200 HTML login page);
+//! - the **trap host** (`trap_base_url()`): a stranger's server that hostile faults point
+//!   `next` links, download links, `downloadUrl`s and redirects at. It answers any method
+//!   and path plausibly, so that a client that wrongly goes there appears to succeed:
+//!   paths ending in `/recordings` get `200 {"items": []}` (`application/json`), anything
+//!   else `200 application/octet-stream` with 4 KiB starting with an MP4 `ftyp` box
+//!   ([`trap_body`]). Every request is counted (`trap_requests`, `trap_requests_by_path`
+//!   without the query, `trap_token_leaks` for those with an `Authorization` header): a
+//!   correct client leaves all of them at 0.
 //!
 //! # Behaviour
 //! - All tokens belong to one user, the first of `hosts`, who is also a site admin.
@@ -51,6 +60,13 @@
 //! forgives requests that were already in flight when the 429 was sent. A 423's
 //! Retry-After is advice about one resource and is not tracked.
 //!
+//! A burst's `retry_after_raw` is sent verbatim (`"0"`, `"-5"`, `"soon"`, a past HTTP
+//! date, `"99999999999999999999"`...). It sets a pause, as above, only when it is a whole
+//! number of seconds from 1 to 86,400 (digits only) or an HTTP date at most a day ahead;
+//! any other value sets none, so nothing after it counts as a violation (the burst itself
+//! still answers 429 for as long as it lasts). During a pause the same raw value is
+//! repeated.
+//!
 //! # Scenario file (TOML; every key optional)
 //! ```toml
 //! seed = 7                      # same seed => same ids, sizes, hosts, relative times
@@ -72,8 +88,9 @@
 //! refresh_token_lifetime = "90d"
 //! rotate_refresh_tokens = true
 //! violation_grace = "250ms"
-//! # listen = "127.0.0.1:8080"; site_listen = "127.0.0.1:8081"
+//! # listen = "127.0.0.1:8080"; site_listen = "127.0.0.1:8081"; trap_listen = "127.0.0.1:8082"
 //! # access_token, client_id, client_secret, refresh_token: fixed credentials (default random)
+//! hostile = false               # the hostile preset (below); `simulate --hostile`
 //!
 //! [[sites]]
 //! url = "acme.webex.com"
@@ -91,13 +108,15 @@
 //! # duration = "3s"
 //! retry_after = 2               # seconds
 //! retry_after_format = "seconds"
+//! # retry_after_raw = "0"       # sent verbatim instead (see Retry-After violations)
 //!
 //! # Fault rules, tried in order; the first that matches applies. Common keys:
 //! #   ids = [..]         only these recording ids (then `times` counts per id)
 //! #   probability = 0.1  dice per matching request (seeded by `seed`)
 //! #   times = 2          at most this many times
 //! #   endpoint = "list" | "admin_list" | "details" | "sites" | "token" | "all"
-//! #                      (API faults; default: every /v1 endpoint but the token one)
+//! #                      (API faults; default: every /v1 endpoint but the token one;
+//! #                      listing faults: "list" or "admin_list", default both)
 //! #   media = "recording" | "audio" | "transcript" | "any"
 //! #                      (download faults; default: recording)
 //! [[faults]]
@@ -131,17 +150,90 @@
 //! [[faults]]
 //! kind = "expiring_link"
 //! expires_in = "30s"
+//!
+//! # Hostile faults (issue 11). Listings (`/v1/recordings`, `/v1/admin/recordings`); the
+//! # body faults come first: one of them replaces the page, and then no item or link
+//! # rule is used. Otherwise each item gets the first item rule that matches it, and the
+//! # page's next link the first link rule that matches.
+//! [[faults]]
+//! kind = "malformed_item"   # the item as sent, never the stored recording
+//! variant = "number_as_string"  # or bool_as_string, unknown_enum, null_fields,
+//!                           # string_for_list, no_id, wrong_type_id, bad_create_time,
+//!                           # not_an_object (see `ItemVariant`)
+//! ids = ["0123abcd..."]     # these recordings' items, on any page (`times` per id);
+//!                           # without ids: the first item of each matching page
+//! [[faults]]
+//! kind = "empty_page"       # 200 {}        (also: items_not_array, 200 {"items": {"a": 1}};
+//! times = 1                 # not_json_page, 200 text/html <html>proxy error</html>)
+//! [[faults]]
+//! kind = "foreign_next_link"  # next -> the trap host, same path and query (always: the
+//!                           # real next page's, or on a last page the page's own)
+//! [[faults]]
+//! kind = "self_next_link"   # next = exactly the URL requested
+//! [[faults]]
+//! kind = "endless_next_link"  # a next link with a fresh cursor on every page, forever:
+//!                           # the real next pages, then the window again from the start
+//! [[faults]]
+//! kind = "huge_page"        # exactly `bytes` of valid JSON, streamed from a template:
+//! bytes = 167772160         # {"items":[ + the page's items repeated + spaces + ]}
+//! chunked = true            # no Content-Length
+//! # Details:
+//! [[faults]]
+//! kind = "foreign_download_link"  # the three direct links point at the trap host
+//! [[faults]]
+//! kind = "foreign_download_url"   # no direct links; downloadUrl at the trap host, in
+//!                           # details and (while the rule is not used up) in listings
+//! # Downloads (site host; `media` as above):
+//! [[faults]]
+//! kind = "redirect"         # 302 to the trap host, same path and query
+//! redirect_to = "site"      # or back to the site host, which then serves the file
+//! [[faults]]
+//! kind = "text_body"        # 200, this Content-Type, a short text
+//! content_type = "application/json"  # default text/plain
+//! [[faults]]
+//! kind = "json_body"        # 200 application/octet-stream, a Webex JSON error document
+//! [[faults]]
+//! kind = "html_body"        # 200 application/octet-stream, an HTML login page
+//! [[faults]]
+//! kind = "no_length_short"  # 200 without Content-Length, ending cleanly after N bytes
+//! after_bytes = 100000
 //! ```
+//!
+//! Every fault applied is counted in `faults_injected` under its `kind`: an item or a
+//! page per application, `foreign_download_url` per details answer (listings show it
+//! without using it up).
+//!
+//! # The hostile preset (`hostile = true`, `simulate --hostile`)
+//! At start it chooses, by `seed`, 17 distinct recordings among those available,
+//! downloadable and listed for the token's user (the start fails when there are fewer;
+//! with the other defaults about half the population qualifies, so take 60 recordings or
+//! more), and installs, ahead of the
+//! scenario's own rules: one `malformed_item` per variant, one `foreign_download_link`,
+//! one `foreign_download_url`, one `redirect` to the trap host, one `redirect` to the site
+//! host, one `text_body` (`application/json`), one `json_body`, one `html_body`, one
+//! `no_length_short` (half the file); then `empty_page`, `not_json_page`,
+//! `items_not_array`, `foreign_next_link` and `self_next_link` once each. It replaces
+//! `burst_429` with a storm of 429s with `Retry-After: 0` for the first 3 seconds.
+//! Every fault is transient (`times = 1`; per id) so that a correct client still archives
+//! the recording (after a retry, or a later listing for the items it had to
+//! quarantine), except the three that lead only to the trap host (both foreign links and
+//! the redirect to the trap host): those are permanent, and the recordings stay refused.
+//! [`SimHandle::hostile_plan`] (and `GET /_sim/hostile`) gives the ids, faults, `times`
+//! and the outcome a correct client ends with ([`HostilePlan`]). `huge_page` and
+//! `endless_next_link` are not part of it (they cost time and memory by design): add them
+//! with [`SimHandle::add_fault`].
 //!
 //! # Control and truth endpoints (API host)
 //! - `GET /_sim/recordings[?digests=false]`: the truth, a JSON array of
 //!   [`TruthRecording`].
 //! - `POST /_sim/recordings` with a [`NewRecording`]: publish a recording (201, its truth).
 //! - `GET /_sim/counters`: [`Counters`]; `POST /_sim/counters/reset` zeroes them.
+//! - `GET /_sim/hostile`: the [`HostilePlan`] (404 when the preset is off).
 //! - `POST /_sim/control` with a [`Control`]; `GET /_sim/control`: the current
 //!   [`ControlState`]. Example:
 //!   `{"faults": [{"kind": "api_error", "status": 502, "times": 1}],
 //!     "burst_429": {"requests": 3, "retry_after": 1, "retry_after_format": "http_date"},
+//!     "add_faults": [{"kind": "malformed_item", "variant": "no_id", "times": 1}],
 //!     "rate_limit": {"requests_per_second": 5, "burst": 5}, "link_lifetime": "10m",
 //!     "expire_access_tokens": true}`.
 //!
@@ -158,13 +250,17 @@ pub mod content;
 mod control;
 pub mod counters;
 pub mod faults;
+pub mod hostile;
 mod limiter;
+mod mangle;
 mod site;
 mod store;
 mod tickets;
+mod trap;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -178,8 +274,10 @@ pub use config::{RateLimit, RetryAfterFormat, SimConfig, SiteConfig};
 pub use content::{Content, MediaKind};
 pub use control::{Control, ControlState};
 pub use counters::{Counters, DownloadCount, Endpoint};
-pub use faults::{Burst429, FaultAction, FaultEndpoint, FaultMedia, FaultRule};
+pub use faults::{Burst429, FaultAction, FaultEndpoint, FaultMedia, FaultRule, ItemVariant, RedirectTarget};
+pub use hostile::{HostileOutcome, HostilePlan, HostileTarget};
 pub use store::{NewRecording, TruthRecording};
+pub use trap::{TRAP_BODY_LEN, trap_body};
 
 use counters::CounterState;
 use faults::FaultState;
@@ -193,7 +291,7 @@ pub enum SimError {
     /// A listening socket could not be opened.
     #[error("cannot bind the simulator's {host} host to {addr}")]
     Bind {
-        /// `API` or `site`.
+        /// `API`, `site` or `trap`.
         host: &'static str,
         /// The address asked for.
         addr: SocketAddr,
@@ -219,25 +317,15 @@ pub enum SimError {
 pub struct Simulator;
 
 impl Simulator {
-    /// Binds both hosts and serves until the handle is shut down or dropped.
+    /// Binds the three hosts and serves until the handle is shut down or dropped.
     pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         validate(&config)?;
         let api_addr = config.listen.unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
         let site_addr = config.site_listen.unwrap_or(SocketAddr::new(api_addr.ip(), 0));
-        let api_listener = TcpListener::bind(api_addr).await.map_err(|source| SimError::Bind {
-            host: "API",
-            addr: api_addr,
-            source,
-        })?;
-        let site_listener = TcpListener::bind(site_addr).await.map_err(|source| SimError::Bind {
-            host: "site",
-            addr: site_addr,
-            source,
-        })?;
-        let api_local =
-            api_listener.local_addr().map_err(|source| SimError::Bind { host: "API", addr: api_addr, source })?;
-        let site_local =
-            site_listener.local_addr().map_err(|source| SimError::Bind { host: "site", addr: site_addr, source })?;
+        let trap_addr = config.trap_listen.unwrap_or(SocketAddr::new(api_addr.ip(), 0));
+        let (api_listener, api_local) = bind("API", api_addr).await?;
+        let (site_listener, site_local) = bind("site", site_addr).await?;
+        let (trap_listener, trap_local) = bind("trap", trap_addr).await?;
 
         let now = Utc::now();
         let default_site = config.sites.iter().position(|s| s.default).unwrap_or(0);
@@ -249,6 +337,15 @@ impl Simulator {
         };
         let mut store = Store::new(world.sites.len());
         store::populate(&config, &world, config.end.unwrap_or(now), &mut store);
+        let hostile = if config.hostile { Some(hostile::plan(&config, &store, now)?) } else { None };
+        let (rules, burst) = match &hostile {
+            Some(plan) => {
+                let mut rules = plan.rules.clone();
+                rules.extend(config.faults.iter().cloned());
+                (rules, Some(plan.storm.clone()))
+            }
+            None => (config.faults.clone(), config.burst_429.clone()),
+        };
 
         let access_token = config.access_token.clone().unwrap_or_else(|| random_token("SIMAT"));
         let refresh_token = config.refresh_token.clone().unwrap_or_else(|| random_token("SIMRT"));
@@ -262,15 +359,15 @@ impl Simulator {
         let shared = Arc::new(Shared {
             api_base: format!("http://{api_local}/v1"),
             site_base: world.site_base.clone(),
+            trap_base: format!("http://{trap_local}"),
+            trap_body: trap::trap_body(),
             world,
             store: RwLock::new(store),
             auth: Mutex::new(auth),
-            limiter: Mutex::new(Limiter::new(
-                config.rate_limit.clone(),
-                config.burst_429.clone(),
-                config.violation_grace,
-            )),
-            faults: Mutex::new(FaultState::new(config.faults.clone(), config.seed)),
+            limiter: Mutex::new(Limiter::new(config.rate_limit.clone(), burst, config.violation_grace)),
+            faults: Mutex::new(FaultState::new(rules, config.seed)),
+            hostile,
+            nonce: AtomicU64::new(0),
             counters: CounterState::default(),
             tickets: TicketSigner::new(rand::random()),
             link_lifetime: Mutex::new(config.link_lifetime),
@@ -283,20 +380,29 @@ impl Simulator {
 
         let api_router = api::router(shared.clone());
         let site_router = site::router(shared.clone());
+        let trap_router = trap::router(shared.clone());
         let api_task = tokio::spawn(serve(api_listener, api_router, cancel.clone(), "API"));
         let site_task = tokio::spawn(serve(site_listener, site_router, cancel.clone(), "site"));
-        tracing::debug!(api = %api_local, site = %site_local, "webex simulator listening");
+        let trap_task = tokio::spawn(serve(trap_listener, trap_router, cancel.clone(), "trap"));
+        tracing::debug!(api = %api_local, site = %site_local, trap = %trap_local, "webex simulator listening");
         Ok(SimHandle {
             shared,
             api_addr: api_local,
             site_addr: site_local,
+            trap_addr: trap_local,
             access_token,
             refresh_token,
-            tasks: vec![api_task, site_task],
+            tasks: vec![api_task, site_task, trap_task],
             cancel: cancel.clone(),
             _guard: cancel.drop_guard(),
         })
     }
+}
+
+async fn bind(host: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), SimError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| SimError::Bind { host, addr, source })?;
+    let local = listener.local_addr().map_err(|source| SimError::Bind { host, addr, source })?;
+    Ok((listener, local))
 }
 
 async fn serve(listener: TcpListener, router: axum::Router, cancel: CancellationToken, host: &'static str) {
@@ -330,6 +436,11 @@ fn validate(config: &SimConfig) -> Result<(), SimError> {
     {
         return Err(SimError::Config("`rate_limit.requests_per_second` must be positive".into()));
     }
+    if let Some(raw) = config.burst_429.as_ref().and_then(|b| b.retry_after_raw.as_deref())
+        && axum::http::HeaderValue::from_str(raw).is_err()
+    {
+        return Err(SimError::Config("`burst_429.retry_after_raw` is not a valid header value".into()));
+    }
     Ok(())
 }
 
@@ -339,6 +450,7 @@ pub struct SimHandle {
     shared: Arc<Shared>,
     api_addr: SocketAddr,
     site_addr: SocketAddr,
+    trap_addr: SocketAddr,
     access_token: String,
     refresh_token: String,
     tasks: Vec<JoinHandle<()>>,
@@ -370,6 +482,22 @@ impl SimHandle {
     /// Address of the site host.
     pub fn site_addr(&self) -> SocketAddr {
         self.site_addr
+    }
+
+    /// Base URL of the trap host, a host no answer should lead to:
+    /// `http://127.0.0.1:PORT`.
+    pub fn trap_base_url(&self) -> String {
+        self.shared.trap_base.clone()
+    }
+
+    /// Address of the trap host.
+    pub fn trap_addr(&self) -> SocketAddr {
+        self.trap_addr
+    }
+
+    /// What the `hostile` preset installed; `None` when it is off.
+    pub fn hostile_plan(&self) -> Option<HostilePlan> {
+        self.shared.hostile.clone()
     }
 
     /// The initial access token (valid for `access_token_lifetime` from start).
@@ -429,7 +557,7 @@ impl SimHandle {
         self.shared.counters.reset();
     }
 
-    /// Replaces the fault rules (and their use counts).
+    /// Replaces the fault rules (and their use counts), the `hostile` preset's included.
     pub fn set_faults(&self, rules: Vec<FaultRule>) {
         self.shared.faults().set(rules);
     }
@@ -439,7 +567,7 @@ impl SimHandle {
         self.shared.faults().add(vec![rule]);
     }
 
-    /// Removes every fault rule.
+    /// Removes every fault rule, the `hostile` preset's included.
     pub fn clear_faults(&self) {
         self.shared.faults().set(Vec::new());
     }
@@ -480,7 +608,7 @@ impl SimHandle {
         self.shared.add_recording(new)
     }
 
-    /// Stops both hosts and waits until they have stopped (downloads in flight are cut).
+    /// Stops the three hosts and waits until they have stopped (downloads in flight are cut).
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
         for task in std::mem::take(&mut self.tasks) {
@@ -510,15 +638,20 @@ impl Auth {
     }
 }
 
-/// State shared by both hosts.
+/// State shared by the three hosts.
 pub(crate) struct Shared {
     api_base: String,
     site_base: String,
+    trap_base: String,
+    trap_body: bytes::Bytes,
     world: World,
     store: RwLock<Store>,
     auth: Mutex<Auth>,
     limiter: Mutex<Limiter>,
     faults: Mutex<FaultState>,
+    hostile: Option<HostilePlan>,
+    /// Makes every `endless_next_link` cursor new.
+    nonce: AtomicU64,
     counters: CounterState,
     tickets: TicketSigner,
     link_lifetime: Mutex<Duration>,
@@ -544,6 +677,10 @@ impl Shared {
 
     fn auth(&self) -> std::sync::MutexGuard<'_, Auth> {
         self.auth.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn next_nonce(&self) -> u64 {
+        self.nonce.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     fn link_lifetime(&self) -> Duration {

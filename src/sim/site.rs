@@ -19,8 +19,14 @@ use super::Shared;
 use super::api::{TRACKINGID, new_tracking_id};
 use super::content::{CHUNK_SIZE, Content, MediaKind};
 use super::counters::Endpoint;
-use super::faults::FaultAction;
+use super::faults::{FaultAction, RedirectTarget};
 use super::tickets::TicketError;
+use crate::webex::models::{ErrorBody, ErrorDetail};
+
+const RECORDING_PATH: &str = "/nbr/MultiThreadDownloadServlet";
+const MEDIA_PATH: &str = "/nbr/downloadMedia.do";
+/// Marks the request a same-host `redirect` fault sent: it is not redirected again.
+const REDIRECTED: &str = "_simredirect";
 
 const LOGIN_PAGE: &str = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <title>Webex</title></head><body><div id=\"login\"><h1>Sign in to Webex</h1>\
@@ -30,8 +36,8 @@ const LOGIN_PAGE: &str = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/nbr/MultiThreadDownloadServlet", get(download_recording))
-        .route("/nbr/downloadMedia.do", get(download_media))
+        .route(RECORDING_PATH, get(download_recording))
+        .route(MEDIA_PATH, get(download_media))
         .route("/{site}/lsr.php", get(login_page))
         .route("/{site}/ldr.php", get(login_page))
         .fallback(|| async { (StatusCode::NOT_FOUND, "Not Found") })
@@ -47,14 +53,16 @@ async fn gate(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
     }
     let path = req.uri().path();
     let endpoint = match path {
-        "/nbr/MultiThreadDownloadServlet" => Endpoint::Download,
-        "/nbr/downloadMedia.do" => Endpoint::DownloadMedia,
+        RECORDING_PATH => Endpoint::Download,
+        MEDIA_PATH => Endpoint::DownloadMedia,
         p if p.ends_with("/lsr.php") || p.ends_with("/ldr.php") => Endpoint::LoginPage,
         _ => Endpoint::OtherSite,
     };
     let mut response = next.run(req).await;
     shared.counters.request(endpoint, response.status().as_u16());
-    if let Ok(value) = HeaderValue::from_str(&tid) {
+    if !response.headers().contains_key(TRACKINGID)
+        && let Ok(value) = HeaderValue::from_str(&tid)
+    {
         response.headers_mut().insert(TRACKINGID, value);
     }
     response
@@ -69,7 +77,7 @@ fn html_login_page() -> Response {
 }
 
 async fn download_recording(State(shared): State<Arc<Shared>>, RawQuery(raw): RawQuery) -> Response {
-    download(&shared, raw.as_deref(), Some(MediaKind::Recording))
+    download(&shared, RECORDING_PATH, raw.as_deref(), Some(MediaKind::Recording))
 }
 
 async fn download_media(State(shared): State<Arc<Shared>>, RawQuery(raw): RawQuery) -> Response {
@@ -79,7 +87,7 @@ async fn download_media(State(shared): State<Arc<Shared>>, RawQuery(raw): RawQue
         Some("2") => Some(MediaKind::Transcript),
         _ => None,
     };
-    download(&shared, raw.as_deref(), kind)
+    download(&shared, MEDIA_PATH, raw.as_deref(), kind)
 }
 
 fn param(raw: Option<&str>, name: &str) -> Option<String> {
@@ -90,7 +98,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain;charset=UTF-8")], text).into_response()
 }
 
-fn download(shared: &Arc<Shared>, raw: Option<&str>, kind: Option<MediaKind>) -> Response {
+fn download(shared: &Arc<Shared>, path: &str, raw: Option<&str>, kind: Option<MediaKind>) -> Response {
     let Some(kind) = kind else {
         return plain(StatusCode::BAD_REQUEST, "unknown mediaType");
     };
@@ -109,12 +117,20 @@ fn download(shared: &Arc<Shared>, raw: Option<&str>, kind: Option<MediaKind>) ->
         Err(TicketError::Expired) => return plain(StatusCode::FORBIDDEN, "ticket expired"),
         Err(TicketError::Forged) => return plain(StatusCode::FORBIDDEN, "invalid ticket"),
     }
-    let fault = shared.faults().download(&rec.id, kind);
+    let redirected = param(raw, REDIRECTED).is_some();
+    let fault = shared.faults().download(&rec.id, kind, redirected);
     if let Some(f) = &fault {
         shared.counters.fault(f.name());
     }
-    if fault == Some(FaultAction::LoginPage) {
-        return html_login_page();
+    match &fault {
+        Some(FaultAction::LoginPage) => return html_login_page(),
+        Some(FaultAction::Redirect { redirect_to }) => return redirect(shared, path, raw, *redirect_to),
+        Some(FaultAction::TextBody { content_type }) => return text_body(content_type),
+        Some(FaultAction::JsonBody) => return json_error_as_media(),
+        Some(FaultAction::HtmlBody) => {
+            return (StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], LOGIN_PAGE).into_response();
+        }
+        _ => {}
     }
     let (content, ext) = match kind {
         MediaKind::Recording => (
@@ -129,6 +145,7 @@ fn download(shared: &Arc<Shared>, raw: Option<&str>, kind: Option<MediaKind>) ->
         MediaKind::Transcript => (Content::transcript(&rec.id, rec.duration), "vtt"),
     };
     shared.counters.download_started(&rec.id, kind);
+    let with_length = !matches!(fault, Some(FaultAction::NoLengthShort { .. }));
     let len = content.len();
     let content_type = content.content_type();
     let stream = DownloadStream {
@@ -149,9 +166,59 @@ fn download(shared: &Arc<Shared>, raw: Option<&str>, kind: Option<MediaKind>) ->
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    // NOTE: a body from a stream has no Content-Length of its own: hyper sends it chunked
+    // unless the header is set here.
+    if with_length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}.{ext}\"", rec.id)) {
         headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    response
+}
+
+/// `302` to the same path and query on the trap host, or on the site host marked as
+/// redirected (so that it is served).
+fn redirect(shared: &Shared, path: &str, raw: Option<&str>, target: RedirectTarget) -> Response {
+    let location = match (target, raw) {
+        (RedirectTarget::Trap, Some(q)) => format!("{}{path}?{q}", shared.trap_base),
+        (RedirectTarget::Trap, None) => format!("{}{path}", shared.trap_base),
+        (RedirectTarget::Site, Some(q)) => format!("{}{path}?{q}&{REDIRECTED}=1", shared.site_base),
+        (RedirectTarget::Site, None) => format!("{}{path}?{REDIRECTED}=1", shared.site_base),
+    };
+    match HeaderValue::from_str(&location) {
+        Ok(value) => (StatusCode::FOUND, [(header::LOCATION, value)]).into_response(),
+        Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot build the redirect"),
+    }
+}
+
+/// A short text body under the given type (an invalid type is sent as `text/plain`).
+fn text_body(content_type: &str) -> Response {
+    let lower = content_type.to_ascii_lowercase();
+    let body = if lower.contains("json") {
+        r#"{"message":"ticket expired"}"#
+    } else if lower.contains("html") {
+        "<html><body>ticket expired</body></html>"
+    } else {
+        "ticket expired"
+    };
+    let value = HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("text/plain"));
+    (StatusCode::OK, [(header::CONTENT_TYPE, value)], body).into_response()
+}
+
+/// A Webex error document sent as if it were the media.
+fn json_error_as_media() -> Response {
+    let tid = new_tracking_id();
+    let message = "The requested resource could not be found.";
+    let body = ErrorBody {
+        message: Some(message.to_string()),
+        errors: vec![ErrorDetail { description: message.to_string() }],
+        tracking_id: Some(tid.clone()),
+    };
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let mut response = (StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response();
+    if let Ok(value) = HeaderValue::from_str(&tid) {
+        response.headers_mut().insert(TRACKINGID, value);
     }
     response
 }
@@ -203,6 +270,14 @@ impl DownloadStream {
                 if self.pos >= after_bytes {
                     // End the body early: the connection is closed short of Content-Length.
                     self.let_the_connection_flush().await;
+                    self.pos = len;
+                    return None;
+                }
+                max = max.min(after_bytes - self.pos);
+            }
+            Some(FaultAction::NoLengthShort { after_bytes }) => {
+                if self.pos >= after_bytes {
+                    // Chunked: ending the stream ends the body cleanly.
                     self.pos = len;
                     return None;
                 }

@@ -235,6 +235,7 @@ async fn rate_limit_storms_are_honoured_by_every_worker() {
         duration: None,
         retry_after: 1,
         retry_after_format: RetryAfterFormat::HttpDate,
+        retry_after_raw: None,
     });
     let mut h = Harness::start(Backend::Postgres, Store::S3(S3Server::S3s), "admin", config).await;
     h.set("WEBEX_ARCHIVER__ARCHIVE__CONCURRENCY", "8");

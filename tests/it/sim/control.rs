@@ -125,6 +125,21 @@ fn the_example_scenario_file_parses() {
         "throttle",
         "expired_link",
         "expiring_link",
+        "malformed_item",
+        "empty_page",
+        "items_not_array",
+        "not_json_page",
+        "huge_page",
+        "foreign_next_link",
+        "self_next_link",
+        "endless_next_link",
+        "foreign_download_link",
+        "foreign_download_url",
+        "redirect",
+        "text_body",
+        "json_body",
+        "html_body",
+        "no_length_short",
     ] {
         assert!(kinds.contains(&kind), "{kind} in the example");
     }

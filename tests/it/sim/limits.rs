@@ -55,6 +55,7 @@ async fn a_request_during_the_pause_is_a_violation_and_one_after_it_is_not() {
         duration: None,
         retry_after: 1,
         retry_after_format: RetryAfterFormat::Seconds,
+        retry_after_raw: None,
     });
     let sent = Instant::now();
     let first = sites(&sim).await;
@@ -82,6 +83,7 @@ async fn requests_in_flight_within_the_grace_are_not_violations() {
         duration: None,
         retry_after: 5,
         retry_after_format: RetryAfterFormat::Seconds,
+        retry_after_raw: None,
     });
     assert_webex_error(&sites(&sim).await, 429);
     let during = sites(&sim).await;
@@ -98,6 +100,7 @@ async fn retry_after_as_an_http_date_is_honoured_too() {
         duration: None,
         retry_after: 1,
         retry_after_format: RetryAfterFormat::HttpDate,
+        retry_after_raw: None,
     });
     let first = sites(&sim).await;
     assert_webex_error(&first, 429);
@@ -122,6 +125,7 @@ async fn a_burst_covers_the_next_n_requests_or_a_time_span() {
         duration: None,
         retry_after: 1,
         retry_after_format: RetryAfterFormat::Seconds,
+        retry_after_raw: None,
     });
     for _ in 0..2 {
         assert_webex_error(&sites(&sim).await, 429);
@@ -138,6 +142,7 @@ async fn a_burst_covers_the_next_n_requests_or_a_time_span() {
             duration: Some(Duration::from_millis(2_000)),
             retry_after: 1,
             retry_after_format: RetryAfterFormat::Seconds,
+            retry_after_raw: None,
         }),
         ..Default::default()
     });

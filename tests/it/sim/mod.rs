@@ -6,6 +6,7 @@ mod cli;
 mod contract;
 mod control;
 mod downloads;
+mod hostile;
 mod limits;
 mod listing;
 
