@@ -77,8 +77,8 @@ pub struct SimConfig {
     pub listen: Option<SocketAddr>,
     /// Address of the site (download) host; `None` = the API host's IP, port 0.
     pub site_listen: Option<SocketAddr>,
-    /// Address of the trap host (a host no answer should lead to); `None` = the API
-    /// host's IP, port 0.
+    /// Address of the trap host (a host no answer should lead to); `None` = another host
+    /// (127.0.0.2 beside an API on 127.0.0.1, else the API host's IP), port 0.
     pub trap_listen: Option<SocketAddr>,
     /// Install the `hostile` preset at start: each fault of issue 11 on a subset of the
     /// population chosen by `seed`, and a storm of `Retry-After: 0` (see

@@ -88,7 +88,7 @@
 //! refresh_token_lifetime = "90d"
 //! rotate_refresh_tokens = true
 //! violation_grace = "250ms"
-//! # listen = "127.0.0.1:8080"; site_listen = "127.0.0.1:8081"; trap_listen = "127.0.0.1:8082"
+//! # listen = "127.0.0.1:8080"; site_listen = "127.0.0.1:8081"; trap_listen = "127.0.0.2:8082"
 //! # access_token, client_id, client_secret, refresh_token: fixed credentials (default random)
 //! hostile = false               # the hostile preset (below); `simulate --hostile`
 //!
@@ -322,7 +322,14 @@ impl Simulator {
         validate(&config)?;
         let api_addr = config.listen.unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
         let site_addr = config.site_listen.unwrap_or(SocketAddr::new(api_addr.ip(), 0));
-        let trap_addr = config.trap_listen.unwrap_or(SocketAddr::new(api_addr.ip(), 0));
+        // NOTE: the trap host must be another HOST, not only another port: host-based
+        // allow-lists (the archiver's `webex.download_hosts`) ignore ports. Beside an API
+        // on 127.0.0.1 it takes 127.0.0.2 (Linux routes all of 127.0.0.0/8 to loopback).
+        let trap_ip = match api_addr.ip() {
+            IpAddr::V4(ip) if ip == Ipv4Addr::LOCALHOST => IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+            other => other,
+        };
+        let trap_addr = config.trap_listen.unwrap_or(SocketAddr::new(trap_ip, 0));
         let (api_listener, api_local) = bind("API", api_addr).await?;
         let (site_listener, site_local) = bind("site", site_addr).await?;
         let (trap_listener, trap_local) = bind("trap", trap_addr).await?;

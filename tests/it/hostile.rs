@@ -9,7 +9,9 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use webex_archiver::app;
-use webex_archiver::sim::{Content, Endpoint, NewRecording, SimConfig};
+use webex_archiver::sim::{
+    Burst429, Content, Endpoint, FaultAction, FaultRule, NewRecording, RedirectTarget, RetryAfterFormat, SimConfig,
+};
 use webex_archiver::state::{ArchiveState, CursorKind, ScopeKey};
 use webex_archiver::supervise::TestHook;
 
@@ -259,4 +261,131 @@ async fn an_oversized_token_answer_or_error_body_fails_the_request_cleanly() {
     let report = h.sync().await;
     let error = report.discovery_error.unwrap_or_default();
     assert!(error.contains("400") && error.contains("Bad Request"), "{error}");
+}
+
+fn storm(duration: Duration, raw: &str) -> Burst429 {
+    Burst429 {
+        requests: None,
+        duration: Some(duration),
+        retry_after: 1,
+        retry_after_format: RetryAfterFormat::Seconds,
+        retry_after_raw: Some(raw.into()),
+    }
+}
+
+#[tokio::test]
+async fn a_storm_of_retry_after_zero_gets_a_handful_of_requests_not_a_loop() {
+    let h = Harness::start(
+        Backend::Postgres,
+        Store::Local,
+        "admin",
+        SimConfig { recordings: 20, seed: 21, ..SimConfig::default() },
+    )
+    .await;
+    // Every API request for 12 s is answered 429 with `Retry-After: 0`.
+    h.sim.burst_429(storm(Duration::from_secs(12), "0"));
+    let report = h.sync().await;
+    assert_eq!(report.exit, 0, "{report:?}");
+    h.assert_archive_matches(&h.expected(true)).await;
+    // One probe at a time, pauses of 1, 1, 2, 4, 8 s (+ jitter): at most 6 refused
+    // requests in 12 s, where a client taking `0` at its word sends hundreds.
+    let refused = h.sim.counters().rate_limited;
+    assert!((2..=6).contains(&refused), "{refused} requests were answered 429 during the storm");
+}
+
+#[tokio::test]
+async fn retry_after_values_that_mean_nothing_give_bounded_pauses() {
+    let mut h = Harness::start(
+        Backend::Sqlite,
+        Store::Local,
+        "admin",
+        SimConfig { recordings: 3, seed: 22, ..SimConfig::default() },
+    )
+    .await;
+    h.set("WEBEX_ARCHIVER__WEBEX__MAX_RETRY_AFTER", "2s");
+    let past = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(3600));
+    for raw in ["-5", "soon", "99999999999999999999", "1e400", past.as_str(), "18446744073709551615"] {
+        h.sim.burst_429(Burst429 { requests: Some(2), duration: None, ..storm(Duration::ZERO, raw) });
+        let report = tokio::time::timeout(Duration::from_secs(60), h.sync())
+            .await
+            .unwrap_or_else(|_| panic!("Retry-After {raw:?} paused the archiver for more than a minute"));
+        assert_eq!(report.exit, 0, "Retry-After {raw:?}: {report:?}");
+    }
+    h.assert_archive_matches(&h.expected(true)).await;
+}
+
+#[tokio::test]
+async fn links_and_redirects_to_other_hosts_are_never_followed() {
+    let h = Harness::start(
+        Backend::Postgres,
+        Store::S3(S3Server::S3s),
+        "admin",
+        SimConfig { recordings: 8, seed: 23, ..SimConfig::default() },
+    )
+    .await;
+    let ids: Vec<String> = h.sim.truth_without_digests().iter().map(|r| r.id.clone()).collect();
+    h.sim.set_faults(vec![
+        FaultRule::new(FaultAction::ForeignDownloadLink).ids([ids[0].clone()]),
+        FaultRule::new(FaultAction::ForeignDownloadUrl).ids([ids[1].clone()]),
+        FaultRule::new(FaultAction::Redirect { redirect_to: RedirectTarget::Trap }).ids([ids[2].clone()]),
+        // A redirect within the allowed host is followed.
+        FaultRule::new(FaultAction::Redirect { redirect_to: RedirectTarget::Site }).ids([ids[3].clone()]),
+    ]);
+    let report = h.sync().await;
+    assert_eq!(report.exit, 1);
+    let counters = h.sim.counters();
+    assert_eq!(counters.trap_requests, 0, "requests reached the trap host: {:?}", counters.trap_requests_by_path);
+    let trap = h.sim.trap_addr().ip().to_string();
+    for id in &ids[..3] {
+        let failure = report.status.recent_failures.iter().find(|f| &f.id.0 == id).expect("refused");
+        assert_eq!(failure.reason.as_deref(), Some("download_host_not_allowed"), "{failure:?}");
+        let message = failure.message.as_deref().unwrap_or_default();
+        assert!(message.contains(&trap) && message.contains("webex.download_hosts"), "{message}");
+    }
+    let expected: Vec<_> = h.expected(true).into_iter().filter(|r| !ids[..3].contains(&r.id)).collect();
+    let rows = h.db.state.archived(None).await.unwrap();
+    assert_eq!(rows.len(), expected.len());
+    assert!(rows.iter().any(|r| r.id.0 == ids[3]), "the same-host redirect was followed");
+    h.assert_well_behaved();
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_media_are_never_stored_and_short_ones_are_retried() {
+    let h = Harness::start(
+        Backend::Postgres,
+        Store::S3(S3Server::Garage),
+        "admin",
+        SimConfig { recordings: 6, seed: 24, size_min: 200_000, size_max: 400_000, ..SimConfig::default() },
+    )
+    .await;
+    let ids: Vec<String> = h.sim.truth_without_digests().iter().map(|r| r.id.clone()).collect();
+    let size = |id: &str| h.sim.recording(id).map(|r| r.size_bytes).unwrap_or(0);
+    h.sim.set_faults(vec![
+        FaultRule::new(FaultAction::TextBody { content_type: "text/plain".into() }).ids([ids[0].clone()]).times(2),
+        FaultRule::new(FaultAction::TextBody { content_type: "application/json".into() })
+            .ids([ids[1].clone()])
+            .times(2),
+        FaultRule::new(FaultAction::JsonBody).ids([ids[2].clone()]).times(2),
+        FaultRule::new(FaultAction::HtmlBody).ids([ids[3].clone()]).times(2),
+        FaultRule::new(FaultAction::NoLengthShort { after_bytes: size(&ids[4]) / 2 }).ids([ids[4].clone()]).times(1),
+    ]);
+    let stop = CancellationToken::new();
+    let services = h.services(stop.clone()).await;
+    let report = app::sync(&services, false, &stop).await.unwrap();
+    assert_eq!(report.exit, 0, "{report:?}");
+    // Every recording ends archived with the right bytes: nothing a fault served was kept.
+    h.assert_archive_matches(&h.expected(true)).await;
+    let counters = h.sim.counters();
+    // Each of the first four was served a document twice (refused), then the file once.
+    let served = |kind: &str| counters.faults_injected.get(kind).copied().unwrap_or(0);
+    assert_eq!((served("text_body"), served("json_body"), served("html_body")), (4, 2, 2));
+    for id in &ids[..4] {
+        assert_eq!(counters.downloads_of(id).completed, 1, "{id}: the real file was downloaded once");
+    }
+    assert_eq!(counters.downloads_of(&ids[4]).started, 2, "the short body was retried once");
+    let metrics = services.metrics.encode(Utc::now());
+    assert!(
+        metrics.contains("webex_archiver_size_mismatches_total{kind=\"short_without_length\"} 1"),
+        "the short body is counted: {metrics}"
+    );
 }
