@@ -116,7 +116,7 @@ fn bounded_items<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<&'de RawValue>, 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ItemRead {
     /// An object with a usable id and `createTime`: a recording.
-    Readable(ReadableItem),
+    Readable(Box<ReadableItem>),
     /// Anything else: kept raw and quarantined, never failing its page.
     Unreadable(UnreadableItem),
 }
@@ -181,7 +181,7 @@ pub fn read_item(raw: &str) -> ItemRead {
         };
         return unreadable(Some(id), reason);
     };
-    ItemRead::Readable(ReadableItem { id, create_time, recording, listing, dropped })
+    ItemRead::Readable(Box::new(ReadableItem { id, create_time, recording, listing, dropped }))
 }
 
 /// Reads an item that did not read from its listing alone, with its recording's details
@@ -232,7 +232,10 @@ impl Members {
         // can hold costs that member, not the item.
         let mut members: BTreeMap<String, &RawValue> = serde_json::from_str(text)
             .map_err(|e| unreadable(format!("the item is not a readable JSON object: {e}")))?;
-        let had_secret = SECRET_FIELDS.iter().fold(false, |had, f| members.remove(*f).is_some() || had);
+        let mut had_secret = false;
+        for field in SECRET_FIELDS {
+            had_secret |= members.remove(field).is_some();
+        }
         let raw = if had_secret { serde_json::to_string(&members).unwrap_or_default() } else { text.to_owned() };
         let mut listing = serde_json::Map::new();
         let mut dropped = Vec::new();
@@ -326,8 +329,14 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Some(t.with_timezone(&Utc));
     }
-    const DATE_TIMES: [&str; 6] =
-        ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y%m%dT%H%M%S%.f", "%Y%m%dT%H%M"];
+    const DATE_TIMES: [&str; 6] = [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%Y%m%dT%H%M%S%.f",
+        "%Y%m%dT%H%M",
+    ];
     for format in DATE_TIMES {
         if let Ok(t) = DateTime::parse_from_str(text, &format!("{format}%#z")) {
             return Some(t.with_timezone(&Utc));
@@ -569,7 +578,7 @@ fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error>
 /// A non-negative finite float that fits a `u64`, truncated.
 fn whole_u64(f: f64) -> Option<u64> {
     // NOTE: 2^64 as f64 is exact; anything below it converts without saturating.
-    (f.is_finite() && f >= 0.0 && f < 18_446_744_073_709_551_616.0).then(|| f as u64)
+    (0.0..18_446_744_073_709_551_616.0).contains(&f).then_some(f as u64)
 }
 
 fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
@@ -628,7 +637,7 @@ mod tests {
 
     fn readable(value: Value) -> ReadableItem {
         match read_item(&value.to_string()) {
-            ItemRead::Readable(item) => item,
+            ItemRead::Readable(item) => *item,
             ItemRead::Unreadable(item) => panic!("{value} should read: {}", item.reason),
         }
     }
@@ -746,7 +755,8 @@ mod tests {
     #[test]
     fn members_no_tree_can_hold_cost_only_themselves() {
         let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
-        let text = format!(r#"{{"id":"r1","createTime":"2026-11-01T10:00:00Z","deep":{deep},"huge":1e400,"t":"a\u0000b"}}"#);
+        let text =
+            format!(r#"{{"id":"r1","createTime":"2026-11-01T10:00:00Z","deep":{deep},"huge":1e400,"t":"a\u0000b"}}"#);
         let item = match read_item(&text) {
             ItemRead::Readable(item) => item,
             ItemRead::Unreadable(item) => panic!("{}", item.reason),
@@ -807,5 +817,262 @@ mod tests {
             ..Default::default()
         };
         assert!(!format!("{links:?}").contains("SECRETTICKET"));
+    }
+}
+
+/// Property tests: every parser fed by the network, fed arbitrary input.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// Names Webex uses (so that arbitrary objects often hit the typed fields), and others.
+    const NAMES: [&str; 24] = [
+        "id",
+        "meetingId",
+        "scheduledMeetingId",
+        "meetingSeriesId",
+        "topic",
+        "createTime",
+        "timeRecorded",
+        "hostDisplayName",
+        "hostEmail",
+        "siteUrl",
+        "downloadUrl",
+        "playbackUrl",
+        "password",
+        "format",
+        "serviceType",
+        "durationSeconds",
+        "sizeBytes",
+        "shareToMe",
+        "integrationTags",
+        "status",
+        "temporaryDirectDownloadLinks",
+        "recordingDownloadLink",
+        "expiration",
+        "items",
+    ];
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![3 => proptest::sample::select(&NAMES[..]).prop_map(str::to_owned), 1 => ".{0,12}"]
+    }
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f).map(Value::Number)),
+            ".{0,24}".prop_map(Value::String),
+            "[0-9]{1,20}(\\.[0-9]{0,3})?".prop_map(Value::String),
+            "(true|false|TRUE|1|0|yes)".prop_map(Value::String),
+            "[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?"
+                .prop_map(Value::String),
+        ]
+    }
+
+    /// Any JSON value, nested up to 8 levels.
+    fn json_value() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(8, 96, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(name(), inner, 0..8).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Mostly objects with Webex's field names, sometimes anything else.
+    fn item() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            4 => prop::collection::btree_map(name(), json_value(), 0..12)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            1 => json_value(),
+        ]
+    }
+
+    /// JSON text nested far deeper than serde_json's recursion limit.
+    fn deep_text() -> impl Strategy<Value = String> {
+        (0usize..3000, any::<bool>()).prop_map(|(depth, arrays)| {
+            if arrays {
+                format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+            } else {
+                format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth))
+            }
+        })
+    }
+
+    fn text_id() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_/.%+-][A-Za-z0-9_/.%+ -]{0,40}"
+    }
+
+    fn time() -> impl Strategy<Value = DateTime<Utc>> {
+        // 1970 to 2200, to the nanosecond.
+        (0i64..7_258_118_400, 0u32..1_000_000_000)
+            .prop_map(|(s, n)| DateTime::from_timestamp(s, n).unwrap_or(DateTime::UNIX_EPOCH))
+    }
+
+    fn text() -> impl Strategy<Value = Option<String>> {
+        prop::option::of("[^\u{0}]{0,20}")
+    }
+
+    /// A recording as a valid listing item carries it (no password: it is never kept).
+    fn recording() -> impl Strategy<Value = Recording> {
+        (
+            (text_id(), time(), prop::option::of(time()), text(), text(), text(), text(), text()),
+            (text(), text(), text(), prop::option::of(any::<u64>()), prop::option::of(any::<u64>())),
+            (prop::option::of(any::<bool>()), prop::option::of(prop::collection::vec("[^\u{0}]{0,8}", 0..4)), text()),
+        )
+            .prop_map(|((id, created, recorded, meeting, topic, host, email, site), rest, more)| {
+                let (download, format, service, duration, size) = rest;
+                let (share, tags, status) = more;
+                Recording {
+                    id: Some(id),
+                    meeting_id: meeting,
+                    scheduled_meeting_id: None,
+                    meeting_series_id: None,
+                    topic,
+                    create_time: Some(created),
+                    time_recorded: recorded,
+                    host_display_name: host,
+                    host_email: email,
+                    site_url: site,
+                    download_url: download,
+                    playback_url: None,
+                    password: None,
+                    format,
+                    service_type: service,
+                    duration_seconds: duration,
+                    size_bytes: size,
+                    share_to_me: share,
+                    integration_tags: tags,
+                    status,
+                }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn the_page_parser_never_panics_on_bytes(body in prop::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(items) = parse_page(&body) {
+                for raw in items {
+                    let _ = read_item(raw.get());
+                }
+            }
+        }
+
+        #[test]
+        fn the_page_parser_never_panics_on_damaged_pages(
+            items in prop::collection::vec(item(), 0..4),
+            cut in any::<prop::sample::Index>(),
+            junk in prop::collection::vec(any::<u8>(), 0..8),
+        ) {
+            let mut body = serde_json::to_vec(&json!({ "items": items })).unwrap_or_default();
+            let at = cut.index(body.len() + 1);
+            body.splice(at..at, junk);
+            if let Ok(items) = parse_page(&body) {
+                for raw in items {
+                    let _ = read_item(raw.get());
+                }
+            }
+        }
+
+        #[test]
+        fn a_page_of_n_items_yields_n_entries(items in prop::collection::vec(item(), 0..12)) {
+            let body = serde_json::to_vec(&json!({ "items": items, "other": {"x": 1} })).unwrap_or_default();
+            let raw = parse_page(&body).expect("a well-formed page");
+            prop_assert_eq!(raw.len(), items.len());
+            let (mut readable, mut unreadable) = (0, 0);
+            for (raw, item) in raw.iter().zip(&items) {
+                match read_item(raw.get()) {
+                    ItemRead::Readable(read) => {
+                        readable += 1;
+                        prop_assert_eq!(Some(read.id.as_str()), item.get("id").and_then(Value::as_str));
+                        prop_assert!(read.listing.get("password").is_none());
+                    }
+                    ItemRead::Unreadable(read) => {
+                        unreadable += 1;
+                        prop_assert!(!read.reason.is_empty());
+                        prop_assert!(serde_json::from_str::<&RawValue>(&read.raw).is_ok(), "raw stays JSON");
+                    }
+                }
+            }
+            prop_assert_eq!(readable + unreadable, items.len());
+        }
+
+        #[test]
+        fn the_item_reader_never_panics_on_text(text in ".{0,256}") {
+            let _ = read_item(&text);
+        }
+
+        #[test]
+        fn the_item_reader_and_the_page_parser_never_panic_on_deep_nesting(text in deep_text()) {
+            let _ = read_item(&text);
+            let _ = read_item(&format!("{{\"id\":\"r\",\"createTime\":\"2026-01-01T00:00:00Z\",\"x\":{text}}}"));
+            if let Ok(items) = parse_page(format!("{{\"items\":[{text}]}}").as_bytes()) {
+                for raw in items {
+                    let _ = read_item(raw.get());
+                }
+            }
+            let _ = RecordingDetails::parse(text.as_bytes());
+        }
+
+        #[test]
+        fn a_valid_item_round_trips(recording in recording(), extra in json_value()) {
+            let mut value = serde_json::to_value(&recording).expect("serializes");
+            value["futureField"] = extra.clone();
+            value["password"] = json!("S3cret");
+            let read = match read_item(&value.to_string()) {
+                ItemRead::Readable(read) => read,
+                ItemRead::Unreadable(item) => return Err(TestCaseError::fail(item.reason)),
+            };
+            prop_assert_eq!(Some(&read.id), recording.id.as_ref());
+            prop_assert_eq!(Some(read.create_time), recording.create_time);
+            prop_assert_eq!(&read.recording, &recording);
+            prop_assert!(read.listing.get("password").is_none());
+            prop_assert!(read.listing.get("futureField").is_some());
+        }
+
+        #[test]
+        fn the_details_parser_never_panics(
+            body in prop::collection::vec(any::<u8>(), 0..256),
+            value in item(),
+            links in json_value(),
+        ) {
+            let _ = RecordingDetails::parse(&body);
+            let _ = RecordingDetails::parse(value.to_string().as_bytes());
+            let mut with_links = value;
+            if let Some(object) = with_links.as_object_mut() {
+                object.insert("temporaryDirectDownloadLinks".into(), links);
+            }
+            if let Ok(details) = RecordingDetails::parse(with_links.to_string().as_bytes()) {
+                let unreadable = UnreadableItem {
+                    id: Some("r1".into()),
+                    host_email: None,
+                    reason: String::new(),
+                    raw: with_links.to_string(),
+                };
+                if let Some(read) = read_with_details(&unreadable, &details) {
+                    prop_assert!(read.listing.get("temporaryDirectDownloadLinks").is_none());
+                    prop_assert_eq!(read.id, "r1");
+                }
+            }
+        }
+
+        #[test]
+        fn details_round_trip(recording in recording()) {
+            let details = RecordingDetails {
+                recording,
+                temporary_direct_download_links: Some(DirectDownloadLinks {
+                    recording_download_link: Some("https://site/nbr?ticket=T".into()),
+                    expiration: Some("2026-01-01T00:00:00Z".into()),
+                    ..Default::default()
+                }),
+            };
+            let text = serde_json::to_vec(&details).expect("serializes");
+            prop_assert_eq!(RecordingDetails::parse(&text).expect("parses"), details);
+        }
     }
 }
