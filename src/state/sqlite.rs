@@ -146,6 +146,10 @@ async fn upsert_recordings(
     now: i64,
 ) -> StateResult<PageRecorded> {
     let mut recorded = PageRecorded::default();
+    // Most pages release nothing: skip a statement per item when no entry is open.
+    let open: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM quarantine WHERE released_at IS NULL)")
+        .fetch_one(&mut **tx)
+        .await?;
     for item in items {
         let listing = item.listing.to_string();
         let inserted = sqlx::query(
@@ -187,6 +191,9 @@ async fn upsert_recordings(
             .execute(&mut **tx)
             .await?;
             recorded.refreshed += 1;
+        }
+        if !open {
+            continue;
         }
         let released = sqlx::query(
             "UPDATE quarantine SET released_at = ?2, released_how = ?3 \
