@@ -90,7 +90,8 @@ impl Services {
             settings.webex.site_urls.clone(),
             owner.clone(),
             metrics.clone(),
-        );
+        )
+        .with_max_pages_per_window(settings.webex.max_pages_per_window);
         let archiver = Archiver::new(
             state.clone(),
             webex.clone(),
@@ -181,7 +182,7 @@ async fn finish_sync(
     display: ProgressDisplay,
 ) -> anyhow::Result<SyncReport> {
     for scope in scopes.iter().filter(|s| s.error.is_none()) {
-        tracing::info!(scope = %scope.scope, windows = scope.windows, pages = scope.pages, new = scope.new, seen_again = scope.refreshed, skipped = scope.skipped, "discovery pass done");
+        tracing::info!(scope = %scope.scope, windows = scope.windows, pages = scope.pages, new = scope.new, seen_again = scope.refreshed, quarantined = scope.quarantined, "discovery pass done");
     }
     if !discover_only && !stop.is_cancelled() {
         let status = services.state.status(0).await?;
@@ -198,7 +199,12 @@ async fn finish_sync(
         services.state.unfinished(1000).await?.into_iter().map(|(id, _, _)| id).collect()
     };
     let failed = status.counts.get(&ArchiveState::Failed).copied().unwrap_or(0);
-    let exit = if discovery_error.is_some() || failed > 0 || !left.is_empty() { EXIT_INCOMPLETE } else { 0 };
+    // Quarantined listing items are recordings not archived either, until a person looks.
+    let exit = if discovery_error.is_some() || failed > 0 || !left.is_empty() || status.quarantined > 0 {
+        EXIT_INCOMPLETE
+    } else {
+        0
+    };
     Ok(SyncReport { scopes, discovery_error, status, left, exit })
 }
 
@@ -224,6 +230,12 @@ pub fn report_sync(report: &SyncReport) {
     );
     if let Some(e) = &report.discovery_error {
         eprintln!("discovery stopped: {e}");
+    }
+    if report.status.quarantined > 0 {
+        eprintln!(
+            "quarantined: {} listed item(s) could not be read; `status` shows them (a person must look)",
+            report.status.quarantined
+        );
     }
     for failure in report.status.recent_failures.iter().filter(|f| f.state == ArchiveState::Failed) {
         eprintln!(
@@ -273,6 +285,8 @@ pub fn status_json(report: &StatusReport) -> serde_json::Value {
     out.insert("oauth".into(), serde_json::to_value(&report.oauth).unwrap_or_default());
     out.insert("cursors".into(), serde_json::to_value(&report.cursors).unwrap_or_default());
     out.insert("recent_failures".into(), serde_json::to_value(&report.recent_failures).unwrap_or_default());
+    out.insert("quarantined".into(), report.quarantined.into());
+    out.insert("recent_quarantine".into(), serde_json::to_value(&report.recent_quarantine).unwrap_or_default());
     serde_json::Value::Object(out)
 }
 
@@ -319,13 +333,33 @@ pub fn status_text(report: &StatusReport, now: DateTime<Utc>) -> String {
     for c in &report.cursors {
         let _ = writeln!(
             out,
-            "  {:<28}{:<9} at {}  last success {}{}",
+            "  {:<28}{:<9} at {}  last success {}{}{}",
             c.scope.0,
             format!("{:?}", c.kind).to_lowercase(),
             c.position.format("%Y-%m-%d %H:%M:%S"),
             c.last_success_at.map_or("never".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
+            if c.items_quarantined > 0 { format!("  quarantined {}", c.items_quarantined) } else { String::new() },
             c.last_error.as_ref().map(|e| format!("  last error: {e}")).unwrap_or_default()
         );
+    }
+    if report.quarantined > 0 {
+        let _ = writeln!(
+            out,
+            "Quarantine ({} listed item(s) could not be read and wait for a person; the latest:)",
+            report.quarantined
+        );
+        for q in &report.recent_quarantine {
+            let _ = writeln!(
+                out,
+                "  {}  {}  {}  trackingId {}  last seen {}{}",
+                q.key,
+                q.scope,
+                q.reason,
+                q.tracking_id.as_deref().unwrap_or("-"),
+                q.last_seen_at.format("%Y-%m-%d %H:%M:%S"),
+                q.check_note.as_ref().map(|n| format!("  ({n})")).unwrap_or_default()
+            );
+        }
     }
     if !report.recent_failures.is_empty() {
         let _ = writeln!(out, "Latest failures");

@@ -168,6 +168,9 @@ pub struct WebexSettings {
     /// Time limit of one API request.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Most listing pages followed in one window before it ends as a bad page (a loop
+    /// that no `next` link repeats exactly). At least 1.
+    pub max_pages_per_window: u32,
     /// OAuth2 refresh settings.
     pub oauth: OAuthSettings,
 }
@@ -629,6 +632,9 @@ impl Settings {
             ));
         }
         nonzero(self.webex.request_timeout, "webex.request_timeout")?;
+        if self.webex.max_pages_per_window == 0 {
+            return Err(ConfigError::new("webex.max_pages_per_window", "must be at least 1"));
+        }
 
         // Database URL: from its file, else empty means the embedded SQLite default.
         if self.database.url.expose().is_empty() && !self.database.url_file.is_empty() {

@@ -5,21 +5,55 @@
 //! to the end. Each page is recorded in one transaction; the last page of a window moves
 //! the cursor to the window's end in that same transaction (compare-and-set, for the
 //! holder of the scope's discovery lease only), so a crash never skips a window and two
-//! replicas never list one scope at once. `backfill` does the same on its own cursor over
-//! an older range.
+//! replicas never list one scope at once. The lease is renewed before every page and
+//! while a page waits (a long Retry-After pause), so another replica never takes over a
+//! window halfway. `backfill` does the same on its own cursor over an older range.
+//!
+//! No listing can break a pass:
+//! - an answer that is not a page (no `items` array, a `next` link to another origin or
+//!   back to a page already fetched, more than `webex.max_pages_per_window` pages) is a
+//!   bad page: the window is listed again a few times with backoff, then the scope's
+//!   pass stops with an error naming the window and the trackingId, the cursor stays,
+//!   and the other scopes go on;
+//! - an item that cannot be read is quarantined in the page's transaction (kept raw, with
+//!   its reason and trackingId) and the rest of the page is recorded;
+//! - at the start and at the end of each scope's pass, the scope's quarantine is read
+//!   again with the current code; an entry with an id but no readable listing is read
+//!   with its recording's details (once per pass, at most [`DETAILS_PER_PASS`] per scope),
+//!   which are authoritative for `createTime`. What reads is recorded and released.
 
+use std::collections::{BTreeSet, HashSet};
+use std::future::Future;
 use std::time::Duration;
 
+use backoff::backoff::Backoff;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use url::Url;
 
 use crate::config::{Scope, SyncSettings};
 use crate::metrics::Metrics;
-use crate::state::{CursorKind, CursorMove, ListedRecording, RecordingId, ScopeKey, State, StateError};
+use crate::state::{
+    CursorKind, CursorMove, ListedRecording, PageRecorded, QuarantineEntry, QuarantineKey, QuarantinedItem,
+    RecordingId, ReleasedHow, ScopeKey, State, StateError,
+};
 use crate::supervise::{TestHook, catch_panic};
-use crate::webex::models::Recording;
+use crate::webex::models::{ItemRead, PageError, ReadableItem, read_item, read_with_details};
 use crate::webex::{Listing, WebexClient, WebexError};
+
+/// Default of `webex.max_pages_per_window`.
+pub const DEFAULT_MAX_PAGES_PER_WINDOW: u32 = 10_000;
+/// Listings of one window within a pass when its answers are bad pages.
+pub const BAD_PAGE_TRIES: u32 = 3;
+/// Pause before listing a window again after a bad page; doubles (with jitter) each try.
+const BAD_PAGE_RETRY: Duration = Duration::from_secs(1);
+/// Details requests for quarantined items, per scope and pass.
+pub const DETAILS_PER_PASS: usize = 100;
+/// Quarantine entries read from the database at once when re-reading them.
+const REREAD_BATCH: u32 = 100;
+/// Windows listed again per scope and pass to find items without a usable id again.
+pub const RELIST_WINDOWS_PER_PASS: usize = 10;
 
 /// Why a pass stopped.
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +71,8 @@ pub enum DiscoveryError {
         #[source]
         source: WebexError,
     },
-    /// A page that does not follow the contract.
-    #[error("listing {scope} window [{from}, {to}): {problem}{}", .tracking_id.as_ref().map(|t| format!(" (trackingId {t})")).unwrap_or_default())]
+    /// An answer that is not a page, still after the window was listed again.
+    #[error("listing {scope} window [{from}, {to}): bad page: {problem}{}", .tracking_id.as_ref().map(|t| format!(" (trackingId {t})")).unwrap_or_default())]
     BadPage {
         /// Scope.
         scope: ScopeKey,
@@ -47,7 +81,8 @@ pub enum DiscoveryError {
         /// Window end.
         to: DateTime<Utc>,
         /// What is wrong.
-        problem: String,
+        #[source]
+        problem: PageProblem,
         /// Webex's trackingId of the page.
         tracking_id: Option<String>,
     },
@@ -65,6 +100,45 @@ pub enum DiscoveryError {
     Panicked(String),
 }
 
+/// What makes a listing answer a bad page.
+#[derive(Debug, thiserror::Error)]
+pub enum PageProblem {
+    /// The body is not a JSON object with an `items` array.
+    #[error("{0}")]
+    NotAPage(#[source] PageError),
+    /// The client could not read the answer as a page (e.g. its Link header).
+    #[error("{0}")]
+    Unreadable(String),
+    /// A `next` link to another scheme, host or port than `webex.base_url`'s.
+    #[error("the next link leads to {origin}, not to the API's origin {expected}; it was not followed")]
+    ForeignNext {
+        /// Scheme, host and port of the link (nothing more: no path, no query).
+        origin: String,
+        /// The API's.
+        expected: String,
+    },
+    /// A `next` link back to a page already fetched in this window.
+    #[error("the next link of page {page} leads back to a page already fetched in this window (a loop)")]
+    Loop {
+        /// Pages fetched in the window so far.
+        page: u64,
+    },
+    /// More pages than `webex.max_pages_per_window`.
+    #[error("the window has more than {max} pages (webex.max_pages_per_window)")]
+    TooManyPages {
+        /// The setting.
+        max: u32,
+    },
+}
+
+impl PageProblem {
+    /// Whether listing the window again may help: not for a window too long to list,
+    /// which would cost as many requests again.
+    fn worth_retrying(&self) -> bool {
+        !matches!(self, Self::TooManyPages { .. })
+    }
+}
+
 /// What one scope's pass did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ScopeReport {
@@ -78,14 +152,30 @@ pub struct ScopeReport {
     pub new: u64,
     /// Recordings seen again.
     pub refreshed: u64,
-    /// Items without an id, skipped.
-    pub skipped: u64,
+    /// Listed items that could not be read, quarantined.
+    pub quarantined: u64,
+    /// Quarantine entries released (their recording is now recorded).
+    pub released: u64,
+    /// Answers that were not a page (each try counted).
+    pub bad_pages: u64,
     /// Another replica held the scope, so this pass left it alone.
     pub busy: bool,
     /// The cursor after the pass.
     pub position: Option<DateTime<Utc>>,
     /// Why this scope's pass stopped (the other scopes went on).
     pub error: Option<String>,
+    /// Quarantine keys sent by the pages read (to release entries a window re-listed
+    /// without them).
+    #[serde(skip)]
+    seen_quarantine: HashSet<QuarantineKey>,
+}
+
+impl ScopeReport {
+    fn count(&mut self, recorded: PageRecorded) {
+        self.new += recorded.new;
+        self.refreshed += recorded.refreshed;
+        self.released += recorded.released;
+    }
 }
 
 /// Progress of a pass, reported after every window.
@@ -112,6 +202,22 @@ pub struct Discovery {
     owner: String,
     metrics: Metrics,
     hook: Option<TestHook>,
+    max_pages_per_window: u32,
+}
+
+/// What re-reading the quarantine may still spend in one scope's pass.
+#[derive(Debug)]
+struct RereadBudget {
+    /// Entries whose details were fetched in this pass (once each).
+    checked: HashSet<QuarantineKey>,
+    /// Details requests left.
+    details_left: usize,
+}
+
+impl Default for RereadBudget {
+    fn default() -> Self {
+        Self { checked: HashSet::new(), details_left: DETAILS_PER_PASS }
+    }
 }
 
 impl Discovery {
@@ -125,7 +231,23 @@ impl Discovery {
         owner: String,
         metrics: Metrics,
     ) -> Self {
-        Self { state, webex, settings, scope, site_urls, owner, metrics, hook: None }
+        Self {
+            state,
+            webex,
+            settings,
+            scope,
+            site_urls,
+            owner,
+            metrics,
+            max_pages_per_window: DEFAULT_MAX_PAGES_PER_WINDOW,
+            hook: None,
+        }
+    }
+
+    /// Sets `webex.max_pages_per_window` (at least 1).
+    pub fn with_max_pages_per_window(mut self, max: u32) -> Self {
+        self.max_pages_per_window = max.max(1);
+        self
     }
 
     /// Calls `hook` with the scope at the start of every scope's pass (tests use it to
@@ -192,16 +314,14 @@ impl Discovery {
     ) -> Result<Vec<ScopeReport>, DiscoveryError> {
         let mut reports = Vec::new();
         for scope in self.scopes().await? {
-            match self.sweep(&scope, kind, initial, end, range, cancel, progress).await {
-                Ok(report) => reports.push(report),
+            let mut report = ScopeReport { scope: scope.0.clone(), ..Default::default() };
+            match self.sweep(&scope, kind, initial, end, range, cancel, progress, &mut report).await {
+                Ok(()) => reports.push(report),
                 Err(DiscoveryError::Cancelled) => return Err(DiscoveryError::Cancelled),
                 Err(e) => {
                     tracing::error!(scope = %scope, error = %e, "this scope's pass stopped; the other scopes go on");
-                    reports.push(ScopeReport {
-                        scope: scope.0.clone(),
-                        error: Some(e.to_string()),
-                        ..Default::default()
-                    });
+                    report.error = Some(e.to_string());
+                    reports.push(report);
                 }
             }
         }
@@ -218,30 +338,54 @@ impl Discovery {
         range: Option<(DateTime<Utc>, DateTime<Utc>)>,
         cancel: &CancellationToken,
         progress: &(dyn Fn(&ScopeKey, WindowDone) + Send + Sync),
-    ) -> Result<ScopeReport, DiscoveryError> {
+        report: &mut ScopeReport,
+    ) -> Result<(), DiscoveryError> {
         let lease = self.settings.discovery_lease;
-        let mut report = ScopeReport { scope: scope.0.clone(), ..Default::default() };
         let Some(cursor) = self.state.acquire_cursor(scope, kind, &self.owner, lease, initial, range).await? else {
             tracing::info!(scope = %scope, "another replica is listing this scope; leaving it to it");
             report.busy = true;
-            return Ok(report);
+            return Ok(());
         };
         let held = async {
             if let Some(hook) = &self.hook {
                 hook.call(&scope.0);
             }
-            self.sweep_held(
-                scope,
-                kind,
-                cursor.position,
-                cursor.last_success_at.is_some(),
-                end,
-                range,
-                cancel,
-                progress,
-                &mut report,
-            )
-            .await
+            let mut budget = RereadBudget::default();
+            // Windows this pass lists anyway need no listing of their own.
+            let overlap = if kind == CursorKind::Sync && cursor.last_success_at.is_some() {
+                self.settings.overlap
+            } else {
+                Duration::ZERO
+            };
+            let swept_from = crate::time::before(cursor.position, overlap);
+            let mut result = self.reread_quarantine(scope, kind, cancel, &mut budget, Some(swept_from), report).await;
+            if result.is_ok() {
+                result = self
+                    .sweep_held(
+                        scope,
+                        kind,
+                        cursor.position,
+                        cursor.last_success_at.is_some(),
+                        end,
+                        cancel,
+                        progress,
+                        report,
+                    )
+                    .await;
+            }
+            if result.is_ok() {
+                result = self.release_relisted(scope, swept_from, end, report).await;
+            }
+            // Items quarantined during this pass: their details, now rather than next pass.
+            if !matches!(result, Err(DiscoveryError::Cancelled | DiscoveryError::State(StateError::LostCursor { .. })))
+            {
+                match self.reread_quarantine(scope, kind, cancel, &mut budget, None, report).await {
+                    Err(e) if result.is_ok() => result = Err(e),
+                    Err(e) => tracing::warn!(scope = %scope, error = %e, "re-reading the quarantine failed too"),
+                    Ok(()) => {}
+                }
+            }
+            result
         };
         // NOTE: a panic is a bug, but it must not strand the scope's lease: it ends this
         // scope's pass with an error, the lease is released, the other scopes go on.
@@ -254,7 +398,7 @@ impl Discovery {
         if let Err(e) = self.state.release_cursor(scope, kind, &self.owner, outcome).await {
             tracing::warn!(scope = %scope, error = %e, "cannot release the discovery lease; it expires by itself");
         }
-        result.map(|()| report)
+        result
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -265,39 +409,26 @@ impl Discovery {
         mut position: DateTime<Utc>,
         passed_before: bool,
         end: DateTime<Utc>,
-        range: Option<(DateTime<Utc>, DateTime<Utc>)>,
         cancel: &CancellationToken,
         progress: &(dyn Fn(&ScopeKey, WindowDone) + Send + Sync),
         report: &mut ScopeReport,
     ) -> Result<(), DiscoveryError> {
         let overlap = if kind == CursorKind::Sync && passed_before { self.settings.overlap } else { Duration::ZERO };
-        let start = position - chrono::Duration::from_std(overlap).unwrap_or_default();
+        let start = crate::time::before(position, overlap);
         let window = chrono::Duration::from_std(self.settings.window).unwrap_or(chrono::Duration::days(7));
         let windows_total = if end > start {
             ((end - start).num_milliseconds() as f64 / window.num_milliseconds() as f64).ceil() as u64
         } else {
             0
         };
-        let listing = match scope.0.strip_prefix("admin:") {
-            Some(site_url) => Listing::Admin { site_url },
-            None => Listing::User,
-        };
+        let listing = listing_of(scope);
         let mut from = start;
         while from < end {
             if cancel.is_cancelled() {
                 return Err(DiscoveryError::Cancelled);
             }
-            let to = (from + window).min(end);
-            // Keep the scope's lease while a long pass goes on.
-            if self
-                .state
-                .acquire_cursor(scope, kind, &self.owner, self.settings.discovery_lease, position, range)
-                .await?
-                .is_none()
-            {
-                return Err(DiscoveryError::State(StateError::LostCursor { scope: scope.clone() }));
-            }
-            let seen = self.list_window(scope, listing, kind, from, to, &mut position, report).await?;
+            let to = crate::time::after(from, self.settings.window).min(end);
+            let seen = self.list_window(scope, listing, kind, from, to, &mut position, cancel, report).await?;
             report.windows += 1;
             progress(scope, WindowDone { windows_done: report.windows, windows_total, recordings: seen, position: to });
             from = to;
@@ -306,7 +437,8 @@ impl Discovery {
         Ok(())
     }
 
-    /// Lists one window to its last page. Returns the recordings seen so far in the pass.
+    /// Lists one window to its last page; a window whose answer is a bad page is listed
+    /// again, a few times with backoff. Returns the recordings seen so far in the pass.
     #[allow(clippy::too_many_arguments)]
     async fn list_window(
         &self,
@@ -316,103 +448,362 @@ impl Discovery {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         position: &mut DateTime<Utc>,
+        cancel: &CancellationToken,
         report: &mut ScopeReport,
     ) -> Result<u64, DiscoveryError> {
-        let mut url = self.webex.list_url(listing, from, to);
+        let mut backoff = backoff::ExponentialBackoffBuilder::new()
+            .with_initial_interval(BAD_PAGE_RETRY)
+            .with_multiplier(2.0)
+            .with_randomization_factor(0.5)
+            .with_max_interval(Duration::from_secs(60))
+            .with_max_elapsed_time(None)
+            .build();
+        let mut tries = 0;
         loop {
-            let page = self.webex.list_page(url).await.map_err(|e| match e {
+            tries += 1;
+            let error = match self.list_window_once(scope, listing, kind, from, to, position, cancel, report).await {
+                Err(error @ DiscoveryError::BadPage { .. }) => error,
+                other => return other,
+            };
+            report.bad_pages += 1;
+            self.metrics.bad_page(&scope.0);
+            let retry = matches!(&error, DiscoveryError::BadPage { problem, .. } if problem.worth_retrying());
+            if !retry || tries >= BAD_PAGE_TRIES {
+                return Err(error);
+            }
+            let delay = backoff.next_backoff().unwrap_or(BAD_PAGE_RETRY);
+            tracing::warn!(scope = %scope, error = %error, retry_in_s = delay.as_secs_f64(), "a bad page; listing the window again");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = cancel.cancelled() => return Err(DiscoveryError::Cancelled),
+            }
+        }
+    }
+
+    /// Lists one window once, from its first page.
+    #[allow(clippy::too_many_arguments)]
+    async fn list_window_once(
+        &self,
+        scope: &ScopeKey,
+        listing: Listing<'_>,
+        kind: CursorKind,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        position: &mut DateTime<Utc>,
+        cancel: &CancellationToken,
+        report: &mut ScopeReport,
+    ) -> Result<u64, DiscoveryError> {
+        let bad =
+            |problem, tracking_id| DiscoveryError::BadPage { scope: scope.clone(), from, to, problem, tracking_id };
+        let mut url = self.webex.list_url(listing, from, to);
+        let origin = url.origin();
+        let mut fetched: HashSet<Url> = HashSet::new();
+        let mut pages = 0u64;
+        loop {
+            if cancel.is_cancelled() {
+                return Err(DiscoveryError::Cancelled);
+            }
+            self.renew(scope, kind).await?;
+            fetched.insert(url.clone());
+            pages += 1;
+            let page = self.with_lease(scope, kind, self.webex.list_page(url)).await?.map_err(|e| match e {
                 WebexError::Cancelled => DiscoveryError::Cancelled,
-                WebexError::Parse { problem, tracking_id, .. } => {
-                    DiscoveryError::BadPage { scope: scope.clone(), from, to, problem, tracking_id }
-                }
+                WebexError::Parse { problem, tracking_id, .. } => bad(PageProblem::Unreadable(problem), tracking_id),
                 source => DiscoveryError::Window { scope: scope.clone(), from, to, source },
             })?;
             report.pages += 1;
-            let mut items = Vec::with_capacity(page.items.len());
-            let mut skipped = 0u64;
-            for value in page.items {
-                match listed(scope, value) {
-                    Ok(Some(item)) => items.push(item),
-                    Ok(None) => {
-                        skipped += 1;
-                        tracing::warn!(scope = %scope, tracking_id = page.tracking_id.as_deref().unwrap_or(""), "a listed item has no id; skipped");
+            let tracking_id = page.tracking_id.clone();
+            let raw_items = page.items().map_err(|e| bad(PageProblem::NotAPage(e), tracking_id.clone()))?;
+            let mut items = Vec::with_capacity(raw_items.len());
+            let mut quarantined = Vec::new();
+            for raw in raw_items {
+                match read_item(raw.get()) {
+                    ItemRead::Readable(item) => {
+                        if !item.dropped.is_empty() {
+                            tracing::warn!(scope = %scope, recording_id = %item.id, fields = ?item.dropped, "fields no JSON tree can hold are left out of the stored listing");
+                        }
+                        items.push(listed(scope, *item));
                     }
-                    Err(problem) => {
-                        return Err(DiscoveryError::BadPage {
-                            scope: scope.clone(),
-                            from,
-                            to,
-                            problem,
-                            tracking_id: page.tracking_id,
-                        });
+                    ItemRead::Unreadable(item) => {
+                        let entry =
+                            QuarantinedItem::new(scope.clone(), item.id, item.reason, item.raw, tracking_id.clone())
+                                .listed_in(from, to);
+                        report.seen_quarantine.insert(entry.key.clone());
+                        tracing::warn!(scope = %scope, key = %entry.key, reason = %entry.reason, tracking_id = tracking_id.as_deref().unwrap_or(""), "a listed item cannot be read; quarantined");
+                        quarantined.push(entry);
                     }
                 }
             }
+            // A next link that is not followed means this page is not the window's last.
+            let next = page.next.map(|next| {
+                if next.origin() != origin {
+                    Err(PageProblem::ForeignNext {
+                        origin: next.origin().ascii_serialization(),
+                        expected: origin.ascii_serialization(),
+                    })
+                } else if fetched.contains(&next) {
+                    Err(PageProblem::Loop { page: pages })
+                } else if pages >= u64::from(self.max_pages_per_window) {
+                    Err(PageProblem::TooManyPages { max: self.max_pages_per_window })
+                } else {
+                    Ok(next)
+                }
+            });
             // The window's last page moves the cursor, in the same transaction.
-            let cursor_move = match &page.next {
+            let cursor_move = match &next {
                 None if to > *position => Some(CursorMove { kind, from: *position, to }),
                 _ => None,
             };
-            let recorded = self.state.record_page(scope, &self.owner, &items, skipped, cursor_move).await?;
+            let recorded = self.state.record_page(scope, &self.owner, &items, &quarantined, cursor_move).await?;
             if let Some(m) = cursor_move {
                 *position = m.to;
             }
             self.metrics.discovered(recorded.new);
-            report.new += recorded.new;
-            report.refreshed += recorded.refreshed;
-            report.skipped += skipped;
-            match page.next {
-                Some(next) => url = next,
+            report.count(recorded);
+            report.quarantined += quarantined.len() as u64;
+            match next {
                 None => return Ok(report.new + report.refreshed),
+                Some(Ok(next)) => url = next,
+                Some(Err(problem)) => return Err(bad(problem, tracking_id)),
+            }
+        }
+    }
+
+    /// Reads the scope's unreleased quarantine entries again: one that reads now is
+    /// recorded and released; one with an id is read with its details, once per pass,
+    /// within the pass's budget. With `relist_before` (where this pass's sweep starts),
+    /// the windows of entries that still do not read, and that the sweep does not cover
+    /// whole, are listed again (a few per pass): an item without a usable id can only be found
+    /// again that way. Such an entry that its window's new listing no longer sends is
+    /// released: its recording now reads (and that listing recorded it) or is gone.
+    async fn reread_quarantine(
+        &self,
+        scope: &ScopeKey,
+        kind: CursorKind,
+        cancel: &CancellationToken,
+        budget: &mut RereadBudget,
+        relist_before: Option<DateTime<Utc>>,
+        report: &mut ScopeReport,
+    ) -> Result<(), DiscoveryError> {
+        let mut after: Option<QuarantineKey> = None;
+        let mut windows: BTreeSet<(DateTime<Utc>, DateTime<Utc>)> = BTreeSet::new();
+        loop {
+            let batch = self.state.quarantined(scope, after.as_ref(), REREAD_BATCH).await?;
+            let Some(last) = batch.last() else { break };
+            after = Some(last.row.key.clone());
+            for entry in batch {
+                if cancel.is_cancelled() {
+                    return Err(DiscoveryError::Cancelled);
+                }
+                let window = entry.window;
+                let released = self.reread(scope, kind, entry, budget, report).await?;
+                if let (false, Some(window), Some(before)) = (released, window, relist_before)
+                    && window.0 < before
+                {
+                    windows.insert(window);
+                }
+            }
+        }
+        for (from, to) in windows.into_iter().rev().take(RELIST_WINDOWS_PER_PASS) {
+            // A position at or after the window's end: listing it again never moves the cursor.
+            let mut position = to;
+            match self.list_window(scope, listing_of(scope), kind, from, to, &mut position, cancel, report).await {
+                Ok(_) => self.release_relisted(scope, from, to, report).await?,
+                Err(e @ (DiscoveryError::BadPage { .. } | DiscoveryError::Window { .. })) => {
+                    tracing::warn!(scope = %scope, error = %e, "listing a quarantined item's window again failed; next pass");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// After `[from, to)` was listed to its end in this pass: releases the scope's entries
+    /// without a usable id, sent by a page within that span, that this pass's pages did
+    /// not send again (entries with an id are released by the page that lists them
+    /// readable).
+    async fn release_relisted(
+        &self,
+        scope: &ScopeKey,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        report: &mut ScopeReport,
+    ) -> Result<(), DiscoveryError> {
+        let mut after: Option<QuarantineKey> = None;
+        let mut gone = Vec::new();
+        loop {
+            let batch = self.state.quarantined(scope, after.as_ref(), REREAD_BATCH).await?;
+            let Some(last) = batch.last() else { break };
+            after = Some(last.row.key.clone());
+            gone.extend(
+                batch
+                    .into_iter()
+                    .filter(|e| e.row.recording_id.is_none() && !report.seen_quarantine.contains(&e.row.key))
+                    .filter(|e| e.window.is_some_and(|(f, t)| from <= f && t <= to))
+                    .map(|e| e.row.key),
+            );
+        }
+        for key in &gone {
+            let recorded = self.state.release_quarantined(key, None, ReleasedHow::Relisted).await?;
+            report.count(recorded);
+            tracing::info!(scope = %scope, key = %key, "its window no longer lists this unreadable item; released");
+        }
+        Ok(())
+    }
+
+    /// Reads one entry again; `true` when it was released.
+    async fn reread(
+        &self,
+        scope: &ScopeKey,
+        kind: CursorKind,
+        entry: QuarantineEntry,
+        budget: &mut RereadBudget,
+        report: &mut ScopeReport,
+    ) -> Result<bool, DiscoveryError> {
+        let key = &entry.row.key;
+        let item = match read_item(&entry.raw) {
+            ItemRead::Readable(item) => {
+                let recorded =
+                    self.state.release_quarantined(key, Some(&listed(scope, *item)), ReleasedHow::Reread).await?;
+                tracing::info!(scope = %scope, key = %key, "a quarantined item reads now; recorded and released");
+                self.metrics.discovered(recorded.new);
+                report.count(recorded);
+                return Ok(true);
+            }
+            ItemRead::Unreadable(item) => item,
+        };
+        let Some(id) = item.id.as_deref() else { return Ok(false) };
+        if budget.details_left == 0 || !budget.checked.insert(key.clone()) {
+            return Ok(false);
+        }
+        budget.details_left -= 1;
+        self.renew(scope, kind).await?;
+        // NOTE: admins fetch details with the host's e-mail, as the archive workers do.
+        let host_email = item.host_email.as_deref().filter(|_| scope.0.starts_with("admin:"));
+        let note = match self.with_lease(scope, kind, self.webex.details(id, host_email)).await? {
+            Err(WebexError::Cancelled) => return Err(DiscoveryError::Cancelled),
+            Err(e) => format!("details: {e}"),
+            Ok(details) => match read_with_details(&item, &details) {
+                Some(readable) => {
+                    let recorded = self
+                        .state
+                        .release_quarantined(key, Some(&listed(scope, readable)), ReleasedHow::Details)
+                        .await?;
+                    tracing::info!(scope = %scope, key = %key, "a quarantined item reads with its details; recorded and released");
+                    self.metrics.discovered(recorded.new);
+                    report.count(recorded);
+                    return Ok(true);
+                }
+                None => "details: no readable createTime either".to_owned(),
+            },
+        };
+        tracing::warn!(scope = %scope, key = %key, reason = %item.reason, note = %note, "a quarantined item stays quarantined");
+        self.state.note_quarantine_check(key, &note).await?;
+        Ok(false)
+    }
+
+    /// Renews the scope's discovery lease; an error when another replica took it.
+    async fn renew(&self, scope: &ScopeKey, kind: CursorKind) -> Result<(), DiscoveryError> {
+        if self.state.renew_cursor(scope, kind, &self.owner, self.settings.discovery_lease).await? {
+            Ok(())
+        } else {
+            Err(DiscoveryError::State(StateError::LostCursor { scope: scope.clone() }))
+        }
+    }
+
+    /// Runs `work` (a request, which may wait out long Retry-After pauses) while renewing
+    /// the scope's discovery lease every third of its length.
+    async fn with_lease<F: Future>(
+        &self,
+        scope: &ScopeKey,
+        kind: CursorKind,
+        work: F,
+    ) -> Result<F::Output, DiscoveryError> {
+        let every = (self.settings.discovery_lease / 3).max(Duration::from_millis(50));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return Ok(out),
+                _ = tick.tick() => match self.state.renew_cursor(scope, kind, &self.owner, self.settings.discovery_lease).await {
+                    Ok(true) => {}
+                    Ok(false) => return Err(DiscoveryError::State(StateError::LostCursor { scope: scope.clone() })),
+                    // The page's own transaction will tell if the database stays away.
+                    Err(e) => tracing::warn!(scope = %scope, error = %e, "cannot renew the discovery lease; trying again"),
+                },
             }
         }
     }
 }
 
-/// The domain view of one listing item: `Ok(None)` when it has no id (skipped, counted).
-fn listed(scope: &ScopeKey, value: serde_json::Value) -> Result<Option<ListedRecording>, String> {
-    let recording = Recording::from_value(&value).map_err(|e| format!("an item does not follow the contract: {e}"))?;
-    let Some(id) = recording.id.filter(|id| !id.is_empty()) else {
-        return Ok(None);
-    };
-    let create_time = recording.create_time.ok_or_else(|| format!("recording {id} has no createTime"))?;
-    Ok(Some(ListedRecording {
-        id: RecordingId(id),
+/// The listing a scope is swept with.
+fn listing_of(scope: &ScopeKey) -> Listing<'_> {
+    match scope.0.strip_prefix("admin:") {
+        Some(site_url) => Listing::Admin { site_url },
+        None => Listing::User,
+    }
+}
+
+/// The domain view of a readable listing item.
+fn listed(scope: &ScopeKey, item: ReadableItem) -> ListedRecording {
+    let recording = item.recording;
+    ListedRecording {
+        id: RecordingId(item.id),
         scope: scope.clone(),
         site_url: recording.site_url,
         host_email: recording.host_email,
         meeting_id: recording.meeting_id,
         topic: recording.topic,
         format: recording.format,
-        create_time,
+        create_time: item.create_time,
         size_bytes: recording.size_bytes.and_then(|s| i64::try_from(s).ok()),
-        listing: crate::state::listing_without_secrets(value),
-    }))
+        listing: crate::state::listing_without_secrets(item.listing),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn items_without_an_id_are_skipped_and_passwords_dropped() {
-        let scope = ScopeKey::user();
-        let item = serde_json::json!({"id": "r1", "createTime": "2026-11-01T10:00:00Z", "password": "S3cret",
-            "format": "SOMETHING_NEW", "futureField": [1, 2]});
-        let recorded = listed(&scope, item).unwrap().expect("an item with an id is recorded");
-        assert_eq!(recorded.id.0, "r1");
-        assert_eq!(recorded.format.as_deref(), Some("SOMETHING_NEW"));
-        assert!(recorded.listing.get("password").is_none(), "the password is never stored");
-        assert!(recorded.listing.get("futureField").is_some(), "unknown fields are kept");
-        assert!(listed(&scope, serde_json::json!({"createTime": "2026-11-01T10:00:00Z"})).unwrap().is_none());
-        assert!(listed(&scope, serde_json::json!({"id": "", "createTime": "2026-11-01T10:00:00Z"})).unwrap().is_none());
+    fn read(value: serde_json::Value) -> ItemRead {
+        read_item(&value.to_string())
     }
 
     #[test]
-    fn an_item_that_breaks_the_contract_fails_the_page() {
+    fn readable_items_keep_unknown_fields_and_drop_passwords() {
         let scope = ScopeKey::user();
-        assert!(listed(&scope, serde_json::json!({"id": "r1"})).unwrap_err().contains("no createTime"));
-        assert!(listed(&scope, serde_json::json!({"id": "r1", "createTime": "yesterday"})).is_err());
-        assert!(listed(&scope, serde_json::json!({"id": 5, "createTime": "2026-11-01T10:00:00Z"})).is_err());
+        let item = serde_json::json!({"id": "r1", "createTime": "2026-11-01T10:00:00Z", "password": "S3cret",
+            "format": "SOMETHING_NEW", "futureField": [1, 2], "sizeBytes": "2048"});
+        let ItemRead::Readable(item) = read(item) else { panic!("readable") };
+        let recorded = listed(&scope, *item);
+        assert_eq!(recorded.id.0, "r1");
+        assert_eq!(recorded.format.as_deref(), Some("SOMETHING_NEW"));
+        assert_eq!(recorded.size_bytes, Some(2048));
+        assert!(recorded.listing.get("password").is_none(), "the password is never stored");
+        assert!(recorded.listing.get("futureField").is_some(), "unknown fields are kept");
+    }
+
+    #[test]
+    fn quarantine_keys_are_the_id_or_the_digest_of_the_raw_text() {
+        let scope = ScopeKey::user();
+        let ItemRead::Unreadable(item) = read(serde_json::json!({"id": "r1", "createTime": "yesterday"})) else {
+            panic!("unreadable")
+        };
+        let entry = QuarantinedItem::new(scope.clone(), item.id, item.reason, item.raw, None);
+        assert_eq!(entry.key.0, "r1");
+        assert_eq!(entry.recording_id, Some(RecordingId("r1".into())));
+        let ItemRead::Unreadable(item) = read(serde_json::json!({"topic": "no id"})) else { panic!("unreadable") };
+        let entry = QuarantinedItem::new(scope, item.id, item.reason, item.raw.clone(), None);
+        assert!(entry.key.0.starts_with("sha256:") && entry.key.0.len() == 7 + 64, "{}", entry.key);
+        assert_eq!(entry.key, QuarantineKey::for_item(None, &item.raw), "the key follows from the raw text");
+        assert_eq!(entry.recording_id, None);
+    }
+
+    #[test]
+    fn only_a_window_too_long_to_list_is_not_listed_again() {
+        assert!(!PageProblem::TooManyPages { max: 1 }.worth_retrying());
+        assert!(PageProblem::Loop { page: 2 }.worth_retrying());
+        assert!(PageProblem::Unreadable("x".into()).worth_retrying());
     }
 }

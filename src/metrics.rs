@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::state::StatusReport;
+use crate::state::{CursorKind, StatusReport};
 
 /// Label of a recording state.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -98,6 +98,9 @@ struct Inner {
     oldest_unarchived_age: FloatGauge,
     size_mismatches: Family<MismatchLabel, Counter>,
     task_panics: Family<TaskLabel, Counter>,
+    bad_pages: Family<ScopeLabel, Counter>,
+    pass_failed: Family<ScopeLabel, Gauge>,
+    quarantined: Gauge,
     expiries: Mutex<TokenExpiries>,
 }
 
@@ -203,6 +206,24 @@ impl Metrics {
             "Panics caught in an archive worker or the discovery loop (the task was restarted)",
             task_panics.clone(),
         );
+        let bad_pages = Family::<ScopeLabel, Counter>::default();
+        registry.register(
+            "discovery_bad_pages",
+            "Listing answers that were not a page (no items array, a foreign or looping next link, too many pages), per scope",
+            bad_pages.clone(),
+        );
+        let pass_failed = Family::<ScopeLabel, Gauge>::default();
+        registry.register(
+            "discovery_last_pass_failed",
+            "1 when the scope's last discovery pass (sync cursor) ended in an error, else 0",
+            pass_failed.clone(),
+        );
+        let quarantined = Gauge::default();
+        registry.register(
+            "quarantined_items",
+            "Listing items that could not be read and wait in quarantine for a person (unreleased entries)",
+            quarantined.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         registry.register("build_info", "Build of the running binary", build_info);
@@ -227,6 +248,9 @@ impl Metrics {
                 oldest_unarchived_age,
                 size_mismatches,
                 task_panics,
+                bad_pages,
+                pass_failed,
+                quarantined,
                 expiries: Mutex::new(TokenExpiries::default()),
             }),
         }
@@ -304,6 +328,11 @@ impl Metrics {
             .sum()
     }
 
+    /// Counts a listing answer of `scope` that was not a page.
+    pub fn bad_page(&self, scope: &str) {
+        self.inner.bad_pages.get_or_create(&ScopeLabel { scope: scope.into() }).inc();
+    }
+
     /// Updates the database-derived gauges from a status report.
     pub fn observe_status(&self, report: &StatusReport, now: DateTime<Utc>) {
         for (state, n) in &report.counts {
@@ -311,7 +340,12 @@ impl Metrics {
         }
         let age = report.oldest_unarchived.as_ref().map_or(0.0, |(_, t)| (now - *t).num_milliseconds() as f64 / 1e3);
         self.inner.oldest_unarchived_age.set(age.max(0.0));
+        self.inner.quarantined.set(report.quarantined);
         for cursor in &report.cursors {
+            if cursor.kind == CursorKind::Sync {
+                let failed = i64::from(cursor.last_error.is_some());
+                self.inner.pass_failed.get_or_create(&ScopeLabel { scope: cursor.scope.0.clone() }).set(failed);
+            }
             if let Some(at) = cursor.last_success_at {
                 let gauge = self.inner.last_pass.get_or_create(&ScopeLabel { scope: cursor.scope.0.clone() });
                 let current = gauge.get();

@@ -166,8 +166,9 @@ pub struct Cursor {
     pub last_error: Option<String>,
     /// Items recorded by this cursor's passes.
     pub items_listed: i64,
-    /// Items skipped (no id).
-    pub items_skipped: i64,
+    /// Items quarantined by this cursor's passes (they could not be read; stored in the
+    /// column `items_skipped`, its name from before quarantine existed).
+    pub items_quarantined: i64,
 }
 
 /// Moves a cursor with a page, compare-and-set.
@@ -188,6 +189,129 @@ pub struct PageRecorded {
     pub new: u64,
     /// Recordings seen before (listing fields refreshed).
     pub refreshed: u64,
+    /// Quarantine entries released (their recording is now recorded).
+    pub released: u64,
+}
+
+/// The key of a quarantine entry: the item's recording id when it has a usable string
+/// one, else `sha256:<hex>` of its raw text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct QuarantineKey(pub String);
+
+impl QuarantineKey {
+    /// The key of an item with this id (if any) and raw text.
+    pub fn for_item(id: Option<&str>, raw: &str) -> Self {
+        match id {
+            Some(id) => Self(id.to_owned()),
+            None => {
+                use sha2::Digest as _;
+                Self(format!("sha256:{}", hex::encode(sha2::Sha256::digest(raw.as_bytes()))))
+            }
+        }
+    }
+}
+
+impl fmt::Display for QuarantineKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How a quarantine entry stopped needing a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleasedHow {
+    /// The stored item reads with the current code: recorded from it.
+    Reread,
+    /// The recording's details carry what the listing lacked: recorded from them.
+    Details,
+    /// A later listing sent the item readable.
+    Listed,
+    /// The recording was already recorded (from an earlier, readable listing).
+    AlreadyRecorded,
+    /// An item without a usable id: listing its window again no longer sends it as it
+    /// was (its recording now reads, and was recorded by that listing, or is gone).
+    Relisted,
+}
+
+impl ReleasedHow {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reread => "reread",
+            Self::Details => "details",
+            Self::Listed => "listed",
+            Self::AlreadyRecorded => "already_recorded",
+            Self::Relisted => "relisted",
+        }
+    }
+}
+
+/// A listing item that could not be read, as a page records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuarantinedItem {
+    /// The entry's key.
+    pub key: QuarantineKey,
+    /// The item's recording id, when it has a usable string one.
+    pub recording_id: Option<RecordingId>,
+    /// Scope whose listing sent it.
+    pub scope: ScopeKey,
+    /// Why it could not be read.
+    pub reason: String,
+    /// The JSON text as sent, without the password (and temporary links).
+    pub raw: String,
+    /// Webex's trackingId of the page.
+    pub tracking_id: Option<String>,
+    /// The listing window `[from, to)` whose page sent it.
+    pub window: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+impl QuarantinedItem {
+    /// An entry for an item of `scope`'s listing; the key follows from `id` and `raw`.
+    pub fn new(scope: ScopeKey, id: Option<String>, reason: String, raw: String, tracking_id: Option<String>) -> Self {
+        let key = QuarantineKey::for_item(id.as_deref(), &raw);
+        Self { key, recording_id: id.map(RecordingId), scope, reason, raw, tracking_id, window: None }
+    }
+
+    /// The same entry, sent by a page of the window `[from, to)`.
+    pub fn listed_in(mut self, from: DateTime<Utc>, to: DateTime<Utc>) -> Self {
+        self.window = Some((from, to));
+        self
+    }
+}
+
+/// An unreleased quarantine entry, for `status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuarantineRow {
+    /// The entry's key (the recording id, or `sha256:...`).
+    pub key: QuarantineKey,
+    /// The recording id, when the item has one.
+    pub recording_id: Option<RecordingId>,
+    /// Scope whose listing sent it.
+    pub scope: ScopeKey,
+    /// Why it could not be read.
+    pub reason: String,
+    /// Webex's trackingId of the page that last sent it.
+    pub tracking_id: Option<String>,
+    /// First listed.
+    pub first_seen_at: DateTime<Utc>,
+    /// Last listed.
+    pub last_seen_at: DateTime<Utc>,
+    /// Pages that sent it.
+    pub seen_count: i64,
+    /// What the last re-read found (e.g. the details request's outcome).
+    pub check_note: Option<String>,
+}
+
+/// An unreleased quarantine entry with its raw text, for re-reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuarantineEntry {
+    /// What `status` shows of it.
+    pub row: QuarantineRow,
+    /// The JSON text as sent, without the password.
+    pub raw: String,
+    /// The listing window `[from, to)` whose page last sent it, when known.
+    pub window: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 /// A worker's hold on one recording.
@@ -293,6 +417,10 @@ pub struct StatusReport {
     pub cursors: Vec<Cursor>,
     /// The latest failures.
     pub recent_failures: Vec<FailureRow>,
+    /// Unreleased quarantine entries: listing items that could not be read.
+    pub quarantined: i64,
+    /// The latest unreleased quarantine entries (as many as failures asked for).
+    pub recent_quarantine: Vec<QuarantineRow>,
     /// The shared Retry-After pause, if one is running.
     pub paused_until: Option<DateTime<Utc>>,
     /// The OAuth tokens' lifetimes, when OAuth is in use.
@@ -444,6 +572,10 @@ pub trait StateStore: Send + Sync + fmt::Debug {
         range: Option<(DateTime<Utc>, DateTime<Utc>)>,
     ) -> StateResult<Option<Cursor>>;
 
+    /// Extends the discovery lease of `(scope, kind)` held by `owner` by `ttl` from now.
+    /// `false` when `owner` no longer holds it (another replica took the scope).
+    async fn renew_cursor(&self, scope: &ScopeKey, kind: CursorKind, owner: &str, ttl: Duration) -> StateResult<bool>;
+
     /// Gives the discovery lease back and records how the pass ended.
     async fn release_cursor(
         &self,
@@ -453,17 +585,41 @@ pub trait StateStore: Send + Sync + fmt::Debug {
         outcome: Result<(), String>,
     ) -> StateResult<()>;
 
-    /// Records one page of listed recordings idempotently, and, in the same
-    /// transaction, moves the cursor when given (compare-and-set against `from`, and only
-    /// for the lease `owner`). `skipped` items (no id) are counted on the cursor.
+    /// Records one page in one transaction: its readable items as recordings
+    /// (idempotently), releasing their open quarantine entries; its unreadable items in
+    /// quarantine (a new entry, or the existing one seen again and reopened, unless its
+    /// recording is already recorded); and, when given, the cursor move
+    /// (compare-and-set against `from`, and only for the lease `owner`). The quarantined
+    /// items are counted on the cursor.
     async fn record_page(
         &self,
         scope: &ScopeKey,
         owner: &str,
         items: &[ListedRecording],
-        skipped: u64,
+        quarantined: &[QuarantinedItem],
         cursor_move: Option<CursorMove>,
     ) -> StateResult<PageRecorded>;
+
+    /// Up to `limit` unreleased quarantine entries of `scope` whose key sorts after
+    /// `after`, in key order (to walk them all, batch by batch).
+    async fn quarantined(
+        &self,
+        scope: &ScopeKey,
+        after: Option<&QuarantineKey>,
+        limit: u32,
+    ) -> StateResult<Vec<QuarantineEntry>>;
+
+    /// Releases a quarantine entry in one transaction with recording `recording` (when
+    /// given). `released` is 0 when the entry was already released.
+    async fn release_quarantined(
+        &self,
+        key: &QuarantineKey,
+        recording: Option<&ListedRecording>,
+        how: ReleasedHow,
+    ) -> StateResult<PageRecorded>;
+
+    /// Records what re-reading an entry found (shown by `status`).
+    async fn note_quarantine_check(&self, key: &QuarantineKey, note: &str) -> StateResult<()>;
 
     /// Every cursor.
     async fn cursors(&self) -> StateResult<Vec<Cursor>>;
@@ -542,10 +698,13 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The listing of an item in the state, minus secret fields.
+/// The listing of an item in the state, minus secret fields (the password, and any
+/// temporary download links).
 pub fn listing_without_secrets(mut item: serde_json::Value) -> serde_json::Value {
     if let Some(obj) = item.as_object_mut() {
-        obj.remove("password");
+        for field in crate::webex::models::SECRET_FIELDS {
+            obj.remove(field);
+        }
     }
     item
 }
@@ -554,4 +713,12 @@ pub fn listing_without_secrets(mut item: serde_json::Value) -> serde_json::Value
 fn unique_by_id(items: &[ListedRecording]) -> Vec<&ListedRecording> {
     let mut seen = HashSet::new();
     items.iter().filter(|i| seen.insert(&i.id)).collect()
+}
+
+/// Deduplicates quarantined items by key, the last one winning (as it would row by row).
+fn unique_by_key(items: &[QuarantinedItem]) -> Vec<&QuarantinedItem> {
+    let mut seen = HashSet::new();
+    let mut unique: Vec<&QuarantinedItem> = items.iter().rev().filter(|i| seen.insert(&i.key)).collect();
+    unique.reverse();
+    unique
 }

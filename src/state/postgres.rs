@@ -11,8 +11,9 @@ use sqlx::{Row, Transaction};
 
 use super::{
     ArchiveState, ArchivedRecord, ArchivedRow, Claim, Cursor, CursorKind, CursorMove, FailureRow, ListedRecording,
-    Outcome, PageRecorded, RecordingId, ScopeKey, StateError, StateResult, StateStore, StatusReport, StoredTokens,
-    TokenStatus, millis, unique_by_id,
+    Outcome, PageRecorded, QuarantineEntry, QuarantineKey, QuarantineRow, QuarantinedItem, RecordingId, ReleasedHow,
+    ScopeKey, StateError, StateResult, StateStore, StatusReport, StoredTokens, TokenStatus, millis, unique_by_id,
+    unique_by_key,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -52,8 +53,156 @@ fn cursor_from_row(row: &PgRow) -> StateResult<Cursor> {
         last_success_at: row.try_get("last_success_at")?,
         last_error: row.try_get("last_error")?,
         items_listed: row.try_get("items_listed")?,
-        items_skipped: row.try_get("items_skipped")?,
+        items_quarantined: row.try_get("items_skipped")?,
     })
+}
+
+/// The columns of a [`QuarantineRow`], as a literal for `concat!`.
+macro_rules! quarantine_columns {
+    () => {
+        "key, recording_id, scope, reason, tracking_id, first_seen_at, last_seen_at, seen_count, check_note"
+    };
+}
+
+fn quarantine_from_row(row: &PgRow) -> StateResult<QuarantineRow> {
+    Ok(QuarantineRow {
+        key: QuarantineKey(row.try_get("key")?),
+        recording_id: row.try_get::<Option<String>, _>("recording_id")?.map(RecordingId),
+        scope: ScopeKey(row.try_get("scope")?),
+        reason: row.try_get("reason")?,
+        tracking_id: row.try_get("tracking_id")?,
+        first_seen_at: row.try_get("first_seen_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+        seen_count: row.try_get("seen_count")?,
+        check_note: row.try_get("check_note")?,
+    })
+}
+
+/// Inserts recordings or refreshes their listing fields (never their archive state).
+async fn upsert_recordings(
+    tx: &mut Transaction<'static, sqlx::Postgres>,
+    items: &[&ListedRecording],
+) -> StateResult<PageRecorded> {
+    let mut recorded = PageRecorded::default();
+    if items.is_empty() {
+        return Ok(recorded);
+    }
+    let mut ids = Vec::with_capacity(items.len());
+    let mut scopes = Vec::with_capacity(items.len());
+    let mut sites = Vec::with_capacity(items.len());
+    let mut hosts = Vec::with_capacity(items.len());
+    let mut meetings = Vec::with_capacity(items.len());
+    let mut topics = Vec::with_capacity(items.len());
+    let mut formats = Vec::with_capacity(items.len());
+    let mut created = Vec::with_capacity(items.len());
+    let mut sizes = Vec::with_capacity(items.len());
+    let mut listings = Vec::with_capacity(items.len());
+    for item in items {
+        ids.push(item.id.0.as_str());
+        scopes.push(item.scope.0.as_str());
+        sites.push(item.site_url.as_deref());
+        hosts.push(item.host_email.as_deref());
+        meetings.push(item.meeting_id.as_deref());
+        topics.push(item.topic.as_deref());
+        formats.push(item.format.as_deref());
+        created.push(item.create_time);
+        sizes.push(item.size_bytes);
+        listings.push(&item.listing);
+    }
+    // NOTE: `xmax = 0` is true for a freshly inserted row and false for an updated
+    // one: Postgres's way to tell the two apart in one upsert.
+    let rows = sqlx::query(
+        "INSERT INTO recordings (id, scope, site_url, host_email, meeting_id, topic, format, create_time, \
+             size_bytes, listing) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $7::text[], $8::timestamptz[], $9::int8[], $10::jsonb[]) \
+         ON CONFLICT (id) DO UPDATE SET site_url = EXCLUDED.site_url, host_email = EXCLUDED.host_email, \
+             meeting_id = EXCLUDED.meeting_id, topic = EXCLUDED.topic, format = EXCLUDED.format, \
+             create_time = EXCLUDED.create_time, size_bytes = EXCLUDED.size_bytes, \
+             listing = EXCLUDED.listing, last_listed_at = now() \
+         RETURNING (xmax = 0) AS inserted",
+    )
+    .bind(&ids)
+    .bind(&scopes)
+    .bind(&sites)
+    .bind(&hosts)
+    .bind(&meetings)
+    .bind(&topics)
+    .bind(&formats)
+    .bind(&created)
+    .bind(&sizes)
+    .bind(&listings)
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in rows {
+        if row.try_get::<bool, _>("inserted")? {
+            recorded.new += 1;
+        } else {
+            recorded.refreshed += 1;
+        }
+    }
+    // Their quarantine entries (an earlier, unreadable listing) need no one any more.
+    let done = sqlx::query(
+        "UPDATE quarantine SET released_at = now(), released_how = $2 \
+         WHERE recording_id = ANY($1) AND released_at IS NULL",
+    )
+    .bind(&ids)
+    .bind(ReleasedHow::Listed.as_str())
+    .execute(&mut **tx)
+    .await?;
+    recorded.released = done.rows_affected();
+    Ok(recorded)
+}
+
+/// Records unreadable items: a new entry, or the existing one seen again. An entry whose
+/// recording is already recorded is released at once (nothing is lost); any other entry
+/// seen again is reopened.
+async fn upsert_quarantine(
+    tx: &mut Transaction<'static, sqlx::Postgres>,
+    items: &[&QuarantinedItem],
+) -> StateResult<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = items.iter().map(|i| i.key.0.as_str()).collect();
+    let ids: Vec<Option<&str>> = items.iter().map(|i| i.recording_id.as_ref().map(|r| r.0.as_str())).collect();
+    let scopes: Vec<&str> = items.iter().map(|i| i.scope.0.as_str()).collect();
+    let reasons: Vec<&str> = items.iter().map(|i| i.reason.as_str()).collect();
+    let raws: Vec<&str> = items.iter().map(|i| i.raw.as_str()).collect();
+    let tracking: Vec<Option<&str>> = items.iter().map(|i| i.tracking_id.as_deref()).collect();
+    let window_from: Vec<Option<DateTime<Utc>>> = items.iter().map(|i| i.window.map(|w| w.0)).collect();
+    let window_to: Vec<Option<DateTime<Utc>>> = items.iter().map(|i| i.window.map(|w| w.1)).collect();
+    sqlx::query(
+        "INSERT INTO quarantine (key, recording_id, scope, reason, raw, tracking_id, window_from, window_to, \
+             released_at, released_how) \
+         SELECT u.key, u.recording_id, u.scope, u.reason, u.raw, u.tracking_id, u.window_from, u.window_to, \
+             CASE WHEN r.id IS NULL THEN NULL ELSE now() END, CASE WHEN r.id IS NULL THEN NULL ELSE $7 END \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $8::timestamptz[], $9::timestamptz[]) \
+             AS u(key, recording_id, scope, reason, raw, tracking_id, window_from, window_to) \
+         LEFT JOIN recordings r ON r.id = u.recording_id \
+         ON CONFLICT (key) DO UPDATE SET recording_id = EXCLUDED.recording_id, scope = EXCLUDED.scope, \
+             reason = EXCLUDED.reason, raw = EXCLUDED.raw, tracking_id = EXCLUDED.tracking_id, \
+             window_from = COALESCE(EXCLUDED.window_from, quarantine.window_from), \
+             window_to = COALESCE(EXCLUDED.window_to, quarantine.window_to), \
+             last_seen_at = now(), seen_count = quarantine.seen_count + 1, \
+             released_at = CASE WHEN EXCLUDED.released_at IS NULL THEN NULL \
+                 ELSE COALESCE(quarantine.released_at, EXCLUDED.released_at) END, \
+             released_how = CASE WHEN EXCLUDED.released_at IS NULL THEN NULL \
+                 ELSE COALESCE(quarantine.released_how, EXCLUDED.released_how) END",
+    )
+    .bind(&keys)
+    .bind(&ids)
+    .bind(&scopes)
+    .bind(&reasons)
+    .bind(&raws)
+    .bind(&tracking)
+    .bind(ReleasedHow::AlreadyRecorded.as_str())
+    .bind(&window_from)
+    .bind(&window_to)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn archived_from_row(row: &PgRow) -> StateResult<ArchivedRecord> {
@@ -73,7 +222,7 @@ async fn move_cursor(
     tx: &mut Transaction<'static, sqlx::Postgres>,
     scope: &ScopeKey,
     owner: &str,
-    skipped: u64,
+    quarantined: u64,
     listed: u64,
     cursor_move: Option<CursorMove>,
 ) -> StateResult<()> {
@@ -88,7 +237,7 @@ async fn move_cursor(
             .bind(m.from)
             .bind(m.to)
             .bind(listed as i64)
-            .bind(skipped as i64)
+            .bind(quarantined as i64)
             .bind(owner)
             .execute(&mut **tx)
             .await?;
@@ -96,7 +245,7 @@ async fn move_cursor(
                 return Err(StateError::LostCursor { scope: scope.clone() });
             }
         }
-        None if skipped > 0 || listed > 0 => {
+        None if quarantined > 0 || listed > 0 => {
             sqlx::query(
                 "UPDATE cursors SET items_listed = items_listed + $3, items_skipped = items_skipped + $4 \
                  WHERE scope = $1 AND lease_owner = $2",
@@ -104,7 +253,7 @@ async fn move_cursor(
             .bind(&scope.0)
             .bind(owner)
             .bind(listed as i64)
-            .bind(skipped as i64)
+            .bind(quarantined as i64)
             .execute(&mut **tx)
             .await?;
         }
@@ -192,76 +341,92 @@ impl StateStore for PgState {
         Ok(())
     }
 
+    async fn renew_cursor(&self, scope: &ScopeKey, kind: CursorKind, owner: &str, ttl: Duration) -> StateResult<bool> {
+        let done = sqlx::query(
+            "UPDATE cursors SET lease_expires_at = now() + $4 * interval '1 millisecond' \
+             WHERE scope = $1 AND kind = $2 AND lease_owner = $3",
+        )
+        .bind(&scope.0)
+        .bind(kind.as_str())
+        .bind(owner)
+        .bind(millis(ttl))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn record_page(
         &self,
         scope: &ScopeKey,
         owner: &str,
         items: &[ListedRecording],
-        skipped: u64,
+        quarantined: &[QuarantinedItem],
         cursor_move: Option<CursorMove>,
     ) -> StateResult<PageRecorded> {
         let items = unique_by_id(items);
-        let mut ids = Vec::with_capacity(items.len());
-        let mut scopes = Vec::with_capacity(items.len());
-        let mut sites = Vec::with_capacity(items.len());
-        let mut hosts = Vec::with_capacity(items.len());
-        let mut meetings = Vec::with_capacity(items.len());
-        let mut topics = Vec::with_capacity(items.len());
-        let mut formats = Vec::with_capacity(items.len());
-        let mut created = Vec::with_capacity(items.len());
-        let mut sizes = Vec::with_capacity(items.len());
-        let mut listings = Vec::with_capacity(items.len());
-        for item in &items {
-            ids.push(item.id.0.as_str());
-            scopes.push(item.scope.0.as_str());
-            sites.push(item.site_url.as_deref());
-            hosts.push(item.host_email.as_deref());
-            meetings.push(item.meeting_id.as_deref());
-            topics.push(item.topic.as_deref());
-            formats.push(item.format.as_deref());
-            created.push(item.create_time);
-            sizes.push(item.size_bytes);
-            listings.push(&item.listing);
-        }
+        let unreadable = unique_by_key(quarantined);
         let mut tx = self.pool.begin().await?;
-        let mut recorded = PageRecorded::default();
-        if !items.is_empty() {
-            // NOTE: `xmax = 0` is true for a freshly inserted row and false for an updated
-            // one: Postgres's way to tell the two apart in one upsert.
-            let rows = sqlx::query(
-                "INSERT INTO recordings (id, scope, site_url, host_email, meeting_id, topic, format, create_time, \
-                     size_bytes, listing) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                     $7::text[], $8::timestamptz[], $9::int8[], $10::jsonb[]) \
-                 ON CONFLICT (id) DO UPDATE SET site_url = EXCLUDED.site_url, host_email = EXCLUDED.host_email, \
-                     meeting_id = EXCLUDED.meeting_id, topic = EXCLUDED.topic, format = EXCLUDED.format, \
-                     create_time = EXCLUDED.create_time, size_bytes = EXCLUDED.size_bytes, \
-                     listing = EXCLUDED.listing, last_listed_at = now() \
-                 RETURNING (xmax = 0) AS inserted",
-            )
-            .bind(&ids)
-            .bind(&scopes)
-            .bind(&sites)
-            .bind(&hosts)
-            .bind(&meetings)
-            .bind(&topics)
-            .bind(&formats)
-            .bind(&created)
-            .bind(&sizes)
-            .bind(&listings)
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in rows {
-                if row.try_get::<bool, _>("inserted")? {
-                    recorded.new += 1;
-                } else {
-                    recorded.refreshed += 1;
-                }
-            }
-        }
-        move_cursor(&mut tx, scope, owner, skipped, items.len() as u64, cursor_move).await?;
+        let recorded = upsert_recordings(&mut tx, &items).await?;
+        upsert_quarantine(&mut tx, &unreadable).await?;
+        move_cursor(&mut tx, scope, owner, quarantined.len() as u64, items.len() as u64, cursor_move).await?;
         tx.commit().await?;
         Ok(recorded)
+    }
+
+    async fn quarantined(
+        &self,
+        scope: &ScopeKey,
+        after: Option<&QuarantineKey>,
+        limit: u32,
+    ) -> StateResult<Vec<QuarantineEntry>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            quarantine_columns!(),
+            ", raw, window_from, window_to FROM quarantine WHERE scope = $1 AND released_at IS NULL AND ($2::text IS NULL OR key > $2) \
+             ORDER BY key LIMIT $3"
+        ))
+        .bind(&scope.0)
+        .bind(after.map(|k| k.0.as_str()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let from: Option<DateTime<Utc>> = row.try_get("window_from")?;
+                let to: Option<DateTime<Utc>> = row.try_get("window_to")?;
+                Ok(QuarantineEntry { row: quarantine_from_row(row)?, raw: row.try_get("raw")?, window: from.zip(to) })
+            })
+            .collect()
+    }
+
+    async fn release_quarantined(
+        &self,
+        key: &QuarantineKey,
+        recording: Option<&ListedRecording>,
+        how: ReleasedHow,
+    ) -> StateResult<PageRecorded> {
+        let mut tx = self.pool.begin().await?;
+        // The entry first, so that it is released the way the caller says.
+        let done = sqlx::query(
+            "UPDATE quarantine SET released_at = now(), released_how = $2 WHERE key = $1 AND released_at IS NULL",
+        )
+        .bind(&key.0)
+        .bind(how.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let mut recorded = upsert_recordings(&mut tx, &recording.into_iter().collect::<Vec<_>>()).await?;
+        recorded.released += done.rows_affected();
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    async fn note_quarantine_check(&self, key: &QuarantineKey, note: &str) -> StateResult<()> {
+        sqlx::query("UPDATE quarantine SET checked_at = now(), check_note = $2 WHERE key = $1")
+            .bind(&key.0)
+            .bind(note)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn cursors(&self) -> StateResult<Vec<Cursor>> {
@@ -469,6 +634,18 @@ impl StateStore for PgState {
                 updated_at: row.try_get("updated_at")?,
             });
         }
+        report.quarantined = sqlx::query_scalar("SELECT count(*) FROM quarantine WHERE released_at IS NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            quarantine_columns!(),
+            " FROM quarantine WHERE released_at IS NULL ORDER BY last_seen_at DESC, key LIMIT $1"
+        ))
+        .bind(i64::from(failures))
+        .fetch_all(&self.pool)
+        .await?;
+        report.recent_quarantine = rows.iter().map(quarantine_from_row).collect::<StateResult<_>>()?;
         let paused: DateTime<Utc> = self.paused_until().await?;
         report.paused_until = (paused > Utc::now()).then_some(paused);
         report.oauth = sqlx::query(

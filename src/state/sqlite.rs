@@ -19,8 +19,9 @@ use sqlx::{Row, Transaction};
 
 use super::{
     ArchiveState, ArchivedRecord, ArchivedRow, Claim, Cursor, CursorKind, CursorMove, FailureRow, ListedRecording,
-    Outcome, PageRecorded, RecordingId, ScopeKey, StateError, StateResult, StateStore, StatusReport, StoredTokens,
-    TokenStatus, millis, unique_by_id,
+    Outcome, PageRecorded, QuarantineEntry, QuarantineKey, QuarantineRow, QuarantinedItem, RecordingId, ReleasedHow,
+    ScopeKey, StateError, StateResult, StateStore, StatusReport, StoredTokens, TokenStatus, millis, unique_by_id,
+    unique_by_key,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -112,8 +113,141 @@ fn cursor_from_row(row: &SqliteRow) -> StateResult<Cursor> {
         last_success_at: opt_at(row.try_get("last_success_at")?),
         last_error: row.try_get("last_error")?,
         items_listed: row.try_get("items_listed")?,
-        items_skipped: row.try_get("items_skipped")?,
+        items_quarantined: row.try_get("items_skipped")?,
     })
+}
+
+/// The columns of a [`QuarantineRow`], as a literal for `concat!`.
+macro_rules! quarantine_columns {
+    () => {
+        "key, recording_id, scope, reason, tracking_id, first_seen_at, last_seen_at, seen_count, check_note"
+    };
+}
+
+fn quarantine_from_row(row: &SqliteRow) -> StateResult<QuarantineRow> {
+    Ok(QuarantineRow {
+        key: QuarantineKey(row.try_get("key")?),
+        recording_id: row.try_get::<Option<String>, _>("recording_id")?.map(RecordingId),
+        scope: ScopeKey(row.try_get("scope")?),
+        reason: row.try_get("reason")?,
+        tracking_id: row.try_get("tracking_id")?,
+        first_seen_at: at(row.try_get("first_seen_at")?),
+        last_seen_at: at(row.try_get("last_seen_at")?),
+        seen_count: row.try_get("seen_count")?,
+        check_note: row.try_get("check_note")?,
+    })
+}
+
+/// Inserts recordings or refreshes their listing fields (never their archive state), and
+/// releases their open quarantine entries.
+async fn upsert_recordings(
+    tx: &mut Transaction<'static, sqlx::Sqlite>,
+    items: &[&ListedRecording],
+    now: i64,
+) -> StateResult<PageRecorded> {
+    let mut recorded = PageRecorded::default();
+    // Most pages release nothing: skip a statement per item when no entry is open.
+    let open: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM quarantine WHERE released_at IS NULL)")
+        .fetch_one(&mut **tx)
+        .await?;
+    for item in items {
+        let listing = item.listing.to_string();
+        let inserted = sqlx::query(
+            "INSERT INTO recordings (id, scope, site_url, host_email, meeting_id, topic, format, create_time, \
+                 size_bytes, listing, discovered_at, last_listed_at, next_attempt_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?11, ?11) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&item.id.0)
+        .bind(&item.scope.0)
+        .bind(&item.site_url)
+        .bind(&item.host_email)
+        .bind(&item.meeting_id)
+        .bind(&item.topic)
+        .bind(&item.format)
+        .bind(ms(item.create_time))
+        .bind(item.size_bytes)
+        .bind(&listing)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            recorded.new += 1;
+        } else {
+            sqlx::query(
+                "UPDATE recordings SET site_url = ?2, host_email = ?3, meeting_id = ?4, topic = ?5, format = ?6, \
+                     create_time = ?7, size_bytes = ?8, listing = ?9, last_listed_at = ?10 WHERE id = ?1",
+            )
+            .bind(&item.id.0)
+            .bind(&item.site_url)
+            .bind(&item.host_email)
+            .bind(&item.meeting_id)
+            .bind(&item.topic)
+            .bind(&item.format)
+            .bind(ms(item.create_time))
+            .bind(item.size_bytes)
+            .bind(&listing)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            recorded.refreshed += 1;
+        }
+        if !open {
+            continue;
+        }
+        let released = sqlx::query(
+            "UPDATE quarantine SET released_at = ?2, released_how = ?3 \
+             WHERE recording_id = ?1 AND released_at IS NULL",
+        )
+        .bind(&item.id.0)
+        .bind(now)
+        .bind(ReleasedHow::Listed.as_str())
+        .execute(&mut **tx)
+        .await?;
+        recorded.released += released.rows_affected();
+    }
+    Ok(recorded)
+}
+
+/// Records unreadable items: a new entry, or the existing one seen again. An entry whose
+/// recording is already recorded is released at once (nothing is lost); any other entry
+/// seen again is reopened.
+async fn upsert_quarantine(
+    tx: &mut Transaction<'static, sqlx::Sqlite>,
+    items: &[&QuarantinedItem],
+    now: i64,
+) -> StateResult<()> {
+    for item in items {
+        sqlx::query(
+            "INSERT INTO quarantine (key, recording_id, scope, reason, raw, tracking_id, first_seen_at, \
+                 last_seen_at, released_at, released_how, window_from, window_to) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, \
+                 CASE WHEN r.id IS NULL THEN NULL ELSE ?7 END, CASE WHEN r.id IS NULL THEN NULL ELSE ?8 END, ?9, ?10 \
+             FROM (SELECT 1) LEFT JOIN recordings r ON r.id = ?2 WHERE true \
+             ON CONFLICT (key) DO UPDATE SET recording_id = excluded.recording_id, scope = excluded.scope, \
+                 reason = excluded.reason, raw = excluded.raw, tracking_id = excluded.tracking_id, \
+                 window_from = COALESCE(excluded.window_from, quarantine.window_from), \
+                 window_to = COALESCE(excluded.window_to, quarantine.window_to), \
+                 last_seen_at = excluded.last_seen_at, seen_count = quarantine.seen_count + 1, \
+                 released_at = CASE WHEN excluded.released_at IS NULL THEN NULL \
+                     ELSE COALESCE(quarantine.released_at, excluded.released_at) END, \
+                 released_how = CASE WHEN excluded.released_at IS NULL THEN NULL \
+                     ELSE COALESCE(quarantine.released_how, excluded.released_how) END",
+        )
+        .bind(&item.key.0)
+        .bind(item.recording_id.as_ref().map(|r| r.0.as_str()))
+        .bind(&item.scope.0)
+        .bind(&item.reason)
+        .bind(&item.raw)
+        .bind(&item.tracking_id)
+        .bind(now)
+        .bind(ReleasedHow::AlreadyRecorded.as_str())
+        .bind(item.window.map(|w| ms(w.0)))
+        .bind(item.window.map(|w| ms(w.1)))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 fn archived_from_row(row: &SqliteRow) -> StateResult<ArchivedRecord> {
@@ -214,62 +348,34 @@ impl StateStore for SqliteState {
         Ok(())
     }
 
+    async fn renew_cursor(&self, scope: &ScopeKey, kind: CursorKind, owner: &str, ttl: Duration) -> StateResult<bool> {
+        let done =
+            sqlx::query("UPDATE cursors SET lease_expires_at = ?4 WHERE scope = ?1 AND kind = ?2 AND lease_owner = ?3")
+                .bind(&scope.0)
+                .bind(kind.as_str())
+                .bind(owner)
+                .bind(now_ms().saturating_add(millis(ttl)))
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn record_page(
         &self,
         scope: &ScopeKey,
         owner: &str,
         items: &[ListedRecording],
-        skipped: u64,
+        quarantined: &[QuarantinedItem],
         cursor_move: Option<CursorMove>,
     ) -> StateResult<PageRecorded> {
         let now = now_ms();
         let items = unique_by_id(items);
+        let unreadable = unique_by_key(quarantined);
         let mut tx = self.immediate().await?;
-        let mut recorded = PageRecorded::default();
-        for item in &items {
-            let listing = item.listing.to_string();
-            let inserted = sqlx::query(
-                "INSERT INTO recordings (id, scope, site_url, host_email, meeting_id, topic, format, create_time, \
-                     size_bytes, listing, discovered_at, last_listed_at, next_attempt_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?11, ?11) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&item.id.0)
-            .bind(&item.scope.0)
-            .bind(&item.site_url)
-            .bind(&item.host_email)
-            .bind(&item.meeting_id)
-            .bind(&item.topic)
-            .bind(&item.format)
-            .bind(ms(item.create_time))
-            .bind(item.size_bytes)
-            .bind(&listing)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if inserted.rows_affected() == 1 {
-                recorded.new += 1;
-                continue;
-            }
-            sqlx::query(
-                "UPDATE recordings SET site_url = ?2, host_email = ?3, meeting_id = ?4, topic = ?5, format = ?6, \
-                     create_time = ?7, size_bytes = ?8, listing = ?9, last_listed_at = ?10 WHERE id = ?1",
-            )
-            .bind(&item.id.0)
-            .bind(&item.site_url)
-            .bind(&item.host_email)
-            .bind(&item.meeting_id)
-            .bind(&item.topic)
-            .bind(&item.format)
-            .bind(ms(item.create_time))
-            .bind(item.size_bytes)
-            .bind(&listing)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            recorded.refreshed += 1;
-        }
+        let recorded = upsert_recordings(&mut tx, &items, now).await?;
+        upsert_quarantine(&mut tx, &unreadable, now).await?;
         let listed = items.len() as i64;
+        let quarantined = quarantined.len() as i64;
         match cursor_move {
             Some(m) => {
                 let done = sqlx::query(
@@ -282,7 +388,7 @@ impl StateStore for SqliteState {
                 .bind(ms(m.from))
                 .bind(ms(m.to))
                 .bind(listed)
-                .bind(skipped as i64)
+                .bind(quarantined)
                 .bind(owner)
                 .execute(&mut *tx)
                 .await?;
@@ -290,7 +396,7 @@ impl StateStore for SqliteState {
                     return Err(StateError::LostCursor { scope: scope.clone() });
                 }
             }
-            None if skipped > 0 || listed > 0 => {
+            None if quarantined > 0 || listed > 0 => {
                 sqlx::query(
                     "UPDATE cursors SET items_listed = items_listed + ?3, items_skipped = items_skipped + ?4 \
                      WHERE scope = ?1 AND lease_owner = ?2",
@@ -298,7 +404,7 @@ impl StateStore for SqliteState {
                 .bind(&scope.0)
                 .bind(owner)
                 .bind(listed)
-                .bind(skipped as i64)
+                .bind(quarantined)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -306,6 +412,66 @@ impl StateStore for SqliteState {
         }
         tx.commit().await?;
         Ok(recorded)
+    }
+
+    async fn quarantined(
+        &self,
+        scope: &ScopeKey,
+        after: Option<&QuarantineKey>,
+        limit: u32,
+    ) -> StateResult<Vec<QuarantineEntry>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            quarantine_columns!(),
+            ", raw, window_from, window_to FROM quarantine WHERE scope = ?1 AND released_at IS NULL AND (?2 IS NULL OR key > ?2) \
+             ORDER BY key LIMIT ?3"
+        ))
+        .bind(&scope.0)
+        .bind(after.map(|k| k.0.as_str()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let from: Option<i64> = row.try_get("window_from")?;
+                let to: Option<i64> = row.try_get("window_to")?;
+                let window = from.zip(to).map(|(from, to)| (at(from), at(to)));
+                Ok(QuarantineEntry { row: quarantine_from_row(row)?, raw: row.try_get("raw")?, window })
+            })
+            .collect()
+    }
+
+    async fn release_quarantined(
+        &self,
+        key: &QuarantineKey,
+        recording: Option<&ListedRecording>,
+        how: ReleasedHow,
+    ) -> StateResult<PageRecorded> {
+        let now = now_ms();
+        let mut tx = self.immediate().await?;
+        // The entry first, so that it is released the way the caller says.
+        let done = sqlx::query(
+            "UPDATE quarantine SET released_at = ?2, released_how = ?3 WHERE key = ?1 AND released_at IS NULL",
+        )
+        .bind(&key.0)
+        .bind(now)
+        .bind(how.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let mut recorded = upsert_recordings(&mut tx, &recording.into_iter().collect::<Vec<_>>(), now).await?;
+        recorded.released += done.rows_affected();
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    async fn note_quarantine_check(&self, key: &QuarantineKey, note: &str) -> StateResult<()> {
+        sqlx::query("UPDATE quarantine SET checked_at = ?2, check_note = ?3 WHERE key = ?1")
+            .bind(&key.0)
+            .bind(now_ms())
+            .bind(note)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn cursors(&self) -> StateResult<Vec<Cursor>> {
@@ -555,6 +721,18 @@ impl StateStore for SqliteState {
                 updated_at: at(row.try_get("updated_at")?),
             });
         }
+        report.quarantined = sqlx::query_scalar("SELECT count(*) FROM quarantine WHERE released_at IS NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            quarantine_columns!(),
+            " FROM quarantine WHERE released_at IS NULL ORDER BY last_seen_at DESC, key LIMIT ?1"
+        ))
+        .bind(i64::from(failures))
+        .fetch_all(&self.pool)
+        .await?;
+        report.recent_quarantine = rows.iter().map(quarantine_from_row).collect::<StateResult<_>>()?;
         let paused = self.paused_until().await?;
         report.paused_until = (paused > Utc::now()).then_some(paused);
         report.oauth = sqlx::query(

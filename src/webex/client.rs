@@ -23,7 +23,7 @@ use super::auth::TokenProvider;
 use super::error::parse_retry_after;
 use super::gate::RateGate;
 use super::hosts::{DownloadHosts, HostNotAllowed};
-use super::models::{ErrorBody, RecordingDetails, Site, SiteList};
+use super::models::{ErrorBody, PageError, RecordingDetails, Site, SiteList, parse_page};
 use crate::config::{WebexSettings, join_base};
 use crate::metrics::Metrics;
 
@@ -52,15 +52,24 @@ pub enum Listing<'a> {
     },
 }
 
-/// One page of a listing.
+/// One answer of a listing, unread: discovery reads its items one at a time, borrowed
+/// from the body ([`ListPage::items`]), never as one JSON tree of the whole answer.
 #[derive(Debug, Clone)]
 pub struct ListPage {
-    /// Raw items (parsed one by one by discovery).
-    pub items: Vec<serde_json::Value>,
-    /// The `Link rel="next"` URL, if there is a next page.
+    /// The answer's body as received.
+    pub body: Bytes,
+    /// The `Link rel="next"` URL, if there is a next page (any origin: the caller checks).
     pub next: Option<Url>,
     /// Webex's trackingId of this response.
     pub tracking_id: Option<String>,
+}
+
+impl ListPage {
+    /// The page's items, as raw JSON text borrowed from the body. An answer that is not a
+    /// JSON object with an `items` array is a bad page.
+    pub fn items(&self) -> Result<Vec<&serde_json::value::RawValue>, PageError> {
+        parse_page(&self.body)
+    }
 }
 
 /// Why a download could not start.
@@ -216,7 +225,8 @@ impl WebexClient {
         url
     }
 
-    /// Reads one listing page (first page URL, or a `Link rel="next"` URL as given).
+    /// Fetches one listing page (first page URL, or a `Link rel="next"` URL as given).
+    /// The body is not read here: see [`ListPage::items`].
     pub async fn list_page(&self, url: Url) -> Result<ListPage, WebexError> {
         let (body, headers, tracking) = self.get_api("list", url.clone()).await?;
         let next = next_link(&headers, &url).map_err(|problem| WebexError::Parse {
@@ -224,12 +234,7 @@ impl WebexClient {
             problem,
             tracking_id: tracking.clone(),
         })?;
-        let page: super::models::RecordingPage = serde_json::from_slice(&body).map_err(|e| WebexError::Parse {
-            endpoint: "list",
-            problem: format!("the page is not a recordings list: {e}"),
-            tracking_id: tracking.clone(),
-        })?;
-        Ok(ListPage { items: page.items, next, tracking_id: tracking })
+        Ok(ListPage { body, next, tracking_id: tracking })
     }
 
     /// `GET /v1/meetingPreferences/sites`.

@@ -389,3 +389,66 @@ async fn bodies_that_are_not_media_are_never_stored_and_short_ones_are_retried()
         "the short body is counted: {metrics}"
     );
 }
+
+#[tokio::test]
+async fn the_hostile_preset_costs_no_recording_that_can_be_had() {
+    // Every fault of the simulator's `hostile` preset at once: a storm of Retry-After: 0,
+    // bad pages, malformed items, foreign and looping next links, foreign download links
+    // and redirects, documents instead of media, a short body without Content-Length.
+    let h = Harness::start(
+        Backend::Postgres,
+        Store::S3(S3Server::S3s),
+        "admin",
+        SimConfig { recordings: 90, seed: 2611, hostile: true, ..SimConfig::default() },
+    )
+    .await;
+    let plan = h.sim.hostile_plan().expect("the preset is on");
+    // The storm ran from the simulator's start; run it again now that the archiver starts.
+    h.sim.burst_429(plan.storm.clone());
+    // Passes, as the daemon makes them, until one lists every scope without a bad page
+    // and leaves nothing in quarantine. Each bad page (five, once each) can fail one
+    // scope's pass; items without a usable id are found again by listing their window
+    // again at the next pass.
+    let mut passes = 0;
+    loop {
+        passes += 1;
+        let report = h.sync().await;
+        assert_eq!(report.exit, 1, "refused recordings are failed: {report:?}");
+        if report.discovery_error.is_none() && report.status.quarantined == 0 {
+            break;
+        }
+        assert!(passes < 5, "pass {passes}: {:?}, {:?}", report.discovery_error, report.status.recent_quarantine);
+    }
+
+    let refused = plan.refused_ids();
+    assert!(!refused.is_empty());
+    let expected: Vec<_> = h.expected(true).into_iter().filter(|r| !refused.contains(&r.id)).collect();
+    for id in plan.archived_ids() {
+        assert!(expected.iter().any(|r| r.id == id), "{id} is expected in the archive");
+    }
+    let archived = h.db.state.archived(None).await.unwrap();
+    let unfinished = h.db.state.unfinished(100).await.unwrap();
+    let status = h.db.state.status(100).await.unwrap();
+    if let Some(r) = expected.iter().find(|r| !archived.iter().any(|a| a.id.0 == r.id)) {
+        panic!(
+            "{} is not archived: fault {:?}; unfinished {:?}; failure {:?}; quarantine {:?}",
+            r.id,
+            plan.target(&r.id),
+            unfinished.iter().find(|u| u.0.0 == r.id),
+            status.recent_failures.iter().find(|f| f.id.0 == r.id),
+            status.recent_quarantine,
+        );
+    }
+    h.assert_archive_matches(&expected).await;
+    let status = h.db.state.status(50).await.unwrap();
+    assert_eq!(status.counts[&ArchiveState::Failed] as usize, refused.len(), "{:?}", status.recent_failures);
+    for id in &refused {
+        let failure = status.recent_failures.iter().find(|f| &f.id.0 == id).expect("refused recording failed");
+        assert_eq!(failure.reason.as_deref(), Some("download_host_not_allowed"), "{failure:?}");
+    }
+    assert_eq!(status.quarantined, 0, "every quarantined item was released: {:?}", status.recent_quarantine);
+    let counters = h.sim.counters();
+    assert_eq!(counters.trap_requests, 0, "the trap host was reached: {:?}", counters.trap_requests_by_path);
+    assert_eq!(counters.trap_token_leaks, 0);
+    h.assert_well_behaved();
+}

@@ -3,6 +3,7 @@
 
 mod commands;
 mod config;
+mod discovery;
 mod helpers;
 mod hostile;
 mod ops;

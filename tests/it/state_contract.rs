@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use webex_archiver::state::{
-    ArchiveState, ArchivedRecord, CursorKind, CursorMove, ListedRecording, Outcome, RecordingId, ScopeKey, StateError,
-    StoredTokens,
+    ArchiveState, ArchivedRecord, CursorKind, CursorMove, ListedRecording, Outcome, QuarantineKey, QuarantinedItem,
+    RecordingId, ReleasedHow, ScopeKey, StateError, StoredTokens,
 };
 
 use crate::helpers::{TestState, wait_for};
@@ -59,27 +59,27 @@ async fn lease_scope(s: &TestState) -> webex_archiver::state::Cursor {
 async fn seed(s: &TestState, ids: &[&str]) {
     lease_scope(s).await;
     let items: Vec<_> = ids.iter().enumerate().map(|(i, id)| listed(id, t(2, i as u32 % 24), "topic")).collect();
-    s.state.record_page(&ScopeKey::user(), OWNER, &items, 0, None).await.unwrap();
+    s.state.record_page(&ScopeKey::user(), OWNER, &items, &[], None).await.unwrap();
 }
 
 pub async fn pages_are_recorded_idempotently(s: TestState) {
     lease_scope(&s).await;
     let scope = ScopeKey::user();
     let first = vec![listed("a", t(2, 1), "one"), listed("b", t(2, 2), "two"), listed("a", t(2, 1), "one")];
-    let recorded = s.state.record_page(&scope, OWNER, &first, 1, None).await.unwrap();
+    let recorded = s.state.record_page(&scope, OWNER, &first, &[unreadable(None, "{}")], None).await.unwrap();
     assert_eq!((recorded.new, recorded.refreshed), (2, 0), "a duplicate id in one page is recorded once");
 
     // Seen again with a changed topic: refreshed, state untouched.
     let claim = s.state.claim_due("w", LEASE, 1).await.unwrap().pop().unwrap();
     let again = vec![listed("a", t(2, 1), "renamed"), listed("b", t(2, 2), "two"), listed("c", t(2, 3), "three")];
-    let recorded = s.state.record_page(&scope, OWNER, &again, 0, None).await.unwrap();
+    let recorded = s.state.record_page(&scope, OWNER, &again, &[], None).await.unwrap();
     assert_eq!((recorded.new, recorded.refreshed), (1, 2));
     let status = s.state.status(10).await.unwrap();
     assert_eq!(status.counts[&ArchiveState::Archiving], 1, "re-listing must not reset a claimed recording");
     assert_eq!(status.counts[&ArchiveState::Pending], 2);
     assert!(s.state.renew_lease(&claim.id, &claim.token, LEASE).await.unwrap());
     let cursor = s.state.cursors().await.unwrap().pop().unwrap();
-    assert_eq!(cursor.items_skipped, 1);
+    assert_eq!(cursor.items_quarantined, 1);
 }
 
 pub async fn cursor_moves_by_compare_and_set_for_the_lease_holder(s: TestState) {
@@ -91,7 +91,7 @@ pub async fn cursor_moves_by_compare_and_set_for_the_lease_holder(s: TestState) 
     assert!(other.is_none());
     // A move from a stale position fails and records nothing.
     let stale = CursorMove { kind: CursorKind::Sync, from: t(1, 5), to: t(8, 0) };
-    let err = s.state.record_page(&scope, OWNER, &[listed("x", t(3, 0), "x")], 0, Some(stale)).await.unwrap_err();
+    let err = s.state.record_page(&scope, OWNER, &[listed("x", t(3, 0), "x")], &[], Some(stale)).await.unwrap_err();
     assert!(matches!(err, StateError::LostCursor { .. }), "{err}");
     assert_eq!(
         s.state.status(0).await.unwrap().counts[&ArchiveState::Pending],
@@ -100,10 +100,10 @@ pub async fn cursor_moves_by_compare_and_set_for_the_lease_holder(s: TestState) 
     );
     // A move by another owner fails too.
     let good = CursorMove { kind: CursorKind::Sync, from: t(1, 0), to: t(8, 0) };
-    let err = s.state.record_page(&scope, "owner-b", &[], 0, Some(good)).await.unwrap_err();
+    let err = s.state.record_page(&scope, "owner-b", &[], &[], Some(good)).await.unwrap_err();
     assert!(matches!(err, StateError::LostCursor { .. }));
     // The holder's move from the right position succeeds, with the page.
-    s.state.record_page(&scope, OWNER, &[listed("x", t(3, 0), "x")], 0, Some(good)).await.unwrap();
+    s.state.record_page(&scope, OWNER, &[listed("x", t(3, 0), "x")], &[], Some(good)).await.unwrap();
     let cursor = s.state.cursors().await.unwrap().pop().unwrap();
     assert_eq!(cursor.position, t(8, 0));
     assert_eq!(cursor.items_listed, 1);
@@ -138,7 +138,7 @@ pub async fn an_expired_discovery_lease_can_be_taken_over(s: TestState) {
     })
     .await;
     let late = CursorMove { kind: CursorKind::Sync, from: t(1, 0), to: t(2, 0) };
-    assert!(s.state.record_page(&scope, OWNER, &[], 0, Some(late)).await.is_err(), "the old holder lost the cursor");
+    assert!(s.state.record_page(&scope, OWNER, &[], &[], Some(late)).await.is_err(), "the old holder lost the cursor");
 }
 
 pub async fn backfill_cursor_restarts_when_the_range_changes(s: TestState) {
@@ -152,7 +152,7 @@ pub async fn backfill_cursor_restarts_when_the_range_changes(s: TestState) {
         .unwrap();
     assert_eq!(c.position, t(1, 0));
     let step = CursorMove { kind: CursorKind::Backfill, from: t(1, 0), to: t(8, 0) };
-    s.state.record_page(&scope, OWNER, &[], 0, Some(step)).await.unwrap();
+    s.state.record_page(&scope, OWNER, &[], &[], Some(step)).await.unwrap();
     s.state.release_cursor(&scope, CursorKind::Backfill, OWNER, Err("interrupted".into())).await.unwrap();
     // Same range: resumes.
     let c = s
@@ -338,6 +338,133 @@ pub async fn oauth_tokens_persist_and_refreshes_are_serialised(s: TestState) {
     assert!(!format!("{loaded:?}").contains("refresh-2"), "Debug hides tokens");
 }
 
+fn unreadable(id: Option<&str>, raw: &str) -> QuarantinedItem {
+    QuarantinedItem::new(
+        ScopeKey::user(),
+        id.map(str::to_owned),
+        "createTime is not a time".into(),
+        raw.into(),
+        Some("TRACK-1".into()),
+    )
+}
+
+pub async fn quarantine_is_recorded_with_the_page_and_counted(s: TestState) {
+    lease_scope(&s).await;
+    let scope = ScopeKey::user();
+    let bad_time = unreadable(Some("q1"), r#"{"id":"q1","createTime":"yesterday"}"#);
+    let no_id = unreadable(None, r#"{"topic":"no id"}"#);
+    assert_eq!(no_id.key, QuarantineKey::for_item(None, r#"{"topic":"no id"}"#));
+    let good = CursorMove { kind: CursorKind::Sync, from: t(1, 0), to: t(8, 0) };
+    let recorded = s
+        .state
+        .record_page(&scope, OWNER, &[listed("a", t(2, 0), "a")], &[bad_time.clone(), no_id.clone()], Some(good))
+        .await
+        .unwrap();
+    assert_eq!((recorded.new, recorded.released), (1, 0));
+    let cursor = s.state.cursors().await.unwrap().pop().unwrap();
+    assert_eq!((cursor.position, cursor.items_listed, cursor.items_quarantined), (t(8, 0), 1, 2));
+    let status = s.state.status(10).await.unwrap();
+    assert_eq!(status.quarantined, 2);
+    assert_eq!(status.counts[&ArchiveState::Pending], 1, "the readable item of the page is recorded");
+    let row = status.recent_quarantine.iter().find(|q| q.key.0 == "q1").expect("listed in status");
+    assert_eq!(row.recording_id, Some(RecordingId("q1".into())));
+    assert_eq!(
+        (row.reason.as_str(), row.tracking_id.as_deref(), row.seen_count),
+        ("createTime is not a time", Some("TRACK-1"), 1)
+    );
+    assert!(status.recent_quarantine.iter().any(|q| q.key == no_id.key && q.recording_id.is_none()));
+    assert!(s.state.status(0).await.unwrap().recent_quarantine.is_empty(), "the list is as long as asked for");
+
+    // Idempotent: seen again, counted once, its count and last sighting updated.
+    s.state.record_page(&scope, OWNER, &[], &[bad_time.clone(), bad_time.clone()], None).await.unwrap();
+    let status = s.state.status(10).await.unwrap();
+    assert_eq!(status.quarantined, 2);
+    let row = status.recent_quarantine.iter().find(|q| q.key.0 == "q1").unwrap();
+    assert_eq!(row.seen_count, 2, "a page naming an item twice counts one sighting");
+    assert!(row.last_seen_at >= row.first_seen_at);
+
+    // Re-reading walks the scope's entries in key order, batch by batch, with their raw text.
+    let first = s.state.quarantined(&scope, None, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let rest = s.state.quarantined(&scope, Some(&first[0].row.key), 10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert!(first[0].row.key < rest[0].row.key);
+    let q1 = first.iter().chain(&rest).find(|e| e.row.key.0 == "q1").unwrap();
+    assert_eq!(q1.raw, r#"{"id":"q1","createTime":"yesterday"}"#);
+    assert!(s.state.quarantined(&ScopeKey::admin("other"), None, 10).await.unwrap().is_empty());
+
+    // A note on what re-reading found.
+    s.state.note_quarantine_check(&no_id.key, "details: 404").await.unwrap();
+    let status = s.state.status(10).await.unwrap();
+    let row = status.recent_quarantine.iter().find(|q| q.key == no_id.key).unwrap();
+    assert_eq!(row.check_note.as_deref(), Some("details: 404"));
+
+    // Released with a recording in one step; releasing twice releases nothing.
+    let recorded = s.state.release_quarantined(&no_id.key, None, ReleasedHow::Reread).await.unwrap();
+    assert_eq!(recorded.released, 1);
+    let again = s.state.release_quarantined(&no_id.key, None, ReleasedHow::Reread).await.unwrap();
+    assert_eq!(again.released, 0);
+    let recorded = s
+        .state
+        .release_quarantined(&bad_time.key, Some(&listed("q1", t(3, 0), "from details")), ReleasedHow::Details)
+        .await
+        .unwrap();
+    assert_eq!((recorded.new, recorded.released), (1, 1));
+    let status = s.state.status(10).await.unwrap();
+    assert_eq!((status.quarantined, status.counts[&ArchiveState::Pending]), (0, 2));
+    assert!(s.state.quarantined(&scope, None, 10).await.unwrap().is_empty());
+
+    // Listed unreadable again while its recording is recorded: nothing is lost, no one needs to look.
+    s.state.record_page(&scope, OWNER, &[], std::slice::from_ref(&bad_time), None).await.unwrap();
+    assert_eq!(s.state.status(10).await.unwrap().quarantined, 0);
+}
+
+pub async fn a_later_readable_listing_releases_the_entry(s: TestState) {
+    lease_scope(&s).await;
+    let scope = ScopeKey::user();
+    let entry = unreadable(Some("late"), r#"{"id":"late","createTime":"2026-11-02T25:00:00Z"}"#);
+    s.state.record_page(&scope, OWNER, &[], std::slice::from_ref(&entry), None).await.unwrap();
+    assert_eq!(s.state.status(0).await.unwrap().quarantined, 1);
+    let recorded = s.state.record_page(&scope, OWNER, &[listed("late", t(2, 1), "fixed")], &[], None).await.unwrap();
+    assert_eq!((recorded.new, recorded.released), (1, 1), "released by the page that lists it readable");
+    assert_eq!(s.state.status(0).await.unwrap().quarantined, 0);
+    assert_eq!(s.state.release_quarantined(&entry.key, None, ReleasedHow::Reread).await.unwrap().released, 0);
+    // A page that rolls back (a lost cursor) quarantines nothing either.
+    let other = unreadable(None, "[1]");
+    let stale = CursorMove { kind: CursorKind::Sync, from: t(1, 5), to: t(8, 0) };
+    assert!(s.state.record_page(&scope, OWNER, &[], &[other], Some(stale)).await.is_err());
+    assert_eq!(s.state.status(0).await.unwrap().quarantined, 0, "the quarantine rolled back with the page");
+}
+
+pub async fn renew_cursor_keeps_the_lease_for_its_owner_only(s: TestState) {
+    let scope = ScopeKey::user();
+    let short = Duration::from_millis(300);
+    s.state.acquire_cursor(&scope, CursorKind::Sync, OWNER, short, t(1, 0), None).await.unwrap().unwrap();
+    // Renewed again and again, the lease outlives its first length many times over.
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(1200) {
+        assert!(s.state.renew_cursor(&scope, CursorKind::Sync, OWNER, short).await.unwrap());
+        let other = s.state.acquire_cursor(&scope, CursorKind::Sync, "owner-b", LEASE, t(1, 0), None).await.unwrap();
+        assert!(other.is_none(), "another replica took a renewed lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!s.state.renew_cursor(&scope, CursorKind::Sync, "owner-b", LEASE).await.unwrap(), "not the owner");
+    assert!(
+        !s.state.renew_cursor(&scope, CursorKind::Backfill, OWNER, LEASE).await.unwrap(),
+        "another cursor of the scope"
+    );
+    // Not renewed, it expires and is taken over; the old owner cannot renew it back.
+    let state = s.state.clone();
+    let scope2 = scope.clone();
+    wait_for("the discovery lease to expire", Duration::from_secs(10), || {
+        let state = state.clone();
+        let scope = scope2.clone();
+        async move { state.acquire_cursor(&scope, CursorKind::Sync, "owner-b", LEASE, t(1, 0), None).await.unwrap() }
+    })
+    .await;
+    assert!(!s.state.renew_cursor(&scope, CursorKind::Sync, OWNER, LEASE).await.unwrap(), "the lease was lost");
+}
+
 pub async fn migrations_apply_twice(s: TestState) {
     s.state.migrate().await.unwrap();
     s.state.migrate().await.unwrap();
@@ -376,5 +503,8 @@ contract!(
     retry_makes_failed_recordings_due,
     the_rate_limit_pause_is_shared_and_never_shortened,
     oauth_tokens_persist_and_refreshes_are_serialised,
+    quarantine_is_recorded_with_the_page_and_counted,
+    a_later_readable_listing_releases_the_entry,
+    renew_cursor_keeps_the_lease_for_its_owner_only,
     migrations_apply_twice,
 );
