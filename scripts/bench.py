@@ -34,7 +34,7 @@ MIB = 1 << 20
 GIB = 1 << 30
 MB = 1_000_000
 MIN_FREE_GIB = 30
-SCENARIOS = ("throughput", "memory", "discovery", "efficiency")
+SCENARIOS = ("throughput", "memory", "discovery", "efficiency", "hostile")
 CONCURRENCY = 4
 
 # Targets: (key, comparison, threshold, text shown in the table).
@@ -46,6 +46,7 @@ TARGETS = {
     "peak_rss_growth_mib": ("<=", 16, "≤ 16 MiB (2 GiB − 64 MiB)"),
     "discovery_per_s_postgres": (">=", 10_000, "≥ 10,000/s"),
     "api_calls_per_recording": ("<=", 1.05, "≤ 1.05 beyond the download"),
+    "hostile_peak_rss_mib_160mib_page": ("<=", 128, "≤ 128 MiB"),
 }
 
 
@@ -133,9 +134,13 @@ def wait_port(port: int, what: str, timeout: float = 30.0) -> None:
 HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def http_json(url: str, method: str = "GET", headers: dict | None = None, timeout: float = 120.0):
+def http_json(url: str, method: str = "GET", headers: dict | None = None, timeout: float = 120.0,
+              body: dict | None = None):
     req = urllib.request.Request(url, method=method, headers=headers or {})
-    if method == "POST":
+    if body is not None:
+        req.data = json.dumps(body).encode()
+        req.add_header("Content-Type", "application/json")
+    elif method == "POST":
         req.data = b""
     with HTTP.open(req, timeout=timeout) as resp:
         body = resp.read()
@@ -731,6 +736,64 @@ def scenario_memory(opts, root: str, workdir: str) -> dict:
     }
 
 
+def scenario_hostile(opts, root: str, workdir: str) -> dict:
+    """Issue 11's two figures. (1) A storm of 429s with `Retry-After: 0` for 15 s, started
+    when `sync` starts: how many requests does the archiver send into it? (2) One listing
+    answer of 160 MiB (chunked, no Content-Length) on the first request: peak RSS of `sync`,
+    against the same run without it."""
+    storm_s = 5 if opts.quick else 15
+    page = (40 if opts.quick else 160) * MIB
+    base = {**mp4_scenario(31, 6, 256 * 1024), "sites": [{"url": "acme.webex.com", "default": True}]}
+    sims = {
+        "storm": Sim("hostile-storm", base, workdir),
+        "page": Sim("hostile-page", base, workdir),
+        "plain": Sim("hostile-plain", base, workdir),
+    }
+    runs = []
+    try:
+        for rep in range(opts.runs):
+            run = {"run": rep + 1}
+            for which in ("storm", "page", "plain"):
+                sim = sims[which]
+                db = PgDb()
+                try:
+                    env = archiver_env(sim, db.url, "file://" + os.path.join(workdir, f"hostile-{which}-{rep}"),
+                                       os.path.join(workdir, "data"), None)
+                    sim.reset()
+                    if which == "storm":
+                        http_json(f"{sim.origin}/_sim/control", method="POST", body={"burst_429": {
+                            "duration": f"{storm_s}s", "retry_after_raw": "0"}})
+                    elif which == "page":
+                        http_json(f"{sim.origin}/_sim/control", method="POST", body={"faults": [
+                            {"kind": "huge_page", "bytes": page, "chunked": True, "endpoint": "admin_list",
+                             "times": 1}]})
+                    res = run_archiver(["sync"], env, workdir, f"hostile-{which}-r{rep + 1}")
+                    if status_json(env).get("archived") != 6:
+                        raise RuntimeError(f"hostile {which}: not every recording was archived")
+                    counters = sim.counters()
+                finally:
+                    db.close()
+                run[f"{which}_rss_mib"] = res["max_rss_kib"] / 1024
+                run[f"{which}_s"] = res["wall_s"]
+                if which == "storm":
+                    run["storm_requests"] = counters["rate_limited"]
+            runs.append(run)
+            log(f"hostile run {rep + 1}/{opts.runs}: {run['storm_requests']} requests into a {storm_s} s storm of "
+                f"Retry-After: 0; peak RSS {run['page_rss_mib']:.1f} MiB with a {page // MIB} MiB page, "
+                f"{run['plain_rss_mib']:.1f} MiB without")
+    finally:
+        for sim in sims.values():
+            sim.close()
+    col = lambda k: [r[k] for r in runs]
+    return {
+        "params": {"storm_s": storm_s, "page_bytes": page},
+        "hostile_storm_requests": median(col("storm_requests")),
+        "hostile_peak_rss_mib_160mib_page": median(col("page_rss_mib")),
+        "hostile_peak_rss_mib_without_page": median(col("plain_rss_mib")),
+        "hostile_runs": runs,
+    }
+
+
 def scenario_discovery(opts, root: str, workdir: str) -> dict:
     n = 10_000 if opts.quick else 100_000
     t0 = time.monotonic()
@@ -857,6 +920,11 @@ ROWS = [
     ("peak_rss_mib_64mib", "Peak RSS, one 64 MiB recording", "MiB", ("memory", "small_rss_mib")),
     ("peak_rss_growth_mib", "Peak RSS growth, 2 GiB − 64 MiB", "MiB", ("memory", "growth_mib")),
     ("throughput_peak_rss_mib", "Peak RSS during the throughput runs", "MiB", ("throughput", "ours_max_rss_mib")),
+    ("hostile_storm_requests", "Requests sent into a 15 s storm of 429 `Retry-After: 0`", "requests",
+     ("hostile", "storm_requests")),
+    ("hostile_peak_rss_mib_160mib_page", "Peak RSS of `sync` meeting one 160 MiB listing answer", "MiB",
+     ("hostile", "page_rss_mib")),
+    ("hostile_peak_rss_mib_without_page", "… the same `sync` without it", "MiB", ("hostile", "plain_rss_mib")),
     ("discovery_per_s_postgres", "Discovery into Postgres", "recordings/s", ("discovery", "postgres_per_s")),
     ("discovery_per_s_sqlite", "Discovery into SQLite", "recordings/s", ("discovery", "sqlite_per_s")),
     ("discovery_per_s_postgres_sslmode_disable", "Discovery into Postgres, `?sslmode=disable` (diagnostic)",
@@ -953,7 +1021,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    wanted = [opts.only] if opts.only else ["throughput", "memory", "discovery"]
+    wanted = [opts.only] if opts.only else ["throughput", "memory", "discovery", "hostile"]
     if "efficiency" in wanted:
         wanted = ["throughput"]
     workdir = tempfile.mkdtemp(prefix="wa-bench.", dir=root)
@@ -962,7 +1030,8 @@ def main() -> int:
     started = time.monotonic()
     try:
         for name in wanted:
-            fn = {"throughput": scenario_throughput, "memory": scenario_memory, "discovery": scenario_discovery}[name]
+            fn = {"throughput": scenario_throughput, "memory": scenario_memory, "discovery": scenario_discovery,
+                  "hostile": scenario_hostile}[name]
             log(f"scenario {name}: {opts.runs} run(s)")
             t0 = time.monotonic()
             try:

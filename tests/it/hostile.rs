@@ -10,7 +10,8 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use webex_archiver::app;
 use webex_archiver::sim::{
-    Burst429, Content, Endpoint, FaultAction, FaultRule, NewRecording, RedirectTarget, RetryAfterFormat, SimConfig,
+    Burst429, Content, Endpoint, FaultAction, FaultEndpoint, FaultRule, NewRecording, RedirectTarget, RetryAfterFormat,
+    SimConfig,
 };
 use webex_archiver::state::{ArchiveState, CursorKind, ScopeKey};
 use webex_archiver::supervise::TestHook;
@@ -451,4 +452,38 @@ async fn the_hostile_preset_costs_no_recording_that_can_be_had() {
     assert_eq!(counters.trap_requests, 0, "the trap host was reached: {:?}", counters.trap_requests_by_path);
     assert_eq!(counters.trap_token_leaks, 0);
     h.assert_well_behaved();
+}
+
+#[tokio::test]
+async fn a_listing_answer_over_its_cap_is_a_bad_page_and_moves_no_cursor() {
+    let mut h = Harness::start(
+        Backend::Sqlite,
+        Store::Local,
+        "admin",
+        SimConfig { recordings: 5, seed: 25, ..SimConfig::default() },
+    )
+    .await;
+    let site = h.sim.sites()[0].clone();
+    h.set("WEBEX_ARCHIVER__WEBEX__SITE_URLS", &site);
+    // Every listing answer is 40 MiB, over the 32 MiB cap: streamed, without Content-Length.
+    let huge =
+        FaultRule::new(FaultAction::HugePage { bytes: 40 << 20, chunked: true }).endpoint(FaultEndpoint::AdminList);
+    h.sim.set_faults(vec![huge.clone()]);
+    let stop = CancellationToken::new();
+    let services = h.services(stop.clone()).await;
+    let report = app::sync(&services, true, &stop).await.unwrap();
+    let scope = &report.scopes[0];
+    let error = scope.error.as_deref().unwrap_or_default();
+    assert!(error.contains("larger than 32768 KiB"), "{error}");
+    assert_eq!(scope.bad_pages, webex_archiver::discovery::BAD_PAGE_TRIES as u64, "the window was tried again");
+    let cursor = &h.db.state.cursors().await.unwrap()[0];
+    assert!(cursor.last_success_at.is_none() && cursor.last_error.is_some(), "{cursor:?}");
+    assert_eq!(report.status.counts[&ArchiveState::Pending], 0, "nothing was recorded from it");
+
+    // Once the answers are pages again, the same window is listed and everything archived.
+    h.sim.clear_faults();
+    let report = h.sync().await;
+    assert_eq!(report.exit, 0, "{report:?}");
+    let expected: Vec<_> = h.expected(true).into_iter().filter(|r| r.site_url == site).collect();
+    h.assert_archive_matches(&expected).await;
 }
