@@ -155,9 +155,10 @@ impl Archiver {
 
     /// Claims one due recording, archives it and records the outcome. `Ok(None)` when
     /// nothing is due; `Ok(Some((id, outcome)))` when `outcome` was recorded for `id`.
-    /// An `Err` says why the attempt stopped without a result of its own: an outage
-    /// ([`AttemptError::is_outage`]: the claim was given back, the worker should wait) or
-    /// [`AttemptError::LostLease`] (another worker holds the recording; its result stands).
+    /// An `Err` says why no result of the recording's own was recorded: an outage
+    /// ([`AttemptError::is_outage`]: the worker should wait; a claim is given back when
+    /// the database allows, else its lease expires) or [`AttemptError::LostLease`]
+    /// (another worker holds the recording; its result stands).
     /// `abort` interrupts the transfer (the recording is released, not failed).
     pub async fn archive_next(
         &self,
