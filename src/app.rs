@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::archive::{self, Archiver};
+use crate::archive::{self, Archiver, ArchiverParts};
 use crate::config::{Scope, Settings};
 use crate::discovery::{Discovery, ScopeReport};
 use crate::metrics::Metrics;
@@ -92,15 +92,15 @@ impl Services {
             metrics.clone(),
         )
         .with_max_pages_per_window(settings.webex.max_pages_per_window);
-        let archiver = Archiver::new(
-            state.clone(),
-            webex.clone(),
-            store.clone(),
-            settings.archive.clone(),
+        let archiver = Archiver::new(ArchiverParts {
+            state: state.clone(),
+            webex: webex.clone(),
+            store: store.clone(),
+            settings: settings.archive.clone(),
             owner,
-            settings.webex.scope == Scope::Admin,
-            metrics.clone(),
-        )
+            admin: settings.webex.scope == Scope::Admin,
+            metrics: metrics.clone(),
+        })
         .map_err(|e| anyhow::anyhow!("archive.key_template: {e}"))?;
         Ok(Self { settings, state, store, webex, discovery, archiver, metrics })
     }
@@ -167,8 +167,8 @@ fn discovery_outcome(
             (scopes, error)
         }
         Err(e) => {
-            tracing::error!(error = %e, "discovery pass failed");
-            (Vec::new(), Some(e.to_string()))
+            tracing::error!(error = %crate::telemetry::ErrorChain(&e), "discovery pass failed");
+            (Vec::new(), Some(crate::telemetry::ErrorChain(&e).to_string()))
         }
     }
 }
@@ -499,7 +499,9 @@ async fn discovery_loop(services: &Services, stop: &CancellationToken) {
                 }
             }
             Err(crate::discovery::DiscoveryError::Cancelled) => break,
-            Err(e) => tracing::error!(error = %e, "discovery pass failed; the next pass starts again from the cursor"),
+            Err(e) => {
+                tracing::error!(error = %crate::telemetry::ErrorChain(&e), "discovery pass failed; the next pass starts again from the cursor")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

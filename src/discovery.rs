@@ -39,6 +39,7 @@ use crate::state::{
     RecordingId, ReleasedHow, ScopeKey, State, StateError,
 };
 use crate::supervise::{TestHook, catch_panic};
+use crate::telemetry::ErrorChain;
 use crate::webex::models::{ItemRead, PageError, ReadableItem, read_item, read_with_details};
 use crate::webex::{Listing, WebexClient, WebexError};
 
@@ -59,7 +60,7 @@ pub const RELIST_WINDOWS_PER_PASS: usize = 10;
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
     /// Listing a window failed (after the client's retries).
-    #[error("listing {scope} window [{from}, {to}) failed: {source}")]
+    #[error("listing {scope} window [{from}, {to}) failed")]
     Window {
         /// Scope.
         scope: ScopeKey,
@@ -72,7 +73,7 @@ pub enum DiscoveryError {
         source: WebexError,
     },
     /// An answer that is not a page, still after the window was listed again.
-    #[error("listing {scope} window [{from}, {to}): bad page: {problem}{}", .tracking_id.as_ref().map(|t| format!(" (trackingId {t})")).unwrap_or_default())]
+    #[error("listing {scope} window [{from}, {to}): bad page{}", .tracking_id.as_ref().map(|t| format!(" (trackingId {t})")).unwrap_or_default())]
     BadPage {
         /// Scope.
         scope: ScopeKey,
@@ -87,10 +88,10 @@ pub enum DiscoveryError {
         tracking_id: Option<String>,
     },
     /// The site list could not be read.
-    #[error("reading the site list failed: {0}")]
+    #[error("reading the site list failed")]
     Sites(#[source] WebexError),
     /// The state database failed.
-    #[error("recording discovery in the database failed: {0}")]
+    #[error("recording discovery in the database failed")]
     State(#[from] StateError),
     /// Shutdown interrupted the pass.
     #[error("discovery interrupted by shutdown")]
@@ -104,8 +105,8 @@ pub enum DiscoveryError {
 #[derive(Debug, thiserror::Error)]
 pub enum PageProblem {
     /// The body is not a JSON object with an `items` array.
-    #[error("{0}")]
-    NotAPage(#[source] PageError),
+    #[error(transparent)]
+    NotAPage(PageError),
     /// The client could not read the answer as a page (e.g. its Link header).
     #[error("{0}")]
     Unreadable(String),
@@ -319,8 +320,8 @@ impl Discovery {
                 Ok(()) => reports.push(report),
                 Err(DiscoveryError::Cancelled) => return Err(DiscoveryError::Cancelled),
                 Err(e) => {
-                    tracing::error!(scope = %scope, error = %e, "this scope's pass stopped; the other scopes go on");
-                    report.error = Some(e.to_string());
+                    tracing::error!(scope = %scope, error = %ErrorChain(&e), "this scope's pass stopped; the other scopes go on");
+                    report.error = Some(ErrorChain(&e).to_string());
                     reports.push(report);
                 }
             }
@@ -381,7 +382,9 @@ impl Discovery {
             {
                 match self.reread_quarantine(scope, kind, cancel, &mut budget, None, report).await {
                     Err(e) if result.is_ok() => result = Err(e),
-                    Err(e) => tracing::warn!(scope = %scope, error = %e, "re-reading the quarantine failed too"),
+                    Err(e) => {
+                        tracing::warn!(scope = %scope, error = %ErrorChain(&e), "re-reading the quarantine failed too")
+                    }
                     Ok(()) => {}
                 }
             }
@@ -394,9 +397,9 @@ impl Discovery {
             tracing::error!(scope = %scope, panic = %message, "a discovery pass panicked; its lease is released");
             Err(DiscoveryError::Panicked(message))
         });
-        let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
+        let outcome = result.as_ref().map(|_| ()).map_err(|e| ErrorChain(e).to_string());
         if let Err(e) = self.state.release_cursor(scope, kind, &self.owner, outcome).await {
-            tracing::warn!(scope = %scope, error = %e, "cannot release the discovery lease; it expires by itself");
+            tracing::warn!(scope = %scope, error = %ErrorChain(&e), "cannot release the discovery lease; it expires by itself");
         }
         result
     }
@@ -472,7 +475,7 @@ impl Discovery {
                 return Err(error);
             }
             let delay = backoff.next_backoff().unwrap_or(BAD_PAGE_RETRY);
-            tracing::warn!(scope = %scope, error = %error, retry_in_s = delay.as_secs_f64(), "a bad page; listing the window again");
+            tracing::warn!(scope = %scope, error = %ErrorChain(&error), retry_in_s = delay.as_secs_f64(), "a bad page; listing the window again");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = cancel.cancelled() => return Err(DiscoveryError::Cancelled),
@@ -610,7 +613,7 @@ impl Discovery {
             match self.list_window(scope, listing_of(scope), kind, from, to, &mut position, cancel, report).await {
                 Ok(_) => self.release_relisted(scope, from, to, report).await?,
                 Err(e @ (DiscoveryError::BadPage { .. } | DiscoveryError::Window { .. })) => {
-                    tracing::warn!(scope = %scope, error = %e, "listing a quarantined item's window again failed; next pass");
+                    tracing::warn!(scope = %scope, error = %ErrorChain(&e), "listing a quarantined item's window again failed; next pass");
                 }
                 Err(e) => return Err(e),
             }
@@ -682,7 +685,7 @@ impl Discovery {
         let host_email = item.host_email.as_deref().filter(|_| scope.0.starts_with("admin:"));
         let note = match self.with_lease(scope, kind, self.webex.details(id, host_email)).await? {
             Err(WebexError::Cancelled) => return Err(DiscoveryError::Cancelled),
-            Err(e) => format!("details: {e}"),
+            Err(e) => format!("details: {}", ErrorChain(&e)),
             Ok(details) => match read_with_details(&item, &details) {
                 Some(readable) => {
                     let recorded = self
@@ -730,7 +733,7 @@ impl Discovery {
                     Ok(true) => {}
                     Ok(false) => return Err(DiscoveryError::State(StateError::LostCursor { scope: scope.clone() })),
                     // The page's own transaction will tell if the database stays away.
-                    Err(e) => tracing::warn!(scope = %scope, error = %e, "cannot renew the discovery lease; trying again"),
+                    Err(e) => tracing::warn!(scope = %scope, error = %ErrorChain(&e), "cannot renew the discovery lease; trying again"),
                 },
             }
         }

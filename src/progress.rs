@@ -11,13 +11,22 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::archive::Progress;
 use crate::discovery::WindowDone;
 use crate::state::ScopeKey;
+use crate::telemetry::LogsAboveProgress;
 
 /// Interval of progress log lines when stderr is not a terminal.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The live display: a discovery spinner above the archive bar, with log lines above both.
+struct Bars {
+    discovery: ProgressBar,
+    archive: ProgressBar,
+    /// Log lines are written above the display while it is shown.
+    _logs: LogsAboveProgress,
+}
+
 /// A running progress display; ends on [`ProgressDisplay::finish`] or drop.
 pub struct ProgressDisplay {
-    bars: Option<(MultiProgress, ProgressBar, ProgressBar)>,
+    bars: Option<Bars>,
     progress: Arc<Progress>,
     total: Arc<Mutex<u64>>,
     ticker: Option<tokio::task::JoinHandle<()>>,
@@ -58,7 +67,8 @@ impl ProgressDisplay {
                     }
                 })
             };
-            Self { bars: Some((multi, discovery, archive)), progress, total, ticker: Some(ticker) }
+            let logs = LogsAboveProgress::new(&multi);
+            Self { bars: Some(Bars { discovery, archive, _logs: logs }), progress, total, ticker: Some(ticker) }
         } else {
             let ticker = {
                 let progress = progress.clone();
@@ -85,7 +95,7 @@ impl ProgressDisplay {
     /// A discovery window is done.
     pub fn window(&self, scope: &ScopeKey, done: WindowDone) {
         match &self.bars {
-            Some((_, discovery, _)) => discovery.set_message(format!(
+            Some(Bars { discovery, .. }) => discovery.set_message(format!(
                 "{scope}: window {}/{} up to {}, {} recordings seen",
                 done.windows_done,
                 done.windows_total,
@@ -107,7 +117,7 @@ impl ProgressDisplay {
     /// The number of recordings the archive phase has to do.
     pub fn set_total(&self, total: u64) {
         *self.total.lock().unwrap_or_else(|e| e.into_inner()) = total;
-        if let Some((_, discovery, archive)) = &self.bars {
+        if let Some(Bars { discovery, archive, .. }) = &self.bars {
             discovery.finish_with_message("done");
             archive.set_length(total);
         }
@@ -122,7 +132,7 @@ impl ProgressDisplay {
         if let Some(ticker) = self.ticker.take() {
             ticker.abort();
         }
-        if let Some((_, discovery, archive)) = self.bars.take() {
+        if let Some(Bars { discovery, archive, .. }) = self.bars.take() {
             let done = self.progress.archived.load(Ordering::Relaxed)
                 + self.progress.finished_otherwise.load(Ordering::Relaxed);
             archive.set_position(done);

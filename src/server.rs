@@ -100,12 +100,12 @@ pub async fn readiness(endpoint: &Endpoint) -> Readiness {
     let now = Utc::now();
     let database = match tokio::time::timeout(CHECK_TIMEOUT, endpoint.state.ping()).await {
         Ok(Ok(())) => "ok".to_owned(),
-        Ok(Err(e)) => format!("unavailable: {e}"),
+        Ok(Err(e)) => format!("unavailable: {}", crate::telemetry::ErrorChain(&e)),
         Err(_) => "unavailable: no answer within 5 s".to_owned(),
     };
     let store = match tokio::time::timeout(CHECK_TIMEOUT, endpoint.store.probe()).await {
         Ok(Ok(())) => "ok".to_owned(),
-        Ok(Err(e)) => format!("unavailable: {e}"),
+        Ok(Err(e)) => format!("unavailable: {}", crate::telemetry::ErrorChain(&e)),
         Err(_) => "unavailable: no answer within 5 s".to_owned(),
     };
     let token = token_check(endpoint, now).await;
@@ -123,7 +123,7 @@ pub async fn readiness(endpoint: &Endpoint) -> Readiness {
                 None => format!("no successful discovery pass in {:?}", endpoint.max_pass_age),
             }
         }
-        Ok(Err(e)) => format!("unknown: {e}"),
+        Ok(Err(e)) => format!("unknown: {}", crate::telemetry::ErrorChain(&e)),
         Err(_) => "unknown: the database did not answer".to_owned(),
     };
     let ready = [&database, &store, &token, &discovery].iter().all(|c| c.starts_with("ok"));
@@ -156,7 +156,9 @@ async fn metrics(AxumState(endpoint): AxumState<Endpoint>) -> Response {
                 refresh = refresh.max(oauth.refresh_expires_at);
             }
         }
-        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: cannot read the database; database gauges are stale"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %crate::telemetry::ErrorChain(&e), "metrics: cannot read the database; database gauges are stale")
+        }
         Err(_) => tracing::warn!("metrics: the database did not answer; database gauges are stale"),
     }
     endpoint.metrics.set_token_expiries(access, refresh);

@@ -29,12 +29,22 @@ use crate::config::{SignPayload, StorageLocation, StorageSettings};
 /// User-metadata name of the SHA-256 (hex) of an object (`x-amz-meta-sha256` on S3).
 pub const SHA256_METADATA: &str = "sha256";
 
-/// Errors of the storage layer, each naming the object or location concerned.
+/// Errors of the storage layer, each naming the object or location concerned. A variant
+/// with a source does not repeat it: print them with [`crate::telemetry::ErrorChain`].
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    /// `storage.*` settings cannot make a store.
-    #[error("storage configuration: {0}")]
-    Config(String),
+    /// `storage.url` does not name a store.
+    #[error("storage configuration")]
+    Location(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// `storage.*` settings cannot make a store, or a key is not a valid key.
+    #[error("storage configuration: {problem}")]
+    Config {
+        /// What could not be done, or the setting or path concerned.
+        problem: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// A create-only write found an object at the key.
     #[error("{key}: an object already exists at this key")]
     AlreadyExists {
@@ -48,7 +58,7 @@ pub enum StorageError {
         key: String,
     },
     /// The store failed (unreachable, refused, disk full, ...).
-    #[error("{key}: {operation} failed: {source}")]
+    #[error("{key}: {operation} failed")]
     Store {
         /// What was being done.
         operation: &'static str,
@@ -61,6 +71,10 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    fn config(problem: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Config { problem: problem.into(), source: Box::new(source) }
+    }
+
     fn store(operation: &'static str, key: String, source: object_store::Error) -> Self {
         match source {
             object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
@@ -104,7 +118,7 @@ impl Archive {
     /// Builds the store named by `storage.url`, with S3 settings from `storage.*` keys,
     /// falling back to the standard `AWS_*` variables.
     pub fn from_settings(settings: &StorageSettings) -> Result<Self, StorageError> {
-        let location = StorageLocation::parse(&settings.url).map_err(|e| StorageError::Config(e.to_string()))?;
+        let location = StorageLocation::parse(&settings.url).map_err(|e| StorageError::Location(e.into()))?;
         let (store, prefix, supports_attributes, root): (Arc<dyn ObjectStore>, String, bool, String) = match &location {
             StorageLocation::S3 { bucket, prefix } => {
                 let mut builder = AmazonS3Builder::new();
@@ -140,19 +154,19 @@ impl Archive {
                 let store = builder
                     .with_bucket_name(bucket)
                     .build()
-                    .map_err(|e| StorageError::Config(format!("cannot build the S3 client: {e}")))?;
+                    .map_err(|e| StorageError::config("cannot build the S3 client", e))?;
                 (Arc::new(store), prefix.clone(), true, format!("s3://{bucket}"))
             }
             StorageLocation::File { path } => {
                 std::fs::create_dir_all(path).map_err(|e| {
-                    StorageError::Config(format!("{}: cannot create the archive directory: {e}", path.display()))
+                    StorageError::config(format!("{}: cannot create the archive directory", path.display()), e)
                 })?;
                 let store = LocalFileSystem::new_with_prefix(path)
-                    .map_err(|e| StorageError::Config(format!("{}: {e}", path.display())))?;
+                    .map_err(|e| StorageError::config(path.display().to_string(), e))?;
                 (Arc::new(store), String::new(), false, format!("file://{}", path.display()))
             }
         };
-        let prefix = Path::parse(&prefix).map_err(|e| StorageError::Config(format!("storage.url prefix: {e}")))?;
+        let prefix = Path::parse(&prefix).map_err(|e| StorageError::config("storage.url prefix", e))?;
         Ok(Self {
             store,
             prefix,
@@ -180,7 +194,7 @@ impl Archive {
 
     /// The full key of a key relative to the prefix.
     pub fn key(&self, relative: &str) -> Result<Path, StorageError> {
-        let relative = Path::parse(relative).map_err(|e| StorageError::Config(format!("invalid key: {e}")))?;
+        let relative = Path::parse(relative).map_err(|e| StorageError::config("invalid key", e))?;
         Ok(self.prefix.parts().chain(relative.parts()).collect())
     }
 
@@ -398,7 +412,7 @@ impl Upload {
         if let UploadState::Multipart(writer) = std::mem::replace(&mut self.state, UploadState::Done)
             && let Err(e) = writer.abort().await
         {
-            tracing::warn!(key = %self.key, error = %e, "could not abort a multipart upload; the bucket's lifecycle rule will expire its parts");
+            tracing::warn!(key = %self.key, error = %crate::telemetry::ErrorChain(&e), "could not abort a multipart upload; the bucket's lifecycle rule will expire its parts");
         }
     }
 }
@@ -412,7 +426,7 @@ impl Drop for Upload {
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
                     if let Err(e) = writer.abort().await {
-                        tracing::warn!(key = %key, error = %e, "could not abort a dropped multipart upload");
+                        tracing::warn!(key = %key, error = %crate::telemetry::ErrorChain(&e), "could not abort a dropped multipart upload");
                     }
                 });
             }

@@ -6,6 +6,7 @@
 //! short statement that sets a lease, the lease is renewed while bytes flow, and the
 //! attempt ends with one statement that succeeds only for the lease holder.
 
+mod error;
 mod key;
 mod transfer;
 
@@ -19,14 +20,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+pub use error::{AttemptError, Cause};
 pub use key::{KeyInputs, KeyTemplate};
-use transfer::{AttemptError, StoredFile};
+use transfer::StoredFile;
 
 use crate::config::{ArchiveSettings, FileKind};
 use crate::metrics::Metrics;
-use crate::state::{ArchivedRecord, Claim, Outcome, RecordingId, State, StateError};
+use crate::state::{ArchivedRecord, Claim, Outcome, RecordingId, State};
 use crate::storage::{Archive, StorageError};
 use crate::supervise::{TestHook, catch_panic};
+use crate::telemetry::ErrorChain;
 use crate::webex::WebexClient;
 
 /// Name of the file that describes a recording's directory.
@@ -79,43 +82,6 @@ pub struct Progress {
     pub finished_otherwise: AtomicU64,
 }
 
-/// An error that stops a worker for a while (not the recording's fault).
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    /// The database is unreachable.
-    #[error("the database is unavailable: {0}")]
-    Database(#[from] StateError),
-    /// The store, the token, or Webex as a whole is unavailable.
-    #[error("{0}")]
-    Outage(String),
-}
-
-/// How an attempt ended, for callers and logs.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AttemptResult {
-    /// Stored and checked.
-    Archived {
-        /// Bytes of the recording file.
-        bytes: u64,
-    },
-    /// Will be tried again.
-    Retrying {
-        /// Failure class.
-        reason: String,
-    },
-    /// Given back without counting (shutdown, outage, rate limit).
-    Released,
-    /// Final failure.
-    Failed {
-        /// Failure class.
-        reason: String,
-    },
-    /// No download link for this token.
-    NotDownloadable,
-    /// Another worker took the recording over (our lease expired).
-    LostLease,
-}
-
 /// The archiving side: everything an attempt needs.
 #[derive(Clone)]
 pub struct Archiver {
@@ -137,18 +103,28 @@ impl std::fmt::Debug for Archiver {
     }
 }
 
+/// What an [`Archiver`] is built from.
+pub struct ArchiverParts {
+    /// The state database and work queue.
+    pub state: State,
+    /// The Webex client (details and downloads).
+    pub webex: WebexClient,
+    /// The archive store.
+    pub store: Archive,
+    /// `archive.*` settings.
+    pub settings: ArchiveSettings,
+    /// This process's lease owner name.
+    pub owner: String,
+    /// Admin scope: details are fetched with the host's e-mail (`hostEmail`).
+    pub admin: bool,
+    /// Metrics registry.
+    pub metrics: Metrics,
+}
+
 impl Archiver {
-    /// An archiver. `admin` passes `hostEmail` when fetching details.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        state: State,
-        webex: WebexClient,
-        store: Archive,
-        settings: ArchiveSettings,
-        owner: String,
-        admin: bool,
-        metrics: Metrics,
-    ) -> Result<Self, String> {
+    /// An archiver. Fails when `archive.key_template` does not parse.
+    pub fn new(parts: ArchiverParts) -> Result<Self, String> {
+        let ArchiverParts { state, webex, store, settings, owner, admin, metrics } = parts;
         let template = KeyTemplate::parse(&settings.key_template)?;
         Ok(Self {
             state,
@@ -177,12 +153,17 @@ impl Archiver {
         self.progress.clone()
     }
 
-    /// Claims one due recording and archives it. `Ok(None)` when nothing is due.
+    /// Claims one due recording, archives it and records the outcome. `Ok(None)` when
+    /// nothing is due; `Ok(Some((id, outcome)))` when `outcome` was recorded for `id`.
+    /// An `Err` says why no result of the recording's own was recorded: an outage
+    /// ([`AttemptError::is_outage`]: the worker should wait; a claim is given back when
+    /// the database allows, else its lease expires) or [`AttemptError::LostLease`]
+    /// (another worker holds the recording; its result stands).
     /// `abort` interrupts the transfer (the recording is released, not failed).
     pub async fn archive_next(
         &self,
         abort: &CancellationToken,
-    ) -> Result<Option<(RecordingId, AttemptResult)>, WorkerError> {
+    ) -> Result<Option<(RecordingId, Outcome)>, AttemptError> {
         let Some(claim) = self.state.claim_due(&self.owner, self.settings.lease, 1).await?.pop() else {
             return Ok(None);
         };
@@ -192,13 +173,13 @@ impl Archiver {
         }
         let started = Instant::now();
         let result = if claim.attempts > self.settings.max_attempts {
-            Err(AttemptError::Final {
-                reason: "attempts_exhausted".into(),
-                message: format!(
+            Err(AttemptError::failed(
+                "attempts_exhausted",
+                format!(
                     "gave up after {} attempts (the last ones ended without a result: their worker stopped)",
                     claim.attempts - 1
                 ),
-            })
+            ))
         } else {
             // NOTE: a panic is a bug, but it must not strand the claim or stop the worker:
             // it counts as a failed attempt (so a recording that always panics ends
@@ -208,84 +189,92 @@ impl Archiver {
                 Err(message) => {
                     self.metrics.task_panicked("worker");
                     tracing::error!(recording_id = %claim.id, panic = %message, "an archive attempt panicked; its claim is given back and the worker goes on");
-                    Err(AttemptError::Transient {
-                        reason: "panic".into(),
-                        message: format!("the attempt panicked (a bug; please report it): {message}"),
-                    })
+                    Err(AttemptError::transient(
+                        "panic",
+                        format!("the attempt panicked (a bug; please report it): {message}"),
+                    ))
                 }
             }
         };
-        let (outcome, summary, outage) = self.outcome(&claim, result);
+        let (outcome, stopped) = self.outcome(&claim, result);
         let kept = self.finish(&claim, &outcome).await?;
-        let summary = if kept { summary } else { AttemptResult::LostLease };
-        match &summary {
-            AttemptResult::Archived { bytes } => {
-                self.metrics.archived(*bytes, started.elapsed().as_secs_f64());
+        if !kept || matches!(stopped, Some(AttemptError::LostLease)) {
+            tracing::warn!(recording_id = %claim.id, "another worker took this recording over; its result stands");
+            return Err(stopped.filter(AttemptError::is_outage).unwrap_or(AttemptError::LostLease));
+        }
+        if let Some(outage) = stopped {
+            return Err(outage);
+        }
+        match &outcome {
+            Outcome::Archived(record) => {
+                let bytes = u64::try_from(record.bytes).unwrap_or(0);
+                self.metrics.archived(bytes, started.elapsed().as_secs_f64());
                 self.progress.archived.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(recording_id = %claim.id, bytes, seconds = started.elapsed().as_secs_f64(), "archived");
             }
-            AttemptResult::Failed { reason } => {
+            Outcome::Failed { reason, .. } => {
                 self.metrics.failed(reason);
                 self.progress.finished_otherwise.fetch_add(1, Ordering::Relaxed);
             }
-            AttemptResult::NotDownloadable => {
+            Outcome::NotDownloadable { .. } => {
                 self.metrics.not_downloadable();
                 self.progress.finished_otherwise.fetch_add(1, Ordering::Relaxed);
             }
-            AttemptResult::LostLease => {
-                tracing::warn!(recording_id = %claim.id, "another worker took this recording over; its result stands");
-            }
-            AttemptResult::Retrying { .. } | AttemptResult::Released => {}
+            Outcome::Retry { .. } | Outcome::Release { .. } => {}
         }
-        if let Some(message) = outage {
-            return Err(WorkerError::Outage(message));
-        }
-        Ok(Some((claim.id, summary)))
+        Ok(Some((claim.id, outcome)))
     }
 
-    /// Maps an attempt's result to what is recorded, a summary, and an outage (if any).
-    fn outcome(
-        &self,
-        claim: &Claim,
-        result: Result<ArchivedRecord, AttemptError>,
-    ) -> (Outcome, AttemptResult, Option<String>) {
+    /// What to record for an attempt's result, and the error to hand to the caller when
+    /// the attempt stopped for a reason that is not the recording's (an outage, a lost
+    /// lease).
+    fn outcome(&self, claim: &Claim, result: Result<ArchivedRecord, AttemptError>) -> (Outcome, Option<AttemptError>) {
         let now = Utc::now();
-        match result {
-            Ok(record) => {
-                let bytes = u64::try_from(record.bytes).unwrap_or(0);
-                (Outcome::Archived(record), AttemptResult::Archived { bytes }, None)
-            }
-            Err(AttemptError::NotDownloadable(reason)) => {
+        let error = match result {
+            Ok(record) => return (Outcome::Archived(record), None),
+            Err(e) => e,
+        };
+        match error {
+            AttemptError::NotDownloadable(reason) => {
                 tracing::warn!(recording_id = %claim.id, reason = %reason, "not downloadable with this token");
-                (Outcome::NotDownloadable { reason }, AttemptResult::NotDownloadable, None)
+                (Outcome::NotDownloadable { reason }, None)
             }
-            Err(AttemptError::Final { reason, message }) => {
+            AttemptError::Final { ref reason, .. } => {
+                let message = ErrorChain(&error).to_string();
                 tracing::error!(recording_id = %claim.id, reason = %reason, error = %message, "archiving failed for good");
-                (Outcome::Failed { reason: reason.clone(), message }, AttemptResult::Failed { reason }, None)
+                (Outcome::Failed { reason: reason.clone(), message }, None)
             }
-            Err(AttemptError::Transient { reason, message }) if claim.attempts >= self.settings.max_attempts => {
-                let message = format!("gave up after {} attempts; last: {message}", claim.attempts);
-                tracing::error!(recording_id = %claim.id, reason = %reason, error = %message, "archiving failed for good");
-                (Outcome::Failed { reason: reason.clone(), message }, AttemptResult::Failed { reason }, None)
+            // A refusal that got this far is one fresh links could not cure (the attempt
+            // handles the others): it may pass later.
+            AttemptError::Transient { .. } | AttemptError::LinkRejected(_) => {
+                let reason = match &error {
+                    AttemptError::Transient { reason, .. } => reason.clone(),
+                    _ => "link_rejected".to_owned(),
+                };
+                if claim.attempts >= self.settings.max_attempts {
+                    let message = format!("gave up after {} attempts; last: {}", claim.attempts, ErrorChain(&error));
+                    tracing::error!(recording_id = %claim.id, reason = %reason, error = %message, "archiving failed for good");
+                    (Outcome::Failed { reason, message }, None)
+                } else {
+                    let message = ErrorChain(&error).to_string();
+                    let at = crate::time::after(now, self.retry_delay(claim.attempts));
+                    tracing::warn!(recording_id = %claim.id, attempt = claim.attempts, reason = %reason, error = %message, retry_at = %at, "attempt failed; will retry");
+                    (Outcome::Retry { at, reason, message }, None)
+                }
             }
-            Err(AttemptError::Transient { reason, message }) => {
-                let at = crate::time::after(now, self.retry_delay(claim.attempts));
-                tracing::warn!(recording_id = %claim.id, attempt = claim.attempts, reason = %reason, error = %message, retry_at = %at, "attempt failed; will retry");
-                (Outcome::Retry { at, reason: reason.clone(), message }, AttemptResult::Retrying { reason }, None)
-            }
-            Err(AttemptError::RetryAt(at)) => (Outcome::Release { at }, AttemptResult::Released, None),
-            Err(AttemptError::Outage(message)) => {
+            AttemptError::RetryAt(at) => (Outcome::Release { at }, None),
+            AttemptError::Database(_) | AttemptError::StoreUnreachable(_) | AttemptError::Auth(_) => {
                 let at = crate::time::after(now, Duration::from_secs(5));
-                (Outcome::Release { at }, AttemptResult::Released, Some(message))
+                (Outcome::Release { at }, Some(error))
             }
-            Err(AttemptError::Cancelled) => (Outcome::Release { at: now }, AttemptResult::Released, None),
-            Err(AttemptError::LostLease) => (Outcome::Release { at: now }, AttemptResult::LostLease, None),
+            AttemptError::Cancelled => (Outcome::Release { at: now }, None),
+            AttemptError::LostLease => (Outcome::Release { at: now }, Some(AttemptError::LostLease)),
         }
     }
 
     /// Records the outcome, retrying while the database is briefly unreachable (a
     /// finished upload should not be redone because of a database restart).
-    async fn finish(&self, claim: &Claim, outcome: &Outcome) -> Result<bool, WorkerError> {
+    async fn finish(&self, claim: &Claim, outcome: &Outcome) -> Result<bool, AttemptError> {
         let mut backoff = backoff::ExponentialBackoffBuilder::new()
             .with_initial_interval(Duration::from_millis(200))
             .with_max_interval(Duration::from_secs(5))
@@ -296,7 +285,7 @@ impl Archiver {
                 Ok(kept) => return Ok(kept),
                 Err(e) if e.is_unavailable() => match backoff.next_backoff() {
                     Some(delay) => {
-                        tracing::warn!(recording_id = %claim.id, error = %e, "cannot record the attempt's outcome yet; retrying");
+                        tracing::warn!(recording_id = %claim.id, error = %ErrorChain(&e), "cannot record the attempt's outcome yet; retrying");
                         tokio::time::sleep(delay).await;
                     }
                     None => return Err(e.into()),
@@ -332,7 +321,7 @@ impl Archiver {
             create_time: claim.create_time,
             site_url: claim.site_url.as_deref(),
         });
-        if !self.state.set_object_prefix(&claim.id, &claim.token, &dir).await.map_err(AttemptError::from_state)? {
+        if !self.state.set_object_prefix(&claim.id, &claim.token, &dir).await? {
             return Err(AttemptError::LostLease);
         }
         let mut session = transfer::Session::new(self, claim, abort);
@@ -385,7 +374,7 @@ impl Archiver {
     async fn store_metadata(&self, relative: &str, metadata: Metadata) -> Result<Metadata, AttemptError> {
         let key = self.store.key(relative).map_err(AttemptError::storage_final)?;
         let body = serde_json::to_vec_pretty(&metadata)
-            .map_err(|e| AttemptError::Final { reason: "metadata".into(), message: format!("metadata.json: {e}") })?;
+            .map_err(|e| AttemptError::failed("metadata", AttemptError::context("metadata.json", e)))?;
         let digest = transfer::sha256_hex(&body);
         match self.store.put_create(&key, Bytes::from(body), "application/json", Some(&digest)).await {
             Ok(()) => Ok(metadata),
@@ -399,12 +388,10 @@ impl Archiver {
                         tracing::info!(key = %shown, "adopting the metadata.json already stored for the same files");
                         Ok(found)
                     }
-                    _ => Err(AttemptError::Final {
-                        reason: "conflict".into(),
-                        message: format!(
-                            "{shown} already exists and describes other content; refusing to overwrite it"
-                        ),
-                    }),
+                    _ => Err(AttemptError::failed(
+                        "conflict",
+                        format!("{shown} already exists and describes other content; refusing to overwrite it"),
+                    )),
                 }
             }
             Err(e) => Err(self.storage_failure(e).await),
@@ -416,16 +403,16 @@ impl Archiver {
     /// that answers but refused is this attempt's failure.
     pub(crate) async fn storage_failure(&self, e: StorageError) -> AttemptError {
         match e {
-            StorageError::AlreadyExists { key } => AttemptError::Final {
-                reason: "conflict".into(),
-                message: format!("{key} already exists with other content; refusing to overwrite it"),
-            },
+            StorageError::AlreadyExists { key } => AttemptError::failed(
+                "conflict",
+                format!("{key} already exists with other content; refusing to overwrite it"),
+            ),
             e => {
                 let probe = tokio::time::timeout(Duration::from_secs(30), self.store.probe()).await;
                 if probe.is_ok_and(|r| r.is_ok()) {
-                    AttemptError::Transient { reason: "storage".into(), message: e.to_string() }
+                    AttemptError::transient("storage", e)
                 } else {
-                    AttemptError::Outage(format!("the archive store is unreachable: {e}"))
+                    AttemptError::StoreUnreachable(e)
                 }
             }
         }
@@ -480,7 +467,8 @@ async fn worker_loop(
     let mut outage_backoff: Option<backoff::ExponentialBackoff> = None;
     while !stop.is_cancelled() {
         match archiver.archive_next(abort).await {
-            Ok(Some(_)) => {
+            // A lost lease is another worker's business: this one goes on.
+            Ok(Some(_)) | Err(AttemptError::LostLease) => {
                 if outage_backoff.take().is_some() {
                     tracing::info!(worker, "archiving resumed");
                 }
@@ -521,7 +509,7 @@ async fn worker_loop(
                         .build()
                 });
                 let delay = backoff.next_backoff().unwrap_or(Duration::from_secs(30));
-                tracing::warn!(worker, error = %e, retry_in_s = delay.as_secs_f64(), "archiving paused by an outage; waiting");
+                tracing::warn!(worker, error = %ErrorChain(&e), retry_in_s = delay.as_secs_f64(), "archiving paused by an outage; waiting");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop.cancelled() => {}

@@ -10,11 +10,10 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::{Archiver, FileEntry};
+use super::{Archiver, AttemptError, FileEntry};
 use crate::config::FileKind;
-use crate::state::{Claim, StateError};
+use crate::state::Claim;
 use crate::storage::{StorageError, Upload};
-use crate::webex::WebexError;
 use crate::webex::client::{FetchError, redact_url};
 use crate::webex::gate::RetryPolicy;
 use crate::webex::models::{DirectDownloadLinks, RecordingDetails};
@@ -28,50 +27,6 @@ const SNIFF_BYTES: usize = 512;
 /// A body without `Content-Length` shorter than this share of the listing's `sizeBytes`
 /// is a truncated download (`sizeBytes` may be approximate, so not any difference).
 const MIN_SHARE_WITHOUT_LENGTH: f64 = 0.9;
-
-/// Why an attempt did not archive the recording, classified once.
-#[derive(Debug)]
-pub(crate) enum AttemptError {
-    /// May pass: try again later (counts as an attempt).
-    Transient { reason: String, message: String },
-    /// Will not pass: the recording becomes failed.
-    Final { reason: String, message: String },
-    /// No download link for this token: final, distinct from a failure.
-    NotDownloadable(String),
-    /// The site asked us to come back at a given time (not the recording's fault).
-    RetryAt(DateTime<Utc>),
-    /// The store, the database, or the token is unavailable for everyone.
-    Outage(String),
-    /// Shutdown cut the transfer short.
-    Cancelled,
-    /// Another worker holds the recording now.
-    LostLease,
-}
-
-impl AttemptError {
-    pub(crate) fn from_state(e: StateError) -> Self {
-        Self::Outage(format!("the database is unavailable: {e}"))
-    }
-
-    pub(crate) fn storage_final(e: StorageError) -> Self {
-        Self::Final { reason: "storage".into(), message: e.to_string() }
-    }
-
-    fn from_webex(e: WebexError) -> Self {
-        match e {
-            WebexError::Cancelled => Self::Cancelled,
-            WebexError::Unauthorized { .. } | WebexError::Token(_) => Self::Outage(e.to_string()),
-            WebexError::Status { status: 404 | 410, .. } => {
-                Self::Final { reason: "gone".into(), message: e.to_string() }
-            }
-            ref err if err.is_transient() => Self::Transient { reason: "webex".into(), message: e.to_string() },
-            WebexError::Parse { .. } => Self::Transient { reason: "bad_response".into(), message: e.to_string() },
-            other => {
-                Self::Final { reason: format!("http_{}", other.status().unwrap_or(0)), message: other.to_string() }
-            }
-        }
-    }
-}
 
 /// A file stored (or adopted) for a recording.
 #[derive(Debug, Clone)]
@@ -92,19 +47,6 @@ enum Sink<'a> {
     Upload(&'a mut Upload),
     /// Nowhere: only hashed (to compare with an object already stored).
     HashOnly,
-}
-
-/// A download that did not complete.
-enum DownloadError {
-    /// The link was refused (401/403/404/410) or served a login page: get fresh links.
-    LinkRejected(String),
-    Attempt(AttemptError),
-}
-
-impl From<AttemptError> for DownloadError {
-    fn from(e: AttemptError) -> Self {
-        Self::Attempt(e)
-    }
 }
 
 /// One attempt's view of a recording: its current details and links.
@@ -176,7 +118,7 @@ impl<'a> Session<'a> {
         loop {
             let attempt = match self.link_for(kind) {
                 Some(Ok(link)) => self.store_from(kind, dir, &link).await,
-                Some(Err(not_a_url)) => Err(DownloadError::LinkRejected(not_a_url)),
+                Some(Err(not_a_url)) => Err(AttemptError::LinkRejected(not_a_url)),
                 None if kind != FileKind::Recording => {
                     tracing::info!(recording_id = %self.claim.id, kind = kind.as_str(), "no link for this file; skipped");
                     return Ok(None);
@@ -184,22 +126,20 @@ impl<'a> Session<'a> {
                 None => return self.store_from_fallback(dir, first_refusal).await.map(Some),
             };
             match attempt {
-                Err(DownloadError::LinkRejected(why)) if refreshes < LINK_REFRESHES => {
+                Err(AttemptError::LinkRejected(why)) if refreshes < LINK_REFRESHES => {
                     refreshes += 1;
                     tracing::info!(recording_id = %self.claim.id, reason = %why, "download link refused; fetching fresh links");
                     first_refusal.get_or_insert(why);
                     self.refresh_details().await?;
                 }
-                Err(DownloadError::LinkRejected(why)) => {
+                Err(AttemptError::LinkRejected(why)) => {
                     let first = first_refusal.unwrap_or_else(|| why.clone());
-                    return Err(AttemptError::Transient {
-                        reason: "link_rejected".into(),
-                        message: format!(
-                            "the download link was refused: {first}; fresh links were refused too ({why})"
-                        ),
-                    });
+                    return Err(AttemptError::transient(
+                        "link_rejected",
+                        format!("the download link was refused: {first}; fresh links were refused too ({why})"),
+                    ));
                 }
-                Err(DownloadError::Attempt(e)) => return Err(e),
+                Err(e) => return Err(e),
                 Ok(file) => return Ok(Some(file)),
             }
         }
@@ -216,10 +156,9 @@ impl<'a> Session<'a> {
         let no_links =
             "no direct download link for this token (\"Prevent downloading\" is on, or the token may not download it)";
         let refused = |first: Option<String>, then: String| match first {
-            Some(first) => AttemptError::Transient {
-                reason: "link_rejected".into(),
-                message: format!("the download link was refused: {first}; then {then}"),
-            },
+            Some(first) => {
+                AttemptError::transient("link_rejected", format!("the download link was refused: {first}; then {then}"))
+            }
             None => AttemptError::NotDownloadable(format!("{no_links}; {then}")),
         };
         let download_url = self
@@ -236,16 +175,16 @@ impl<'a> Session<'a> {
         self.fallback_tried = true;
         match self.store_from(FileKind::Recording, dir, &url).await {
             Ok(file) => Ok(file),
-            Err(DownloadError::LinkRejected(why)) => {
+            Err(AttemptError::LinkRejected(why)) => {
                 Err(refused(first_refusal, format!("its downloadUrl is a browser page, not the file ({why})")))
             }
-            Err(DownloadError::Attempt(e)) => Err(e),
+            Err(e) => Err(e),
         }
     }
 
     /// Downloads `link` into `dir/<kind>.<ext>`, or, when that object exists already,
     /// adopts it if it holds the same bytes.
-    async fn store_from(&mut self, kind: FileKind, dir: &str, link: &Url) -> Result<StoredFile, DownloadError> {
+    async fn store_from(&mut self, kind: FileKind, dir: &str, link: &Url) -> Result<StoredFile, AttemptError> {
         let response = self.open(link, kind).await?;
         let content_type = media_type(response.headers(), kind, self.claim.format.as_deref());
         let relative =
@@ -255,7 +194,7 @@ impl<'a> Session<'a> {
 
         let existing = match store.head(&key).await {
             Ok(existing) => existing,
-            Err(e) => return Err(self.storage_failure(e).await.into()),
+            Err(e) => return Err(self.storage_failure(e).await),
         };
         let downloaded = match existing {
             Some(info) => {
@@ -266,15 +205,14 @@ impl<'a> Session<'a> {
                     None => self.hash_stored(&key).await?,
                 };
                 if stored_sha != got.sha256 {
-                    return Err(AttemptError::Final {
-                        reason: "conflict".into(),
-                        message: format!(
+                    return Err(AttemptError::failed(
+                        "conflict",
+                        format!(
                             "{} already exists with SHA-256 {stored_sha}, but Webex serves {}; refusing to overwrite it",
                             store.describe(&key),
                             got.sha256
                         ),
-                    }
-                    .into());
+                    ));
                 }
                 tracing::info!(recording_id = %self.claim.id, key = %relative, "adopting the identical object already stored");
                 got
@@ -282,7 +220,7 @@ impl<'a> Session<'a> {
             None => {
                 let mut upload = match store.start_upload(&key, &content_type).await {
                     Ok(upload) => upload,
-                    Err(e) => return Err(self.storage_failure(e).await.into()),
+                    Err(e) => return Err(self.storage_failure(e).await),
                 };
                 let got = match self.receive(response, kind, Sink::Upload(&mut upload)).await {
                     Ok(got) => got,
@@ -292,7 +230,7 @@ impl<'a> Session<'a> {
                     }
                 };
                 if let Err(e) = upload.finish(&got.sha256).await {
-                    return Err(self.storage_failure(e).await.into());
+                    return Err(self.storage_failure(e).await);
                 }
                 got
             }
@@ -309,19 +247,17 @@ impl<'a> Session<'a> {
     }
 
     /// Sends the GET and sorts out the status.
-    async fn open(&self, link: &Url, kind: FileKind) -> Result<reqwest::Response, DownloadError> {
+    async fn open(&self, link: &Url, kind: FileKind) -> Result<reqwest::Response, AttemptError> {
         let response = tokio::select! {
             r = self.archiver.webex.download(link) => r,
-            _ = self.abort.cancelled() => return Err(AttemptError::Cancelled.into()),
+            _ = self.abort.cancelled() => return Err(AttemptError::Cancelled),
         };
         let response = response.map_err(|e| match e {
-            FetchError::HostNotAllowed(refused) => {
-                AttemptError::Final { reason: "download_host_not_allowed".into(), message: refused.to_string() }
-            }
-            FetchError::Network(e) => AttemptError::Transient {
-                reason: "network".into(),
-                message: format!("download of {}: {e}", redact_url(link)),
-            },
+            FetchError::HostNotAllowed(refused) => AttemptError::failed("download_host_not_allowed", refused),
+            FetchError::Network(e) => AttemptError::transient(
+                "network",
+                AttemptError::context(format!("download of {}", redact_url(link)), e),
+            ),
         })?;
         let status = response.status().as_u16();
         let retry_after = response
@@ -331,27 +267,24 @@ impl<'a> Session<'a> {
             .map(|v| crate::webex::parse_retry_after(v, std::time::SystemTime::now()));
         match status {
             200..=299 => match not_media_type(response.headers(), kind) {
-                Some(served) => Err(DownloadError::LinkRejected(format!(
+                Some(served) => Err(AttemptError::LinkRejected(format!(
                     "the site answered Content-Type {served} instead of the file (a login or error page)"
                 ))),
                 None => Ok(response),
             },
-            401 | 403 | 404 | 410 => Err(DownloadError::LinkRejected(format!("the site answered {status}"))),
+            401 | 403 | 404 | 410 => Err(AttemptError::LinkRejected(format!("the site answered {status}"))),
             429 | 503 if retry_after.is_some() => {
                 let policy = self.archiver.webex.retry_policy();
                 let pause = policy.pause(retry_after.flatten(), 1, 0.0);
-                Err(AttemptError::RetryAt(RetryPolicy::until(Utc::now(), pause)).into())
+                Err(AttemptError::RetryAt(RetryPolicy::until(Utc::now(), pause)))
             }
-            408 | 429 | 500..=599 => Err(AttemptError::Transient {
-                reason: "http_5xx".into(),
-                message: format!("the site answered {status} for {}", redact_url(link)),
+            408 | 429 | 500..=599 => {
+                Err(AttemptError::transient("http_5xx", format!("the site answered {status} for {}", redact_url(link))))
             }
-            .into()),
-            _ => Err(AttemptError::Final {
-                reason: format!("http_{status}"),
-                message: format!("the site answered {status} for {}", redact_url(link)),
-            }
-            .into()),
+            _ => Err(AttemptError::failed(
+                &format!("http_{status}"),
+                format!("the site answered {status} for {}", redact_url(link)),
+            )),
         }
     }
 
@@ -361,7 +294,7 @@ impl<'a> Session<'a> {
         response: reqwest::Response,
         kind: FileKind,
         mut sink: Sink<'_>,
-    ) -> Result<Downloaded, DownloadError> {
+    ) -> Result<Downloaded, AttemptError> {
         let expected = response.content_length();
         let content_type = media_type(response.headers(), kind, self.claim.format.as_deref());
         let expect_mp4 = kind == FileKind::Recording && self.claim.format.as_deref() == Some("MP4");
@@ -375,7 +308,7 @@ impl<'a> Session<'a> {
         loop {
             let next = tokio::select! {
                 next = stream.next() => next,
-                _ = self.abort.cancelled() => return Err(AttemptError::Cancelled.into()),
+                _ = self.abort.cancelled() => return Err(AttemptError::Cancelled),
             };
             let chunk: Bytes = match next {
                 None => {
@@ -393,11 +326,10 @@ impl<'a> Session<'a> {
                         Some(expected) if size < expected => "truncated",
                         _ => "connection_reset",
                     };
-                    return Err(AttemptError::Transient {
-                        reason: reason.into(),
-                        message: format!("the download broke off after {size} bytes: {e}"),
-                    }
-                    .into());
+                    return Err(AttemptError::transient(
+                        reason,
+                        AttemptError::context(format!("the download broke off after {size} bytes"), e),
+                    ));
                 }
             };
             hasher.update(&chunk);
@@ -422,23 +354,21 @@ impl<'a> Session<'a> {
         match (expected, self.claim.size_bytes.and_then(|s| u64::try_from(s).ok())) {
             (Some(expected), _) if size != expected => {
                 self.archiver.metrics.size_mismatch("content_length");
-                return Err(AttemptError::Transient {
-                    reason: "truncated".into(),
-                    message: format!("received {size} of the {expected} bytes announced by Content-Length"),
-                }
-                .into());
+                return Err(AttemptError::transient(
+                    "truncated",
+                    format!("received {size} of the {expected} bytes announced by Content-Length"),
+                ));
             }
             (None, Some(listed))
                 if kind == FileKind::Recording && (size as f64) < listed as f64 * MIN_SHARE_WITHOUT_LENGTH =>
             {
                 self.archiver.metrics.size_mismatch("short_without_length");
-                return Err(AttemptError::Transient {
-                    reason: "truncated".into(),
-                    message: format!(
+                return Err(AttemptError::transient(
+                    "truncated",
+                    format!(
                         "received {size} bytes without Content-Length, less than 90% of the {listed} bytes the listing announces"
                     ),
-                }
-                .into());
+                ));
             }
             _ => {}
         }
@@ -446,11 +376,11 @@ impl<'a> Session<'a> {
     }
 
     /// Hands chunks to the sink (nowhere when only hashing).
-    async fn send(&self, sink: &mut Sink<'_>, chunks: Vec<Bytes>) -> Result<(), DownloadError> {
+    async fn send(&self, sink: &mut Sink<'_>, chunks: Vec<Bytes>) -> Result<(), AttemptError> {
         if let Sink::Upload(upload) = sink {
             for chunk in chunks {
                 if let Err(e) = upload.write(chunk).await {
-                    return Err(self.storage_failure(e).await.into());
+                    return Err(self.storage_failure(e).await);
                 }
             }
         }
@@ -458,16 +388,16 @@ impl<'a> Session<'a> {
     }
 
     /// Extends the lease while bytes flow; stops the transfer if another worker has it.
-    async fn renew(&mut self) -> Result<(), DownloadError> {
+    async fn renew(&mut self) -> Result<(), AttemptError> {
         match self.archiver.state.renew_lease(&self.claim.id, &self.claim.token, self.archiver.settings.lease).await {
             Ok(true) => {
                 self.last_renewal = Instant::now();
                 Ok(())
             }
-            Ok(false) => Err(AttemptError::LostLease.into()),
+            Ok(false) => Err(AttemptError::LostLease),
             Err(e) => {
                 // The database is briefly away: keep transferring; completion re-checks the lease.
-                tracing::warn!(recording_id = %self.claim.id, error = %e, "cannot renew the lease");
+                tracing::warn!(recording_id = %self.claim.id, error = %crate::telemetry::ErrorChain(&e), "cannot renew the lease");
                 self.last_renewal = Instant::now();
                 Ok(())
             }
@@ -475,16 +405,16 @@ impl<'a> Session<'a> {
     }
 
     /// SHA-256 of an object already in the store, streamed.
-    async fn hash_stored(&self, key: &object_store::path::Path) -> Result<String, DownloadError> {
+    async fn hash_stored(&self, key: &object_store::path::Path) -> Result<String, AttemptError> {
         let mut stream = match self.archiver.store.get_stream(key).await {
             Ok(s) => s,
-            Err(e) => return Err(self.storage_failure(e).await.into()),
+            Err(e) => return Err(self.storage_failure(e).await),
         };
         let mut hasher = Sha256::new();
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(chunk) => hasher.update(&chunk),
-                Err(e) => return Err(self.storage_failure(e).await.into()),
+                Err(e) => return Err(self.storage_failure(e).await),
             }
         }
         Ok(hex::encode(hasher.finalize()))
@@ -498,16 +428,12 @@ impl<'a> Session<'a> {
 /// Rejects a text document (an HTML login page, an XML or JSON error) or, for MP4, a file
 /// without an `ftyp` box at byte 4. `head` is the body's first [`SNIFF_BYTES`] (or all of
 /// it, when shorter).
-fn check_head(head: &[u8], expect_mp4: bool) -> Result<(), DownloadError> {
+fn check_head(head: &[u8], expect_mp4: bool) -> Result<(), AttemptError> {
     if let Some(document) = text_document(head) {
-        return Err(DownloadError::LinkRejected(format!("the body is {document}, not the file")));
+        return Err(AttemptError::LinkRejected(format!("the body is {document}, not the file")));
     }
     if expect_mp4 && head.len() >= 8 && &head[4..8] != b"ftyp" {
-        return Err(AttemptError::Transient {
-            reason: "not_media".into(),
-            message: "the body is not an MP4 file (no ftyp box at byte 4)".into(),
-        }
-        .into());
+        return Err(AttemptError::transient("not_media", "the body is not an MP4 file (no ftyp box at byte 4)"));
     }
     Ok(())
 }
@@ -592,14 +518,14 @@ mod tests {
 
     #[test]
     fn login_pages_and_non_mp4_are_refused() {
-        assert!(matches!(check_head(b"  <!DOCTYPE html>", false), Err(DownloadError::LinkRejected(_))));
-        assert!(matches!(check_head(b"{\"message\": \"ticket expired\"}", false), Err(DownloadError::LinkRejected(_))));
+        assert!(matches!(check_head(b"  <!DOCTYPE html>", false), Err(AttemptError::LinkRejected(_))));
+        assert!(matches!(check_head(b"{\"message\": \"ticket expired\"}", false), Err(AttemptError::LinkRejected(_))));
         assert!(matches!(
             check_head(b"\xEF\xBB\xBF\r\n<html><body>Sign in", false),
-            Err(DownloadError::LinkRejected(_))
+            Err(AttemptError::LinkRejected(_))
         ));
         assert!(matches!(check_head(b"\0\0\0\x20ftypisom", true), Ok(())));
-        assert!(matches!(check_head(b"\0\0\0\x20moovisom", true), Err(DownloadError::Attempt(_))));
+        assert!(matches!(check_head(b"\0\0\0\x20moovisom", true), Err(AttemptError::Transient { .. })));
         assert!(matches!(check_head(b"\0\0\0\x20moovisom", false), Ok(())));
     }
 

@@ -491,23 +491,31 @@ impl fmt::Debug for StoredTokens {
     }
 }
 
-/// Errors of the state layer.
+/// Errors of the state layer. Like every error enum of the project, a variant with a
+/// source does not repeat it in its message: print them with
+/// [`crate::telemetry::ErrorChain`].
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// The database could not be reached or answered with an error.
-    #[error("database error: {0}")]
+    #[error("database error")]
     Database(#[from] sqlx::Error),
     /// Migrations failed.
-    #[error("database migration failed: {0}")]
+    #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// The SQLite file or its directory is unusable.
     #[error("{path}: {problem}")]
     Path {
         /// The file or directory.
         path: String,
-        /// What is wrong.
-        problem: String,
+        /// What could not be done.
+        problem: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
+    /// A stored JSON value cannot be read.
+    #[error("unexpected stored value: stored JSON")]
+    StoredJson(#[source] serde_json::Error),
     /// Another replica moved the cursor or took the scope: the caller lost its lease.
     #[error("the discovery cursor of {scope} was moved by another process")]
     LostCursor {

@@ -53,7 +53,7 @@ fn now_ms() -> i64 {
 }
 
 fn json(text: &str) -> StateResult<serde_json::Value> {
-    serde_json::from_str(text).map_err(|e| StateError::Corrupt(format!("stored JSON: {e}")))
+    serde_json::from_str(text).map_err(StateError::StoredJson)
 }
 
 impl SqliteState {
@@ -71,7 +71,8 @@ impl SqliteState {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StateError::Path {
                 path: dir.display().to_string(),
-                problem: format!("cannot create the data directory: {e}"),
+                problem: "cannot create the data directory",
+                source: e.into(),
             })?;
         }
         let pool = SqlitePoolOptions::new()
@@ -91,7 +92,7 @@ impl SqliteState {
 }
 
 fn describe_open_error(path: &Path, e: sqlx::Error) -> StateError {
-    StateError::Path { path: path.display().to_string(), problem: format!("cannot open the SQLite database: {e}") }
+    StateError::Path { path: path.display().to_string(), problem: "cannot open the SQLite database", source: e.into() }
 }
 
 /// The columns of a [`Cursor`], as a literal for `concat!`.

@@ -12,9 +12,9 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::WebexError;
 use super::gate::RateGate;
 use super::models::{ErrorBody, TokenResponse};
+use super::{TokenError, WebexError};
 use crate::config::{Credentials, OAuthCredentials};
 use crate::metrics::Metrics;
 use crate::state::{State, StoredTokens};
@@ -142,7 +142,7 @@ impl OAuth {
                 .state
                 .load_tokens(client_id)
                 .await
-                .map_err(|e| WebexError::Token(e.to_string()))?
+                .map_err(|e| WebexError::Token(TokenError::store("cannot read the stored tokens", e)))?
                 .filter(|t| t.seed_sha256.as_deref() == Some(self.seed_sha256.as_str()));
             if let Some(token) = stored.as_ref().and_then(|t| self.usable(t, refused)) {
                 self.metrics.set_token_expiries(
@@ -156,11 +156,11 @@ impl OAuth {
                 .state
                 .lock_refresh(client_id, &self.owner, REFRESH_LOCK)
                 .await
-                .map_err(|e| WebexError::Token(e.to_string()))?;
+                .map_err(|e| WebexError::Token(TokenError::store("cannot take the refresh lock", e)))?;
             if locked || tokio::time::Instant::now() >= deadline {
                 let result = self.refresh(stored, gate, cancel).await;
                 if locked && let Err(e) = self.state.unlock_refresh(client_id, &self.owner).await {
-                    tracing::warn!(error = %e, "cannot release the token refresh lock; it expires by itself");
+                    tracing::warn!(error = %crate::telemetry::ErrorChain(&e), "cannot release the token refresh lock; it expires by itself");
                 }
                 let tokens = result?;
                 let token = SecretString::from(tokens.access_token.clone().unwrap_or_default());
@@ -197,22 +197,19 @@ impl OAuth {
             .form(&form)
             .send()
             .await
-            .map_err(|e| WebexError::Token(format!("no response from the token endpoint: {}", e.without_url())))?;
+            .map_err(|e| WebexError::Token(TokenError::Network(e.without_url())))?;
         let status = response.status();
         self.metrics.api_request("token", Some(status.as_u16()));
         let tracking_id = super::client::tracking_id(response.headers());
         let body = super::client::read_capped(response, super::client::SMALL_BODY_CAP)
             .await
-            .map_err(|e| WebexError::Token(format!("the token endpoint's answer: {e}")))?;
+            .map_err(|e| WebexError::Token(TokenError::Body(e)))?;
         if !status.is_success() {
             let message = serde_json::from_slice::<ErrorBody>(&body).ok().and_then(|b| b.message).unwrap_or_default();
-            return Err(WebexError::Token(format!(
-                "the token endpoint answered {status}: {message}{}",
-                tracking_id.map(|t| format!(" (trackingId {t})")).unwrap_or_default()
-            )));
+            return Err(WebexError::Token(TokenError::Refused { status, message, tracking_id }));
         }
         let parsed: TokenResponse =
-            serde_json::from_slice(&body).map_err(|e| WebexError::Token(format!("unreadable token response: {e}")))?;
+            serde_json::from_slice(&body).map_err(|e| WebexError::Token(TokenError::Unreadable(e)))?;
         let now = Utc::now();
         // NOTE: lifetimes come from the network: a huge one saturates, it cannot overflow.
         let seconds = |s: u64| {
@@ -239,7 +236,7 @@ impl OAuth {
         self.state
             .store_tokens(&self.credentials.client_id, &tokens)
             .await
-            .map_err(|e| WebexError::Token(format!("cannot store the refreshed tokens: {e}")))?;
+            .map_err(|e| WebexError::Token(TokenError::store("cannot store the refreshed tokens", e)))?;
         self.metrics.token_refreshed(tokens.access_expires_at, tokens.refresh_expires_at);
         tracing::info!(
             access_expires_at = ?tokens.access_expires_at,

@@ -79,7 +79,7 @@ pub enum FetchError {
     #[error(transparent)]
     HostNotAllowed(HostNotAllowed),
     /// No response (connection refused or reset, timeout, TLS, too many redirects).
-    #[error("no response: {0}")]
+    #[error("no response")]
     Network(#[source] reqwest::Error),
 }
 
@@ -93,7 +93,7 @@ pub enum BodyError {
         cap: usize,
     },
     /// The connection failed while reading.
-    #[error("reading the answer failed: {0}")]
+    #[error("reading the answer failed")]
     Network(#[source] reqwest::Error),
 }
 
@@ -331,7 +331,7 @@ impl WebexClient {
                     if transient_failures > MAX_TRANSIENT_RETRIES {
                         return Err(error);
                     }
-                    tracing::warn!(endpoint, error = %error, "Webex request failed; retrying");
+                    tracing::warn!(endpoint, error = %crate::telemetry::ErrorChain(&error), "Webex request failed; retrying");
                     self.sleep(backoff.next_backoff().unwrap_or(Duration::from_secs(30))).await?;
                     continue;
                 }
@@ -410,7 +410,7 @@ impl WebexClient {
                     // NOTE: Webex documents 504 as "reduce max": retry the page with half as many items.
                     url = halve_max(&url);
                 }
-                tracing::warn!(endpoint, error = %error, "Webex request failed; retrying");
+                tracing::warn!(endpoint, error = %crate::telemetry::ErrorChain(&error), "Webex request failed; retrying");
                 self.sleep(backoff.next_backoff().unwrap_or(Duration::from_secs(30))).await?;
                 continue;
             }

@@ -1,4 +1,6 @@
-//! Errors of the Webex client, each classified once: worth retrying, or final.
+//! Errors of the Webex client, each classified once: worth retrying, or final. A
+//! variant with a source does not repeat it in its message: print them with
+//! [`crate::telemetry::ErrorChain`].
 
 use std::time::Duration;
 
@@ -19,7 +21,7 @@ pub enum WebexError {
         tracking_id: Option<String>,
     },
     /// No response (connection refused or reset, timeout, TLS).
-    #[error("{endpoint}: no response from Webex: {source}")]
+    #[error("{endpoint}: no response from Webex")]
     Network {
         /// Endpoint.
         endpoint: &'static str,
@@ -44,11 +46,51 @@ pub enum WebexError {
         tracking_id: Option<String>,
     },
     /// Obtaining a token from the OAuth endpoint failed.
-    #[error("OAuth token refresh failed: {0}")]
-    Token(String),
+    #[error("OAuth token refresh failed")]
+    Token(#[source] TokenError),
     /// The operation was cancelled by shutdown.
     #[error("cancelled by shutdown")]
     Cancelled,
+}
+
+/// Why a token could not be obtained (the source of [`WebexError::Token`]).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The token store (the database, shared by every replica) failed.
+    #[error("{doing}")]
+    Store {
+        /// What was being done, e.g. `cannot store the refreshed tokens`.
+        doing: &'static str,
+        /// The store's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The token endpoint did not answer.
+    #[error("no response from the token endpoint")]
+    Network(#[source] reqwest::Error),
+    /// The token endpoint's answer could not be read (too large, broke off).
+    #[error("the token endpoint's answer")]
+    Body(#[source] super::client::BodyError),
+    /// The token endpoint refused.
+    #[error("the token endpoint answered {status}: {message}{}", tracking(.tracking_id))]
+    Refused {
+        /// HTTP status.
+        status: reqwest::StatusCode,
+        /// The endpoint's message, from its error body.
+        message: String,
+        /// Webex's trackingId.
+        tracking_id: Option<String>,
+    },
+    /// A success answer without the token fields.
+    #[error("unreadable token response")]
+    Unreadable(#[source] serde_json::Error),
+}
+
+impl TokenError {
+    /// A failure of the token store while `doing` something.
+    pub fn store(doing: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Store { doing, source: Box::new(source) }
+    }
 }
 
 fn tracking(id: &Option<String>) -> String {

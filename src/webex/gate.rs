@@ -198,7 +198,7 @@ impl RateGate {
         if let Some(state) = &self.shared
             && let Err(e) = state.pause_until(until).await
         {
-            tracing::warn!(error = %e, "cannot share the Retry-After pause through the database; pausing this process only");
+            tracing::warn!(error = %crate::telemetry::ErrorChain(&e), "cannot share the Retry-After pause through the database; pausing this process only");
         }
     }
 
@@ -210,7 +210,7 @@ impl RateGate {
             Some(state) => match state.paused_until().await {
                 Ok(at) => at,
                 Err(e) => {
-                    tracing::debug!(error = %e, "cannot read the shared Retry-After pause; using this process's");
+                    tracing::debug!(error = %crate::telemetry::ErrorChain(&e), "cannot read the shared Retry-After pause; using this process's");
                     DateTime::UNIX_EPOCH
                 }
             },

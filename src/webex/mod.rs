@@ -8,4 +8,4 @@ pub mod hosts;
 pub mod models;
 
 pub use client::{ListPage, Listing, WebexClient};
-pub use error::{WebexError, parse_retry_after};
+pub use error::{TokenError, WebexError, parse_retry_after};

@@ -60,7 +60,7 @@ pub enum PageError {
     },
     /// A JSON object, but without an `items` array (missing, `null`, another type, twice),
     /// or not valid JSON.
-    #[error("the answer is not a JSON object with an `items` array: {0}")]
+    #[error("the answer is not a JSON object with an `items` array")]
     NoItems(#[source] serde_json::Error),
     /// More items than any page may hold.
     #[error("the page holds more than {MAX_ITEMS_PER_PAGE} items")]
