@@ -451,10 +451,14 @@ pub async fn run(services: Services, stop: CancellationToken, abort: Cancellatio
             }
         }
         _ = &mut workers => {
-            tracing::error!("the archive workers ended unexpectedly; stopping");
-            liveness.broken.store(true, std::sync::atomic::Ordering::Relaxed);
-            exit = EXIT_INCOMPLETE;
-            stop.cancel();
+            // NOTE: workers end as soon as a stop is requested; this branch may win the
+            // race against `stop.cancelled()`. Only an end nobody asked for is a crash.
+            if !stop.is_cancelled() {
+                tracing::error!("the archive workers ended unexpectedly; stopping");
+                liveness.broken.store(true, std::sync::atomic::Ordering::Relaxed);
+                exit = EXIT_INCOMPLETE;
+                stop.cancel();
+            }
         }
     }
     tracing::info!(
