@@ -11,12 +11,13 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::archive::{self, Archiver};
-use crate::config::{Scope, Settings};
+use crate::config::Settings;
 use crate::discovery::{Discovery, ScopeReport};
+use crate::domain::{ArchiveState, RecordingId, Scope};
 use crate::metrics::Metrics;
 use crate::progress::ProgressDisplay;
 use crate::server::{Endpoint, Liveness};
-use crate::state::{self, ArchiveState, RecordingId, State, StatusReport};
+use crate::state::{self, State, StatusReport};
 use crate::storage::Archive;
 use crate::supervise::catch_panic;
 use crate::webex::WebexClient;

@@ -14,6 +14,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use url::Url;
 
+pub use crate::domain::{FileKind, Scope};
+
 /// The defaults, compiled into the binary; also the operator's reference.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -129,16 +131,6 @@ pub struct Settings {
 pub struct DataSettings {
     /// Directory of the embedded SQLite state and local archive.
     pub dir: PathBuf,
-}
-
-/// Which Webex listing is swept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// `GET /v1/recordings`.
-    User,
-    /// `GET /v1/admin/recordings`, once per site.
-    Admin,
 }
 
 /// `[webex]`
@@ -405,29 +397,6 @@ pub struct SyncSettings {
     /// Discovery lease of one scope.
     #[serde(with = "humantime_serde")]
     pub discovery_lease: Duration,
-}
-
-/// Which files of a recording are archived.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FileKind {
-    /// The MP4/ARF recording.
-    Recording,
-    /// The audio track.
-    Audio,
-    /// The transcript.
-    Transcript,
-}
-
-impl FileKind {
-    /// The name used in keys, `metadata.json` and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Recording => "recording",
-            Self::Audio => "audio",
-            Self::Transcript => "transcript",
-        }
-    }
 }
 
 /// `[archive]`
@@ -711,7 +680,7 @@ impl Settings {
         }
         self.archive.include.sort();
         self.archive.include.dedup();
-        crate::archive::KeyTemplate::parse(&self.archive.key_template)
+        crate::domain::KeyTemplate::parse(&self.archive.key_template)
             .map_err(|problem| ConfigError::new("archive.key_template", problem))?;
 
         if !self.http.listen.is_empty() {

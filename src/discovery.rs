@@ -32,11 +32,12 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::config::{Scope, SyncSettings};
+use crate::config::SyncSettings;
+use crate::domain::{CursorKind, RecordingId, Scope, ScopeKey};
 use crate::metrics::Metrics;
 use crate::state::{
-    CursorKind, CursorMove, ListedRecording, PageRecorded, QuarantineEntry, QuarantineKey, QuarantinedItem,
-    RecordingId, ReleasedHow, ScopeKey, State, StateError,
+    CursorMove, ListedRecording, PageRecorded, QuarantineEntry, QuarantineKey, QuarantinedItem, ReleasedHow, State,
+    StateError,
 };
 use crate::supervise::{TestHook, catch_panic};
 use crate::webex::models::{ItemRead, PageError, ReadableItem, read_item, read_with_details};

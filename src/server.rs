@@ -15,8 +15,9 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::CursorKind;
 use crate::metrics::Metrics;
-use crate::state::{CursorKind, State};
+use crate::state::State;
 use crate::storage::Archive;
 use crate::webex::WebexClient;
 

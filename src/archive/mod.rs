@@ -6,7 +6,6 @@
 //! short statement that sets a lease, the lease is renewed while bytes flow, and the
 //! attempt ends with one statement that succeeds only for the lease holder.
 
-mod key;
 mod transfer;
 
 use std::sync::Arc;
@@ -19,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-pub use key::{KeyInputs, KeyTemplate};
+pub use crate::domain::{KeyInputs, KeyTemplate};
 use transfer::{AttemptError, StoredFile};
 
 use crate::config::{ArchiveSettings, FileKind};

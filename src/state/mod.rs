@@ -18,107 +18,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::DatabaseUrl;
+use crate::domain::UnknownName;
+pub use crate::domain::{ArchiveState, CursorKind, RecordingId, ScopeKey};
 
 pub use postgres::PgState;
 pub use sqlite::SqliteState;
-
-/// A Webex recording id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct RecordingId(pub String);
-
-impl fmt::Display for RecordingId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Where a recording is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ArchiveState {
-    /// Listed, waiting for a worker (now or at `next_attempt_at`).
-    Pending,
-    /// Claimed by a worker holding a lease.
-    Archiving,
-    /// Every file and `metadata.json` are stored and checked. Final.
-    Archived,
-    /// Gave up: attempts exhausted or a final error. `retry` makes it due again.
-    Failed,
-    /// No download link for this token (e.g. "Prevent downloading"). Final.
-    NotDownloadable,
-}
-
-impl ArchiveState {
-    /// Every state, in life order.
-    pub const ALL: [Self; 5] = [Self::Pending, Self::Archiving, Self::Archived, Self::Failed, Self::NotDownloadable];
-
-    /// The name stored in the database and shown by `status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Archiving => "archiving",
-            Self::Archived => "archived",
-            Self::Failed => "failed",
-            Self::NotDownloadable => "not_downloadable",
-        }
-    }
-
-    fn parse(text: &str) -> Result<Self, StateError> {
-        Self::ALL
-            .into_iter()
-            .find(|s| s.as_str() == text)
-            .ok_or_else(|| StateError::Corrupt(format!("unknown state {text:?}")))
-    }
-}
-
-/// A discovery scope: `user`, or `admin:<siteUrl>`. Each has its own cursors.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct ScopeKey(pub String);
-
-impl ScopeKey {
-    /// The user listing.
-    pub fn user() -> Self {
-        Self("user".into())
-    }
-    /// The admin listing of one site.
-    pub fn admin(site_url: &str) -> Self {
-        Self(format!("admin:{site_url}"))
-    }
-}
-
-impl fmt::Display for ScopeKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// The two cursors of a scope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CursorKind {
-    /// The live edge, moved by `run` and `sync`.
-    Sync,
-    /// Older history, moved by `backfill`.
-    Backfill,
-}
-
-impl CursorKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Sync => "sync",
-            Self::Backfill => "backfill",
-        }
-    }
-    fn parse(text: &str) -> Result<Self, StateError> {
-        match text {
-            "sync" => Ok(Self::Sync),
-            "backfill" => Ok(Self::Backfill),
-            other => Err(StateError::Corrupt(format!("unknown cursor kind {other:?}"))),
-        }
-    }
-}
 
 /// A recording as discovery records it (the domain view of a listing item).
 #[derive(Debug, Clone, PartialEq)]
@@ -517,6 +421,12 @@ pub enum StateError {
     /// A stored value has an impossible shape.
     #[error("unexpected stored value: {0}")]
     Corrupt(String),
+}
+
+impl From<UnknownName> for StateError {
+    fn from(e: UnknownName) -> Self {
+        Self::Corrupt(e.to_string())
+    }
 }
 
 impl StateError {
