@@ -79,7 +79,14 @@ impl Services {
             metrics.clone(),
         ));
         let http = api_http_client(&settings.webex).context("building the HTTP client")?;
-        let tokens = Arc::new(TokenProvider::new(credentials, state.clone(), http, owner.clone(), metrics.clone()));
+        let tokens = Arc::new(TokenProvider::new(
+            credentials,
+            &settings.webex.base_url,
+            state.clone(),
+            http,
+            owner.clone(),
+            metrics.clone(),
+        ));
         let webex =
             WebexClient::new(&settings.webex, settings.archive.stall_timeout, tokens, gate, metrics.clone(), abort)
                 .context("building the HTTP client")?;

@@ -478,7 +478,12 @@ impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Static(_) => f.write_str("Credentials::Static(***)"),
-            Self::OAuth(o) => write!(f, "Credentials::OAuth(client_id={}, token_url={})", o.client_id, o.token_url),
+            Self::OAuth(o) => write!(
+                f,
+                "Credentials::OAuth(client_id={}, token_url={})",
+                o.client_id,
+                o.token_url.as_ref().map_or("<webex.base_url>/access_token", Url::as_str)
+            ),
         }
     }
 }
@@ -492,8 +497,10 @@ pub struct OAuthCredentials {
     pub client_secret: SecretString,
     /// Refresh token from the configuration (the database may hold a newer one).
     pub refresh_token: SecretString,
-    /// Token endpoint.
-    pub token_url: Url,
+    /// Token endpoint as configured (https, or http to a loopback address); `None` when
+    /// `webex.oauth.token_url` is empty, which means `<webex.base_url>/access_token` (the
+    /// Webex client resolves it: see `webex::auth::token_endpoint`).
+    pub token_url: Option<Url>,
     /// Refresh margin.
     pub refresh_ahead: Duration,
 }
@@ -722,12 +729,13 @@ impl Settings {
                         ConfigError::new("webex.oauth.refresh_token", "required when webex.oauth.client_id is set")
                     })?;
             let token_url = if oauth.token_url.is_empty() {
-                join_base(&self.webex.base_url, "access_token")
+                None
             } else {
-                Url::parse(&oauth.token_url)
-                    .map_err(|e| ConfigError::new("webex.oauth.token_url", format!("not a valid URL: {e}")))?
+                let url = Url::parse(&oauth.token_url)
+                    .map_err(|e| ConfigError::new("webex.oauth.token_url", format!("not a valid URL: {e}")))?;
+                require_https(&url, "webex.oauth.token_url")?;
+                Some(url)
             };
-            require_https(&token_url, "webex.oauth.token_url")?;
             return Ok(Some(Credentials::OAuth(OAuthCredentials {
                 client_id,
                 client_secret,
@@ -749,19 +757,6 @@ impl Settings {
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
     }
-}
-
-/// `base` joined with a relative path segment, keeping base's own path (`.../v1` + `x` = `.../v1/x`).
-pub fn join_base(base: &Url, segment: &str) -> Url {
-    let mut url = base.clone();
-    {
-        let mut segments = url.path_segments_mut().expect("http(s) URL has a path");
-        segments.pop_if_empty();
-        for part in segment.split('/') {
-            segments.push(part);
-        }
-    }
-    url
 }
 
 /// Where the archive lives.

@@ -12,7 +12,10 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use url::Url;
+
 use super::WebexError;
+use super::client::join_base;
 use super::gate::RateGate;
 use super::models::{ErrorBody, TokenResponse};
 use crate::config::{Credentials, OAuthCredentials};
@@ -36,6 +39,8 @@ enum Kind {
 
 struct OAuth {
     credentials: OAuthCredentials,
+    /// The token endpoint, resolved from the credentials and `webex.base_url`.
+    token_url: Url,
     state: State,
     http: reqwest::Client,
     owner: String,
@@ -54,15 +59,30 @@ impl std::fmt::Debug for TokenProvider {
     }
 }
 
+/// Where OAuth tokens are refreshed: `webex.oauth.token_url` when configured, else
+/// `<base_url>/access_token`.
+pub fn token_endpoint(credentials: &OAuthCredentials, base_url: &Url) -> Url {
+    credentials.token_url.clone().unwrap_or_else(|| join_base(base_url, "access_token"))
+}
+
 impl TokenProvider {
-    /// A provider for the configured credentials. `owner` names this process in locks.
-    pub fn new(credentials: Credentials, state: State, http: reqwest::Client, owner: String, metrics: Metrics) -> Self {
+    /// A provider for the configured credentials, against the API at `base_url`
+    /// (`webex.base_url`). `owner` names this process in locks.
+    pub fn new(
+        credentials: Credentials,
+        base_url: &Url,
+        state: State,
+        http: reqwest::Client,
+        owner: String,
+        metrics: Metrics,
+    ) -> Self {
         let kind = match credentials {
             Credentials::Static(token) => Kind::Static(token),
             Credentials::OAuth(credentials) => Kind::OAuth(Box::new(OAuth {
                 seed_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
                     credentials.refresh_token.expose_secret().as_bytes(),
                 )),
+                token_url: token_endpoint(&credentials, base_url),
                 credentials,
                 state,
                 http,
@@ -193,7 +213,7 @@ impl OAuth {
         ];
         let response = self
             .http
-            .post(self.credentials.token_url.clone())
+            .post(self.token_url.clone())
             .form(&form)
             .send()
             .await
@@ -253,6 +273,26 @@ impl OAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn oauth(token_url: Option<&str>) -> OAuthCredentials {
+        OAuthCredentials {
+            client_id: "cid".into(),
+            client_secret: SecretString::from("secret"),
+            refresh_token: SecretString::from("refresh"),
+            token_url: token_url.map(|u| Url::parse(u).unwrap()),
+            refresh_ahead: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn the_token_endpoint_is_the_configured_one_else_under_the_base_url() {
+        let base = Url::parse("https://webexapis.com/v1").unwrap();
+        assert_eq!(token_endpoint(&oauth(None), &base).as_str(), "https://webexapis.com/v1/access_token");
+        let base = Url::parse("http://127.0.0.1:8080/v1/").unwrap();
+        assert_eq!(token_endpoint(&oauth(None), &base).as_str(), "http://127.0.0.1:8080/v1/access_token");
+        let configured = "https://idbroker.webex.com/idb/oauth2/v1/access_token";
+        assert_eq!(token_endpoint(&oauth(Some(configured)), &base).as_str(), configured);
+    }
 
     proptest::proptest! {
         #[test]
