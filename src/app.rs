@@ -73,7 +73,7 @@ impl Services {
         let owner = format!("wa-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let credentials = settings.credentials()?.context("no Webex credentials are configured")?;
         let gate = Arc::new(RateGate::new(
-            Some(state.clone()),
+            Some(Arc::new(state.clone())),
             settings.webex.max_requests_per_second,
             RetryPolicy { max: settings.webex.max_retry_after },
             metrics.clone(),
@@ -82,7 +82,7 @@ impl Services {
         let tokens = Arc::new(TokenProvider::new(
             credentials,
             &settings.webex.base_url,
-            state.clone(),
+            Arc::new(state.clone()),
             http,
             owner.clone(),
             metrics.clone(),

@@ -20,6 +20,10 @@ use serde::Serialize;
 use crate::config::DatabaseUrl;
 use crate::domain::UnknownName;
 pub use crate::domain::{ArchiveState, CursorKind, RecordingId, ScopeKey};
+use crate::webex::StoreError;
+pub use crate::webex::auth::StoredTokens;
+use crate::webex::auth::TokenStore;
+use crate::webex::gate::SharedPause;
 
 pub use postgres::PgState;
 pub use sqlite::SqliteState;
@@ -368,33 +372,6 @@ pub struct ArchivedRow {
     pub record: ArchivedRecord,
 }
 
-/// OAuth tokens kept in the database, so a restart uses the newest refresh token.
-#[derive(Clone, PartialEq)]
-pub struct StoredTokens {
-    /// Current access token, if one was obtained.
-    pub access_token: Option<String>,
-    /// Its expiry.
-    pub access_expires_at: Option<DateTime<Utc>>,
-    /// The refresh token to use next.
-    pub refresh_token: String,
-    /// Its expiry.
-    pub refresh_expires_at: Option<DateTime<Utc>>,
-    /// Refreshes done so far.
-    pub refreshes: i64,
-    /// SHA-256 (hex) of the configured refresh token this chain started from.
-    pub seed_sha256: Option<String>,
-}
-
-impl fmt::Debug for StoredTokens {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoredTokens")
-            .field("access_expires_at", &self.access_expires_at)
-            .field("refresh_expires_at", &self.refresh_expires_at)
-            .field("refreshes", &self.refreshes)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Errors of the state layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -569,14 +546,14 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// Recordings not in a final state (pending or archiving).
     async fn unfinished(&self, limit: u32) -> StateResult<Vec<(RecordingId, ArchiveState, Option<String>)>>;
 
-    // --- shared rate-limit pause ---
+    // --- shared rate-limit pause (behind webex::gate::SharedPause) ---
 
     /// Extends the shared pause to at least `until`.
     async fn pause_until(&self, until: DateTime<Utc>) -> StateResult<()>;
     /// The shared pause's end (may be in the past).
     async fn paused_until(&self) -> StateResult<DateTime<Utc>>;
 
-    // --- OAuth tokens ---
+    // --- OAuth tokens (behind webex::auth::TokenStore) ---
 
     /// The tokens stored for `client_id`.
     async fn load_tokens(&self, client_id: &str) -> StateResult<Option<StoredTokens>>;
@@ -601,6 +578,35 @@ pub async fn open(url: &DatabaseUrl, max_connections: u32, acquire_timeout: Dura
     };
     state.migrate().await?;
     Ok(state)
+}
+
+// The Webex client shares its Retry-After pause and its OAuth tokens through the state
+// store, which it knows only by these two traits.
+
+#[async_trait]
+impl SharedPause for State {
+    async fn pause_until(&self, until: DateTime<Utc>) -> Result<(), StoreError> {
+        StateStore::pause_until(self.as_ref(), until).await.map_err(StoreError::from)
+    }
+    async fn paused_until(&self) -> Result<DateTime<Utc>, StoreError> {
+        StateStore::paused_until(self.as_ref()).await.map_err(StoreError::from)
+    }
+}
+
+#[async_trait]
+impl TokenStore for State {
+    async fn load_tokens(&self, client_id: &str) -> Result<Option<StoredTokens>, StoreError> {
+        StateStore::load_tokens(self.as_ref(), client_id).await.map_err(StoreError::from)
+    }
+    async fn store_tokens(&self, client_id: &str, tokens: &StoredTokens) -> Result<(), StoreError> {
+        StateStore::store_tokens(self.as_ref(), client_id, tokens).await.map_err(StoreError::from)
+    }
+    async fn lock_refresh(&self, client_id: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        StateStore::lock_refresh(self.as_ref(), client_id, owner, ttl).await.map_err(StoreError::from)
+    }
+    async fn unlock_refresh(&self, client_id: &str, owner: &str) -> Result<(), StoreError> {
+        StateStore::unlock_refresh(self.as_ref(), client_id, owner).await.map_err(StoreError::from)
+    }
 }
 
 /// Milliseconds of a duration, for SQL parameters.
