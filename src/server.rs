@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::CursorKind;
 use crate::metrics::Metrics;
-use crate::state::State;
+use crate::state::{State, StatusReport};
 use crate::storage::Archive;
 use crate::webex::WebexClient;
 
@@ -150,7 +150,7 @@ async fn metrics(AxumState(endpoint): AxumState<Endpoint>) -> Response {
     let (mut access, mut refresh) = endpoint.webex.tokens().expiries().await;
     match tokio::time::timeout(CHECK_TIMEOUT, endpoint.state.status(0)).await {
         Ok(Ok(report)) => {
-            endpoint.metrics.observe_status(&report, now);
+            observe_status(&endpoint.metrics, &report, now);
             // Another replica may hold the newest tokens: the database knows their lifetimes.
             if let Some(oauth) = &report.oauth {
                 access = access.max(oauth.access_expires_at);
@@ -164,4 +164,84 @@ async fn metrics(AxumState(endpoint): AxumState<Endpoint>) -> Response {
     let body = endpoint.metrics.encode(now);
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
         .into_response()
+}
+
+/// Sets the database-derived gauges from a status report: recordings per state, the
+/// oldest unarchived recording's age, quarantined items, and per scope whether the last
+/// pass failed and when the last one succeeded.
+pub fn observe_status(metrics: &Metrics, report: &StatusReport, now: DateTime<Utc>) {
+    for (state, n) in &report.counts {
+        metrics.set_recordings(state.as_str(), *n);
+    }
+    let age = report.oldest_unarchived.as_ref().map_or(0.0, |(_, t)| (now - *t).num_milliseconds() as f64 / 1e3);
+    metrics.set_oldest_unarchived_age(age);
+    metrics.set_quarantined(report.quarantined);
+    for cursor in &report.cursors {
+        if cursor.kind == CursorKind::Sync {
+            metrics.set_pass_failed(&cursor.scope.0, cursor.last_error.is_some());
+        }
+        if let Some(at) = cursor.last_success_at {
+            metrics.observe_pass_succeeded(&cursor.scope.0, at);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ArchiveState, RecordingId, ScopeKey};
+    use crate::state::Cursor;
+
+    fn cursor(scope: &str, kind: CursorKind, success: Option<DateTime<Utc>>, error: Option<&str>) -> Cursor {
+        Cursor {
+            scope: ScopeKey(scope.into()),
+            kind,
+            position: DateTime::UNIX_EPOCH,
+            range_start: None,
+            range_end: None,
+            last_pass_at: None,
+            last_success_at: success,
+            last_error: error.map(str::to_owned),
+            items_listed: 0,
+            items_quarantined: 0,
+        }
+    }
+
+    fn sample(text: &str, name: &str) -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+    }
+
+    #[test]
+    fn a_status_report_sets_the_database_gauges() {
+        let now: DateTime<Utc> = "2026-11-27T12:00:00Z".parse().unwrap();
+        let earlier: DateTime<Utc> = "2026-11-27T11:00:00Z".parse().unwrap();
+        let mut report = StatusReport {
+            oldest_unarchived: Some((RecordingId("r1".into()), "2026-11-27T11:59:00Z".parse().unwrap())),
+            quarantined: 3,
+            cursors: vec![
+                cursor("user", CursorKind::Sync, Some(earlier), Some("boom")),
+                cursor("admin:a", CursorKind::Backfill, None, Some("backfill errors are not the live edge's")),
+            ],
+            ..Default::default()
+        };
+        report.counts.insert(ArchiveState::Pending, 5);
+        report.counts.insert(ArchiveState::NotDownloadable, 2);
+        let metrics = Metrics::new();
+        observe_status(&metrics, &report, now);
+        // A later report with an older success does not move the pass timestamp back.
+        report.cursors[0].last_success_at = Some("2026-11-27T10:00:00Z".parse().unwrap());
+        observe_status(&metrics, &report, now);
+
+        let text = metrics.encode(now);
+        assert_eq!(sample(&text, "webex_archiver_recordings{state=\"pending\"}"), Some(5.0));
+        assert_eq!(sample(&text, "webex_archiver_recordings{state=\"not_downloadable\"}"), Some(2.0));
+        assert_eq!(sample(&text, "webex_archiver_oldest_unarchived_age_seconds"), Some(60.0));
+        assert_eq!(sample(&text, "webex_archiver_quarantined_items"), Some(3.0));
+        assert_eq!(sample(&text, "webex_archiver_discovery_last_pass_failed{scope=\"user\"}"), Some(1.0));
+        assert_eq!(sample(&text, "webex_archiver_discovery_last_pass_failed{scope=\"admin:a\"}"), None);
+        assert_eq!(
+            sample(&text, "webex_archiver_last_successful_pass_timestamp_seconds{scope=\"user\"}"),
+            Some(earlier.timestamp() as f64)
+        );
+    }
 }
