@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::progress::ProgressDisplay;
 use crate::server::{Endpoint, Liveness};
 use crate::state::{self, State, StatusReport};
-use crate::storage::Archive;
+use crate::storage::Store;
 use crate::supervise::catch_panic;
 use crate::webex::WebexClient;
 use crate::webex::auth::TokenProvider;
@@ -47,7 +47,7 @@ pub struct Services {
     /// State database.
     pub state: State,
     /// The archive store.
-    pub store: Archive,
+    pub store: Store,
     /// The Webex client.
     pub webex: WebexClient,
     /// Discovery.
@@ -69,7 +69,7 @@ impl Services {
     pub async fn with_state(settings: Settings, state: State, abort: CancellationToken) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
         let metrics = Metrics::new();
-        let store = Archive::from_settings(&settings.storage).context("building the archive store")?;
+        let store = Store::from_settings(&settings.storage).context("building the archive store")?;
         let owner = format!("wa-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let credentials = settings.credentials()?.context("no Webex credentials are configured")?;
         let gate = Arc::new(RateGate::new(
@@ -388,7 +388,7 @@ pub fn status_text(report: &StatusReport, now: DateTime<Utc>) -> String {
 /// `webex-archiver verify`: re-read and check archived objects; 1 on any mismatch.
 pub async fn verify(settings: &Settings, sample: Option<u32>, json: bool) -> anyhow::Result<u8> {
     let state = open_state(settings).await?;
-    let store = Archive::from_settings(&settings.storage).context("building the archive store")?;
+    let store = Store::from_settings(&settings.storage).context("building the archive store")?;
     let report = crate::verify::verify(&state, &store, sample).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::CursorKind;
 use crate::metrics::Metrics;
 use crate::state::{State, StatusReport};
-use crate::storage::Archive;
+use crate::storage::Store;
 use crate::webex::WebexClient;
 
 /// Time limit of each readiness check.
@@ -36,8 +36,8 @@ pub struct Liveness {
 pub struct Endpoint {
     /// State database.
     pub state: State,
-    /// Archive store.
-    pub store: Archive,
+    /// The object store holding the archive.
+    pub store: Store,
     /// Webex client (token lifetimes, last authentication outcome).
     pub webex: WebexClient,
     /// Metrics registry.

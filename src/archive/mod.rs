@@ -24,7 +24,7 @@ use transfer::{AttemptError, StoredFile};
 use crate::config::{ArchiveSettings, FileKind};
 use crate::metrics::Metrics;
 use crate::state::{ArchivedRecord, Claim, Outcome, RecordingId, State, StateError};
-use crate::storage::{Archive, StorageError};
+use crate::storage::{StorageError, Store};
 use crate::supervise::{TestHook, catch_panic};
 use crate::webex::WebexClient;
 
@@ -120,7 +120,7 @@ pub enum AttemptResult {
 pub struct Archiver {
     pub(crate) state: State,
     pub(crate) webex: WebexClient,
-    pub(crate) store: Archive,
+    pub(crate) store: Store,
     pub(crate) settings: ArchiveSettings,
     pub(crate) template: Arc<KeyTemplate>,
     pub(crate) owner: String,
@@ -142,7 +142,7 @@ impl Archiver {
     pub fn new(
         state: State,
         webex: WebexClient,
-        store: Archive,
+        store: Store,
         settings: ArchiveSettings,
         owner: String,
         admin: bool,
