@@ -14,7 +14,6 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-
 use url::Url;
 
 use super::client::join_base;
@@ -24,7 +23,8 @@ use super::{StoreError, WebexError};
 use crate::config::{Credentials, OAuthCredentials};
 use crate::metrics::Metrics;
 
-/// OAuth tokens kept in the database, so a restart uses the newest refresh token.
+/// OAuth tokens kept in a [`TokenStore`] (the database), so a restart uses the newest
+/// refresh token.
 #[derive(Clone, PartialEq)]
 pub struct StoredTokens {
     /// Current access token, if one was obtained.
