@@ -11,13 +11,14 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::archive::{self, Archiver, ArchiverParts};
-use crate::config::{Scope, Settings};
+use crate::config::Settings;
 use crate::discovery::{Discovery, ScopeReport};
+use crate::domain::{ArchiveState, RecordingId, Scope};
 use crate::metrics::Metrics;
 use crate::progress::ProgressDisplay;
 use crate::server::{Endpoint, Liveness};
-use crate::state::{self, ArchiveState, RecordingId, State, StatusReport};
-use crate::storage::Archive;
+use crate::state::{self, State, StatusReport};
+use crate::storage::Store;
 use crate::supervise::catch_panic;
 use crate::webex::WebexClient;
 use crate::webex::auth::TokenProvider;
@@ -46,7 +47,7 @@ pub struct Services {
     /// State database.
     pub state: State,
     /// The archive store.
-    pub store: Archive,
+    pub store: Store,
     /// The Webex client.
     pub webex: WebexClient,
     /// Discovery.
@@ -68,17 +69,24 @@ impl Services {
     pub async fn with_state(settings: Settings, state: State, abort: CancellationToken) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
         let metrics = Metrics::new();
-        let store = Archive::from_settings(&settings.storage).context("building the archive store")?;
+        let store = Store::from_settings(&settings.storage).context("building the archive store")?;
         let owner = format!("wa-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let credentials = settings.credentials()?.context("no Webex credentials are configured")?;
         let gate = Arc::new(RateGate::new(
-            Some(state.clone()),
+            Some(Arc::new(state.clone())),
             settings.webex.max_requests_per_second,
             RetryPolicy { max: settings.webex.max_retry_after },
             metrics.clone(),
         ));
         let http = api_http_client(&settings.webex).context("building the HTTP client")?;
-        let tokens = Arc::new(TokenProvider::new(credentials, state.clone(), http, owner.clone(), metrics.clone()));
+        let tokens = Arc::new(TokenProvider::new(
+            credentials,
+            &settings.webex.base_url,
+            Arc::new(state.clone()),
+            http,
+            owner.clone(),
+            metrics.clone(),
+        ));
         let webex =
             WebexClient::new(&settings.webex, settings.archive.stall_timeout, tokens, gate, metrics.clone(), abort)
                 .context("building the HTTP client")?;
@@ -167,8 +175,8 @@ fn discovery_outcome(
             (scopes, error)
         }
         Err(e) => {
-            tracing::error!(error = %crate::telemetry::ErrorChain(&e), "discovery pass failed");
-            (Vec::new(), Some(crate::telemetry::ErrorChain(&e).to_string()))
+            tracing::error!(error = %crate::errors::ErrorChain(&e), "discovery pass failed");
+            (Vec::new(), Some(crate::errors::ErrorChain(&e).to_string()))
         }
     }
 }
@@ -380,7 +388,7 @@ pub fn status_text(report: &StatusReport, now: DateTime<Utc>) -> String {
 /// `webex-archiver verify`: re-read and check archived objects; 1 on any mismatch.
 pub async fn verify(settings: &Settings, sample: Option<u32>, json: bool) -> anyhow::Result<u8> {
     let state = open_state(settings).await?;
-    let store = Archive::from_settings(&settings.storage).context("building the archive store")?;
+    let store = Store::from_settings(&settings.storage).context("building the archive store")?;
     let report = crate::verify::verify(&state, &store, sample).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -504,7 +512,7 @@ async fn discovery_loop(services: &Services, stop: &CancellationToken) {
             }
             Err(crate::discovery::DiscoveryError::Cancelled) => break,
             Err(e) => {
-                tracing::error!(error = %crate::telemetry::ErrorChain(&e), "discovery pass failed; the next pass starts again from the cursor")
+                tracing::error!(error = %crate::errors::ErrorChain(&e), "discovery pass failed; the next pass starts again from the cursor")
             }
         }
         tokio::select! {

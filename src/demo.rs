@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, Services};
 use crate::config::{Needs, Settings, Sources};
+use crate::domain::ArchiveState;
 use crate::sim::{Burst429, FaultAction, FaultEndpoint, FaultRule, RetryAfterFormat, SimConfig, Simulator};
-use crate::state::ArchiveState;
 
 /// Marks a directory as the demo's own, so a later run may clear it.
 const MARKER: &str = ".webex-archiver-demo";

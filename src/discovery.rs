@@ -32,14 +32,15 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::config::{Scope, SyncSettings};
+use crate::config::SyncSettings;
+use crate::domain::{CursorKind, RecordingId, Scope, ScopeKey};
+use crate::errors::ErrorChain;
 use crate::metrics::Metrics;
 use crate::state::{
-    CursorKind, CursorMove, ListedRecording, PageRecorded, QuarantineEntry, QuarantineKey, QuarantinedItem,
-    RecordingId, ReleasedHow, ScopeKey, State, StateError,
+    Cursor, CursorMove, ListedRecording, PageRecorded, QuarantineEntry, QuarantineKey, QuarantinedItem, ReleasedHow,
+    State, StateError,
 };
 use crate::supervise::{TestHook, catch_panic};
-use crate::telemetry::ErrorChain;
 use crate::webex::models::{ItemRead, PageError, ReadableItem, read_item, read_with_details};
 use crate::webex::{Listing, WebexClient, WebexError};
 
@@ -206,6 +207,36 @@ pub struct Discovery {
     max_pages_per_window: u32,
 }
 
+/// One scope's pass: what it lists and what drives it. Built once per scope and handed
+/// down to every window and re-read of the pass.
+#[derive(Clone, Copy)]
+struct ScopePass<'a> {
+    /// The scope listed.
+    scope: &'a ScopeKey,
+    /// The cursor the pass moves.
+    kind: CursorKind,
+    /// Shutdown: the pass stops at the next page.
+    cancel: &'a CancellationToken,
+    /// Told after every window.
+    progress: &'a (dyn Fn(&ScopeKey, WindowDone) + Send + Sync),
+}
+
+/// What a pass lists: up to `end`, from the cursor, which starts at `initial` when it
+/// does not exist yet; for backfill, `range` is the span asked for.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    initial: DateTime<Utc>,
+    end: DateTime<Utc>,
+    range: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+/// A listing window `[from, to)`.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+}
+
 /// What re-reading the quarantine may still spend in one scope's pass.
 #[derive(Debug)]
 struct RereadBudget {
@@ -288,7 +319,7 @@ impl Discovery {
         // databases exactly: keep every instant at whole milliseconds.
         let now = Utc::now().trunc_subsecs(3);
         let since = self.settings.since.resolve(now).trunc_subsecs(3);
-        self.sweep_all(CursorKind::Sync, since, now, None, cancel, progress).await
+        self.sweep_all(CursorKind::Sync, Span { initial: since, end: now, range: None }, cancel, progress).await
     }
 
     /// Lists `[since, until)` on the backfill cursors (resuming where a previous run with the
@@ -301,22 +332,22 @@ impl Discovery {
         progress: &(dyn Fn(&ScopeKey, WindowDone) + Send + Sync),
     ) -> Result<Vec<ScopeReport>, DiscoveryError> {
         let (since, until) = (since.trunc_subsecs(3), until.min(Utc::now()).trunc_subsecs(3));
-        self.sweep_all(CursorKind::Backfill, since, until, Some((since, until)), cancel, progress).await
+        let span = Span { initial: since, end: until, range: Some((since, until)) };
+        self.sweep_all(CursorKind::Backfill, span, cancel, progress).await
     }
 
     async fn sweep_all(
         &self,
         kind: CursorKind,
-        initial: DateTime<Utc>,
-        end: DateTime<Utc>,
-        range: Option<(DateTime<Utc>, DateTime<Utc>)>,
+        span: Span,
         cancel: &CancellationToken,
         progress: &(dyn Fn(&ScopeKey, WindowDone) + Send + Sync),
     ) -> Result<Vec<ScopeReport>, DiscoveryError> {
         let mut reports = Vec::new();
         for scope in self.scopes().await? {
             let mut report = ScopeReport { scope: scope.0.clone(), ..Default::default() };
-            match self.sweep(&scope, kind, initial, end, range, cancel, progress, &mut report).await {
+            let pass = ScopePass { scope: &scope, kind, cancel, progress };
+            match self.sweep(pass, span, &mut report).await {
                 Ok(()) => reports.push(report),
                 Err(DiscoveryError::Cancelled) => return Err(DiscoveryError::Cancelled),
                 Err(e) => {
@@ -329,20 +360,11 @@ impl Discovery {
         Ok(reports)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn sweep(
-        &self,
-        scope: &ScopeKey,
-        kind: CursorKind,
-        initial: DateTime<Utc>,
-        end: DateTime<Utc>,
-        range: Option<(DateTime<Utc>, DateTime<Utc>)>,
-        cancel: &CancellationToken,
-        progress: &(dyn Fn(&ScopeKey, WindowDone) + Send + Sync),
-        report: &mut ScopeReport,
-    ) -> Result<(), DiscoveryError> {
+    async fn sweep(&self, pass: ScopePass<'_>, span: Span, report: &mut ScopeReport) -> Result<(), DiscoveryError> {
+        let ScopePass { scope, kind, .. } = pass;
         let lease = self.settings.discovery_lease;
-        let Some(cursor) = self.state.acquire_cursor(scope, kind, &self.owner, lease, initial, range).await? else {
+        let acquired = self.state.acquire_cursor(scope, kind, &self.owner, lease, span.initial, span.range).await?;
+        let Some(cursor) = acquired else {
             tracing::info!(scope = %scope, "another replica is listing this scope; leaving it to it");
             report.busy = true;
             return Ok(());
@@ -359,28 +381,17 @@ impl Discovery {
                 Duration::ZERO
             };
             let swept_from = crate::time::before(cursor.position, overlap);
-            let mut result = self.reread_quarantine(scope, kind, cancel, &mut budget, Some(swept_from), report).await;
+            let mut result = self.reread_quarantine(pass, &mut budget, Some(swept_from), report).await;
             if result.is_ok() {
-                result = self
-                    .sweep_held(
-                        scope,
-                        kind,
-                        cursor.position,
-                        cursor.last_success_at.is_some(),
-                        end,
-                        cancel,
-                        progress,
-                        report,
-                    )
-                    .await;
+                result = self.sweep_held(pass, &cursor, span.end, report).await;
             }
             if result.is_ok() {
-                result = self.release_relisted(scope, swept_from, end, report).await;
+                result = self.release_relisted(scope, swept_from, span.end, report).await;
             }
             // Items quarantined during this pass: their details, now rather than next pass.
             if !matches!(result, Err(DiscoveryError::Cancelled | DiscoveryError::State(StateError::LostCursor { .. })))
             {
-                match self.reread_quarantine(scope, kind, cancel, &mut budget, None, report).await {
+                match self.reread_quarantine(pass, &mut budget, None, report).await {
                     Err(e) if result.is_ok() => result = Err(e),
                     Err(e) => {
                         tracing::warn!(scope = %scope, error = %ErrorChain(&e), "re-reading the quarantine failed too")
@@ -404,18 +415,17 @@ impl Discovery {
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Lists the windows from the cursor (less the overlap after a first success) to `end`.
     async fn sweep_held(
         &self,
-        scope: &ScopeKey,
-        kind: CursorKind,
-        mut position: DateTime<Utc>,
-        passed_before: bool,
+        pass: ScopePass<'_>,
+        cursor: &Cursor,
         end: DateTime<Utc>,
-        cancel: &CancellationToken,
-        progress: &(dyn Fn(&ScopeKey, WindowDone) + Send + Sync),
         report: &mut ScopeReport,
     ) -> Result<(), DiscoveryError> {
+        let ScopePass { scope, kind, cancel, progress } = pass;
+        let mut position = cursor.position;
+        let passed_before = cursor.last_success_at.is_some();
         let overlap = if kind == CursorKind::Sync && passed_before { self.settings.overlap } else { Duration::ZERO };
         let start = crate::time::before(position, overlap);
         let window = chrono::Duration::from_std(self.settings.window).unwrap_or(chrono::Duration::days(7));
@@ -424,14 +434,13 @@ impl Discovery {
         } else {
             0
         };
-        let listing = listing_of(scope);
         let mut from = start;
         while from < end {
             if cancel.is_cancelled() {
                 return Err(DiscoveryError::Cancelled);
             }
             let to = crate::time::after(from, self.settings.window).min(end);
-            let seen = self.list_window(scope, listing, kind, from, to, &mut position, cancel, report).await?;
+            let seen = self.list_window(pass, Window { from, to }, &mut position, report).await?;
             report.windows += 1;
             progress(scope, WindowDone { windows_done: report.windows, windows_total, recordings: seen, position: to });
             from = to;
@@ -442,18 +451,14 @@ impl Discovery {
 
     /// Lists one window to its last page; a window whose answer is a bad page is listed
     /// again, a few times with backoff. Returns the recordings seen so far in the pass.
-    #[allow(clippy::too_many_arguments)]
     async fn list_window(
         &self,
-        scope: &ScopeKey,
-        listing: Listing<'_>,
-        kind: CursorKind,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        pass: ScopePass<'_>,
+        window: Window,
         position: &mut DateTime<Utc>,
-        cancel: &CancellationToken,
         report: &mut ScopeReport,
     ) -> Result<u64, DiscoveryError> {
+        let ScopePass { scope, cancel, .. } = pass;
         let mut backoff = backoff::ExponentialBackoffBuilder::new()
             .with_initial_interval(BAD_PAGE_RETRY)
             .with_multiplier(2.0)
@@ -464,7 +469,7 @@ impl Discovery {
         let mut tries = 0;
         loop {
             tries += 1;
-            let error = match self.list_window_once(scope, listing, kind, from, to, position, cancel, report).await {
+            let error = match self.list_window_once(pass, window, position, report).await {
                 Err(error @ DiscoveryError::BadPage { .. }) => error,
                 other => return other,
             };
@@ -484,18 +489,16 @@ impl Discovery {
     }
 
     /// Lists one window once, from its first page.
-    #[allow(clippy::too_many_arguments)]
     async fn list_window_once(
         &self,
-        scope: &ScopeKey,
-        listing: Listing<'_>,
-        kind: CursorKind,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        pass: ScopePass<'_>,
+        window: Window,
         position: &mut DateTime<Utc>,
-        cancel: &CancellationToken,
         report: &mut ScopeReport,
     ) -> Result<u64, DiscoveryError> {
+        let ScopePass { scope, kind, cancel, .. } = pass;
+        let Window { from, to } = window;
+        let listing = listing_of(scope);
         let bad =
             |problem, tracking_id| DiscoveryError::BadPage { scope: scope.clone(), from, to, problem, tracking_id };
         let mut url = self.webex.list_url(listing, from, to);
@@ -581,13 +584,12 @@ impl Discovery {
     /// released: its recording now reads (and that listing recorded it) or is gone.
     async fn reread_quarantine(
         &self,
-        scope: &ScopeKey,
-        kind: CursorKind,
-        cancel: &CancellationToken,
+        pass: ScopePass<'_>,
         budget: &mut RereadBudget,
         relist_before: Option<DateTime<Utc>>,
         report: &mut ScopeReport,
     ) -> Result<(), DiscoveryError> {
+        let ScopePass { scope, cancel, .. } = pass;
         let mut after: Option<QuarantineKey> = None;
         let mut windows: BTreeSet<(DateTime<Utc>, DateTime<Utc>)> = BTreeSet::new();
         loop {
@@ -599,7 +601,7 @@ impl Discovery {
                     return Err(DiscoveryError::Cancelled);
                 }
                 let window = entry.window;
-                let released = self.reread(scope, kind, entry, budget, report).await?;
+                let released = self.reread(pass, entry, budget, report).await?;
                 if let (false, Some(window), Some(before)) = (released, window, relist_before)
                     && window.0 < before
                 {
@@ -610,7 +612,7 @@ impl Discovery {
         for (from, to) in windows.into_iter().rev().take(RELIST_WINDOWS_PER_PASS) {
             // A position at or after the window's end: listing it again never moves the cursor.
             let mut position = to;
-            match self.list_window(scope, listing_of(scope), kind, from, to, &mut position, cancel, report).await {
+            match self.list_window(pass, Window { from, to }, &mut position, report).await {
                 Ok(_) => self.release_relisted(scope, from, to, report).await?,
                 Err(e @ (DiscoveryError::BadPage { .. } | DiscoveryError::Window { .. })) => {
                     tracing::warn!(scope = %scope, error = %ErrorChain(&e), "listing a quarantined item's window again failed; next pass");
@@ -657,12 +659,12 @@ impl Discovery {
     /// Reads one entry again; `true` when it was released.
     async fn reread(
         &self,
-        scope: &ScopeKey,
-        kind: CursorKind,
+        pass: ScopePass<'_>,
         entry: QuarantineEntry,
         budget: &mut RereadBudget,
         report: &mut ScopeReport,
     ) -> Result<bool, DiscoveryError> {
+        let ScopePass { scope, kind, .. } = pass;
         let key = &entry.row.key;
         let item = match read_item(&entry.raw) {
             ItemRead::Readable(item) => {

@@ -10,6 +10,8 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+pub mod domain;
+pub mod errors;
 pub mod metrics;
 pub mod progress;
 pub mod server;

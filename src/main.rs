@@ -104,7 +104,7 @@ where
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            tracing::error!(error = %telemetry::ErrorChain(e.as_ref()), "command failed");
+            tracing::error!(error = %webex_archiver::errors::ErrorChain(e.as_ref()), "command failed");
             ExitCode::FAILURE
         }
     }

@@ -2,6 +2,9 @@
 //! counts; gauges that describe the database (recordings by state, oldest unarchived)
 //! and lifetimes that shrink with time are refreshed when `/metrics` is scraped, so they
 //! agree with `status`.
+//!
+//! This module depends on no other module of the crate: it offers counters and plain
+//! setters, and whoever reads the database (`server`) sets the gauges from it.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -14,8 +17,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::state::{CursorKind, StatusReport};
 
 /// Label of a recording state.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -333,25 +334,33 @@ impl Metrics {
         self.inner.bad_pages.get_or_create(&ScopeLabel { scope: scope.into() }).inc();
     }
 
-    /// Updates the database-derived gauges from a status report.
-    pub fn observe_status(&self, report: &StatusReport, now: DateTime<Utc>) {
-        for (state, n) in &report.counts {
-            self.inner.recordings.get_or_create(&StateLabel { state: state.as_str().into() }).set(*n);
-        }
-        let age = report.oldest_unarchived.as_ref().map_or(0.0, |(_, t)| (now - *t).num_milliseconds() as f64 / 1e3);
-        self.inner.oldest_unarchived_age.set(age.max(0.0));
-        self.inner.quarantined.set(report.quarantined);
-        for cursor in &report.cursors {
-            if cursor.kind == CursorKind::Sync {
-                let failed = i64::from(cursor.last_error.is_some());
-                self.inner.pass_failed.get_or_create(&ScopeLabel { scope: cursor.scope.0.clone() }).set(failed);
-            }
-            if let Some(at) = cursor.last_success_at {
-                let gauge = self.inner.last_pass.get_or_create(&ScopeLabel { scope: cursor.scope.0.clone() });
-                let current = gauge.get();
-                gauge.set(current.max(at.timestamp_millis() as f64 / 1e3));
-            }
-        }
+    /// Sets the number of recordings in `state` (its stored name, e.g. `pending`).
+    pub fn set_recordings(&self, state: &str, n: i64) {
+        self.inner.recordings.get_or_create(&StateLabel { state: state.into() }).set(n);
+    }
+
+    /// Sets the age of the oldest recording not archived yet, in seconds (0 when none;
+    /// a negative age, from a clock behind a createTime, counts as 0).
+    pub fn set_oldest_unarchived_age(&self, seconds: f64) {
+        self.inner.oldest_unarchived_age.set(seconds.max(0.0));
+    }
+
+    /// Sets the number of unreleased quarantine entries.
+    pub fn set_quarantined(&self, n: i64) {
+        self.inner.quarantined.set(n);
+    }
+
+    /// Sets whether the last discovery pass of `scope` (its sync cursor) ended in an error.
+    pub fn set_pass_failed(&self, scope: &str, failed: bool) {
+        self.inner.pass_failed.get_or_create(&ScopeLabel { scope: scope.into() }).set(i64::from(failed));
+    }
+
+    /// Records a successful discovery pass of `scope` that ended at `at` (the gauge keeps
+    /// the latest one seen, whatever the order of calls).
+    pub fn observe_pass_succeeded(&self, scope: &str, at: DateTime<Utc>) {
+        let gauge = self.inner.last_pass.get_or_create(&ScopeLabel { scope: scope.into() });
+        let current = gauge.get();
+        gauge.set(current.max(at.timestamp_millis() as f64 / 1e3));
     }
 
     /// The Prometheus text exposition, with time-dependent gauges brought up to date.

@@ -15,9 +15,10 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::CursorKind;
 use crate::metrics::Metrics;
-use crate::state::{CursorKind, State};
-use crate::storage::Archive;
+use crate::state::{State, StatusReport};
+use crate::storage::Store;
 use crate::webex::WebexClient;
 
 /// Time limit of each readiness check.
@@ -35,8 +36,8 @@ pub struct Liveness {
 pub struct Endpoint {
     /// State database.
     pub state: State,
-    /// Archive store.
-    pub store: Archive,
+    /// The object store holding the archive.
+    pub store: Store,
     /// Webex client (token lifetimes, last authentication outcome).
     pub webex: WebexClient,
     /// Metrics registry.
@@ -100,12 +101,12 @@ pub async fn readiness(endpoint: &Endpoint) -> Readiness {
     let now = Utc::now();
     let database = match tokio::time::timeout(CHECK_TIMEOUT, endpoint.state.ping()).await {
         Ok(Ok(())) => "ok".to_owned(),
-        Ok(Err(e)) => format!("unavailable: {}", crate::telemetry::ErrorChain(&e)),
+        Ok(Err(e)) => format!("unavailable: {}", crate::errors::ErrorChain(&e)),
         Err(_) => "unavailable: no answer within 5 s".to_owned(),
     };
     let store = match tokio::time::timeout(CHECK_TIMEOUT, endpoint.store.probe()).await {
         Ok(Ok(())) => "ok".to_owned(),
-        Ok(Err(e)) => format!("unavailable: {}", crate::telemetry::ErrorChain(&e)),
+        Ok(Err(e)) => format!("unavailable: {}", crate::errors::ErrorChain(&e)),
         Err(_) => "unavailable: no answer within 5 s".to_owned(),
     };
     let token = token_check(endpoint, now).await;
@@ -123,7 +124,7 @@ pub async fn readiness(endpoint: &Endpoint) -> Readiness {
                 None => format!("no successful discovery pass in {:?}", endpoint.max_pass_age),
             }
         }
-        Ok(Err(e)) => format!("unknown: {}", crate::telemetry::ErrorChain(&e)),
+        Ok(Err(e)) => format!("unknown: {}", crate::errors::ErrorChain(&e)),
         Err(_) => "unknown: the database did not answer".to_owned(),
     };
     let ready = [&database, &store, &token, &discovery].iter().all(|c| c.starts_with("ok"));
@@ -149,7 +150,7 @@ async fn metrics(AxumState(endpoint): AxumState<Endpoint>) -> Response {
     let (mut access, mut refresh) = endpoint.webex.tokens().expiries().await;
     match tokio::time::timeout(CHECK_TIMEOUT, endpoint.state.status(0)).await {
         Ok(Ok(report)) => {
-            endpoint.metrics.observe_status(&report, now);
+            observe_status(&endpoint.metrics, &report, now);
             // Another replica may hold the newest tokens: the database knows their lifetimes.
             if let Some(oauth) = &report.oauth {
                 access = access.max(oauth.access_expires_at);
@@ -157,7 +158,7 @@ async fn metrics(AxumState(endpoint): AxumState<Endpoint>) -> Response {
             }
         }
         Ok(Err(e)) => {
-            tracing::warn!(error = %crate::telemetry::ErrorChain(&e), "metrics: cannot read the database; database gauges are stale")
+            tracing::warn!(error = %crate::errors::ErrorChain(&e), "metrics: cannot read the database; database gauges are stale")
         }
         Err(_) => tracing::warn!("metrics: the database did not answer; database gauges are stale"),
     }
@@ -165,4 +166,84 @@ async fn metrics(AxumState(endpoint): AxumState<Endpoint>) -> Response {
     let body = endpoint.metrics.encode(now);
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
         .into_response()
+}
+
+/// Sets the database-derived gauges from a status report: recordings per state, the
+/// oldest unarchived recording's age, quarantined items, and per scope whether the last
+/// pass failed and when the last one succeeded.
+pub fn observe_status(metrics: &Metrics, report: &StatusReport, now: DateTime<Utc>) {
+    for (state, n) in &report.counts {
+        metrics.set_recordings(state.as_str(), *n);
+    }
+    let age = report.oldest_unarchived.as_ref().map_or(0.0, |(_, t)| (now - *t).num_milliseconds() as f64 / 1e3);
+    metrics.set_oldest_unarchived_age(age);
+    metrics.set_quarantined(report.quarantined);
+    for cursor in &report.cursors {
+        if cursor.kind == CursorKind::Sync {
+            metrics.set_pass_failed(&cursor.scope.0, cursor.last_error.is_some());
+        }
+        if let Some(at) = cursor.last_success_at {
+            metrics.observe_pass_succeeded(&cursor.scope.0, at);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ArchiveState, RecordingId, ScopeKey};
+    use crate::state::Cursor;
+
+    fn cursor(scope: &str, kind: CursorKind, success: Option<DateTime<Utc>>, error: Option<&str>) -> Cursor {
+        Cursor {
+            scope: ScopeKey(scope.into()),
+            kind,
+            position: DateTime::UNIX_EPOCH,
+            range_start: None,
+            range_end: None,
+            last_pass_at: None,
+            last_success_at: success,
+            last_error: error.map(str::to_owned),
+            items_listed: 0,
+            items_quarantined: 0,
+        }
+    }
+
+    fn sample(text: &str, name: &str) -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+    }
+
+    #[test]
+    fn a_status_report_sets_the_database_gauges() {
+        let now: DateTime<Utc> = "2026-11-27T12:00:00Z".parse().unwrap();
+        let earlier: DateTime<Utc> = "2026-11-27T11:00:00Z".parse().unwrap();
+        let mut report = StatusReport {
+            oldest_unarchived: Some((RecordingId("r1".into()), "2026-11-27T11:59:00Z".parse().unwrap())),
+            quarantined: 3,
+            cursors: vec![
+                cursor("user", CursorKind::Sync, Some(earlier), Some("boom")),
+                cursor("admin:a", CursorKind::Backfill, None, Some("backfill errors are not the live edge's")),
+            ],
+            ..Default::default()
+        };
+        report.counts.insert(ArchiveState::Pending, 5);
+        report.counts.insert(ArchiveState::NotDownloadable, 2);
+        let metrics = Metrics::new();
+        observe_status(&metrics, &report, now);
+        // A later report with an older success does not move the pass timestamp back.
+        report.cursors[0].last_success_at = Some("2026-11-27T10:00:00Z".parse().unwrap());
+        observe_status(&metrics, &report, now);
+
+        let text = metrics.encode(now);
+        assert_eq!(sample(&text, "webex_archiver_recordings{state=\"pending\"}"), Some(5.0));
+        assert_eq!(sample(&text, "webex_archiver_recordings{state=\"not_downloadable\"}"), Some(2.0));
+        assert_eq!(sample(&text, "webex_archiver_oldest_unarchived_age_seconds"), Some(60.0));
+        assert_eq!(sample(&text, "webex_archiver_quarantined_items"), Some(3.0));
+        assert_eq!(sample(&text, "webex_archiver_discovery_last_pass_failed{scope=\"user\"}"), Some(1.0));
+        assert_eq!(sample(&text, "webex_archiver_discovery_last_pass_failed{scope=\"admin:a\"}"), None);
+        assert_eq!(
+            sample(&text, "webex_archiver_last_successful_pass_timestamp_seconds{scope=\"user\"}"),
+            Some(earlier.timestamp() as f64)
+        );
+    }
 }

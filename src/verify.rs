@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::archive::Metadata;
 use crate::state::{ArchivedRow, State, StateError};
-use crate::storage::{Archive, StorageError};
+use crate::storage::{StorageError, Store};
 
 /// Recordings checked at once.
 const PARALLEL: usize = 4;
@@ -64,7 +64,7 @@ pub enum VerifyError {
 
 /// Checks all archived recordings (`sample` = None) or a random sample; with `all`, also
 /// lists the whole prefix for unclaimed objects.
-pub async fn verify(state: &State, store: &Archive, sample: Option<u32>) -> Result<VerifyReport, VerifyError> {
+pub async fn verify(state: &State, store: &Store, sample: Option<u32>) -> Result<VerifyReport, VerifyError> {
     let rows = state.archived(sample).await?;
     let mut report = VerifyReport { checked: rows.len(), ..Default::default() };
     let results: Vec<Result<Vec<Finding>, VerifyError>> =
@@ -100,7 +100,7 @@ fn problem(row: &ArchivedRow, key: &str, detail: impl Into<String>) -> Problem {
     Problem { recording_id: row.id.0.clone(), key: key.to_owned(), detail: detail.into() }
 }
 
-async fn check_row(store: &Archive, row: &ArchivedRow) -> Result<Vec<Finding>, VerifyError> {
+async fn check_row(store: &Store, row: &ArchivedRow) -> Result<Vec<Finding>, VerifyError> {
     let mut findings = Vec::new();
     let record = &row.record;
     // The recording file against the database.
@@ -173,7 +173,7 @@ async fn check_row(store: &Archive, row: &ArchivedRow) -> Result<Vec<Finding>, V
 }
 
 /// SHA-256 and size of an object, streamed; `None` when it does not exist.
-async fn hash_object(store: &Archive, relative: &str) -> Result<Option<(String, u64)>, VerifyError> {
+async fn hash_object(store: &Store, relative: &str) -> Result<Option<(String, u64)>, VerifyError> {
     let key = store.key(relative)?;
     let mut stream = match store.get_stream(&key).await {
         Ok(stream) => stream,
@@ -191,7 +191,7 @@ async fn hash_object(store: &Archive, relative: &str) -> Result<Option<(String, 
 }
 
 /// Objects whose directory belongs to no recording of the database.
-async fn unclaimed(store: &Archive, claimed: &HashSet<String>) -> Result<Vec<String>, VerifyError> {
+async fn unclaimed(store: &Store, claimed: &HashSet<String>) -> Result<Vec<String>, VerifyError> {
     let keys: Vec<String> = store
         .list("")?
         .map_ok(|meta| store.relative(&meta.location).unwrap_or_else(|| meta.location.to_string()))

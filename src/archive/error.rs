@@ -19,7 +19,7 @@ pub type Cause = Box<dyn Error + Send + Sync + 'static>;
 /// The first variants are the recording's own failures and count as an attempt; the
 /// others are not its fault and give the claim back. Its message is that of its cause
 /// (`Transient` and `Final` show their cause as themselves); print it with
-/// [`crate::telemetry::ErrorChain`] for the whole story.
+/// [`crate::errors::ErrorChain`] for the whole story.
 #[derive(Debug)]
 pub enum AttemptError {
     /// May pass: try again later (counts as an attempt).
@@ -155,7 +155,7 @@ impl Error for Context {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::ErrorChain;
+    use crate::errors::ErrorChain;
 
     #[test]
     fn the_whole_story_is_told_once() {

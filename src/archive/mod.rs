@@ -7,7 +7,6 @@
 //! attempt ends with one statement that succeeds only for the lease holder.
 
 mod error;
-mod key;
 mod transfer;
 
 use std::sync::Arc;
@@ -20,16 +19,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::domain::{KeyInputs, KeyTemplate};
 pub use error::{AttemptError, Cause};
-pub use key::{KeyInputs, KeyTemplate};
 use transfer::StoredFile;
 
 use crate::config::{ArchiveSettings, FileKind};
+use crate::errors::ErrorChain;
 use crate::metrics::Metrics;
 use crate::state::{ArchivedRecord, Claim, Outcome, RecordingId, State};
-use crate::storage::{Archive, StorageError};
+use crate::storage::{StorageError, Store};
 use crate::supervise::{TestHook, catch_panic};
-use crate::telemetry::ErrorChain;
 use crate::webex::WebexClient;
 
 /// Name of the file that describes a recording's directory.
@@ -87,7 +86,7 @@ pub struct Progress {
 pub struct Archiver {
     pub(crate) state: State,
     pub(crate) webex: WebexClient,
-    pub(crate) store: Archive,
+    pub(crate) store: Store,
     pub(crate) settings: ArchiveSettings,
     pub(crate) template: Arc<KeyTemplate>,
     pub(crate) owner: String,
@@ -110,7 +109,7 @@ pub struct ArchiverParts {
     /// The Webex client (details and downloads).
     pub webex: WebexClient,
     /// The archive store.
-    pub store: Archive,
+    pub store: Store,
     /// `archive.*` settings.
     pub settings: ArchiveSettings,
     /// This process's lease owner name.

@@ -397,7 +397,7 @@ impl<'a> Session<'a> {
             Ok(false) => Err(AttemptError::LostLease),
             Err(e) => {
                 // The database is briefly away: keep transferring; completion re-checks the lease.
-                tracing::warn!(recording_id = %self.claim.id, error = %crate::telemetry::ErrorChain(&e), "cannot renew the lease");
+                tracing::warn!(recording_id = %self.claim.id, error = %crate::errors::ErrorChain(&e), "cannot renew the lease");
                 self.last_renewal = Instant::now();
                 Ok(())
             }

@@ -18,107 +18,15 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::DatabaseUrl;
+use crate::domain::UnknownName;
+pub use crate::domain::{ArchiveState, CursorKind, RecordingId, ScopeKey};
+use crate::webex::StoreError;
+pub use crate::webex::auth::StoredTokens;
+use crate::webex::auth::TokenStore;
+use crate::webex::gate::SharedPause;
 
 pub use postgres::PgState;
 pub use sqlite::SqliteState;
-
-/// A Webex recording id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct RecordingId(pub String);
-
-impl fmt::Display for RecordingId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Where a recording is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ArchiveState {
-    /// Listed, waiting for a worker (now or at `next_attempt_at`).
-    Pending,
-    /// Claimed by a worker holding a lease.
-    Archiving,
-    /// Every file and `metadata.json` are stored and checked. Final.
-    Archived,
-    /// Gave up: attempts exhausted or a final error. `retry` makes it due again.
-    Failed,
-    /// No download link for this token (e.g. "Prevent downloading"). Final.
-    NotDownloadable,
-}
-
-impl ArchiveState {
-    /// Every state, in life order.
-    pub const ALL: [Self; 5] = [Self::Pending, Self::Archiving, Self::Archived, Self::Failed, Self::NotDownloadable];
-
-    /// The name stored in the database and shown by `status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Archiving => "archiving",
-            Self::Archived => "archived",
-            Self::Failed => "failed",
-            Self::NotDownloadable => "not_downloadable",
-        }
-    }
-
-    fn parse(text: &str) -> Result<Self, StateError> {
-        Self::ALL
-            .into_iter()
-            .find(|s| s.as_str() == text)
-            .ok_or_else(|| StateError::Corrupt(format!("unknown state {text:?}")))
-    }
-}
-
-/// A discovery scope: `user`, or `admin:<siteUrl>`. Each has its own cursors.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct ScopeKey(pub String);
-
-impl ScopeKey {
-    /// The user listing.
-    pub fn user() -> Self {
-        Self("user".into())
-    }
-    /// The admin listing of one site.
-    pub fn admin(site_url: &str) -> Self {
-        Self(format!("admin:{site_url}"))
-    }
-}
-
-impl fmt::Display for ScopeKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// The two cursors of a scope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CursorKind {
-    /// The live edge, moved by `run` and `sync`.
-    Sync,
-    /// Older history, moved by `backfill`.
-    Backfill,
-}
-
-impl CursorKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Sync => "sync",
-            Self::Backfill => "backfill",
-        }
-    }
-    fn parse(text: &str) -> Result<Self, StateError> {
-        match text {
-            "sync" => Ok(Self::Sync),
-            "backfill" => Ok(Self::Backfill),
-            other => Err(StateError::Corrupt(format!("unknown cursor kind {other:?}"))),
-        }
-    }
-}
 
 /// A recording as discovery records it (the domain view of a listing item).
 #[derive(Debug, Clone, PartialEq)]
@@ -464,36 +372,9 @@ pub struct ArchivedRow {
     pub record: ArchivedRecord,
 }
 
-/// OAuth tokens kept in the database, so a restart uses the newest refresh token.
-#[derive(Clone, PartialEq)]
-pub struct StoredTokens {
-    /// Current access token, if one was obtained.
-    pub access_token: Option<String>,
-    /// Its expiry.
-    pub access_expires_at: Option<DateTime<Utc>>,
-    /// The refresh token to use next.
-    pub refresh_token: String,
-    /// Its expiry.
-    pub refresh_expires_at: Option<DateTime<Utc>>,
-    /// Refreshes done so far.
-    pub refreshes: i64,
-    /// SHA-256 (hex) of the configured refresh token this chain started from.
-    pub seed_sha256: Option<String>,
-}
-
-impl fmt::Debug for StoredTokens {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoredTokens")
-            .field("access_expires_at", &self.access_expires_at)
-            .field("refresh_expires_at", &self.refresh_expires_at)
-            .field("refreshes", &self.refreshes)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Errors of the state layer. Like every error enum of the project, a variant with a
 /// source does not repeat it in its message: print them with
-/// [`crate::telemetry::ErrorChain`].
+/// [`crate::errors::ErrorChain`].
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// The database could not be reached or answered with an error.
@@ -525,6 +406,12 @@ pub enum StateError {
     /// A stored value has an impossible shape.
     #[error("unexpected stored value: {0}")]
     Corrupt(String),
+}
+
+impl From<UnknownName> for StateError {
+    fn from(e: UnknownName) -> Self {
+        Self::Corrupt(e.to_string())
+    }
 }
 
 impl StateError {
@@ -667,14 +554,14 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// Recordings not in a final state (pending or archiving).
     async fn unfinished(&self, limit: u32) -> StateResult<Vec<(RecordingId, ArchiveState, Option<String>)>>;
 
-    // --- shared rate-limit pause ---
+    // --- shared rate-limit pause (behind webex::gate::SharedPause) ---
 
     /// Extends the shared pause to at least `until`.
     async fn pause_until(&self, until: DateTime<Utc>) -> StateResult<()>;
     /// The shared pause's end (may be in the past).
     async fn paused_until(&self) -> StateResult<DateTime<Utc>>;
 
-    // --- OAuth tokens ---
+    // --- OAuth tokens (behind webex::auth::TokenStore) ---
 
     /// The tokens stored for `client_id`.
     async fn load_tokens(&self, client_id: &str) -> StateResult<Option<StoredTokens>>;
@@ -699,6 +586,35 @@ pub async fn open(url: &DatabaseUrl, max_connections: u32, acquire_timeout: Dura
     };
     state.migrate().await?;
     Ok(state)
+}
+
+// The Webex client shares its Retry-After pause and its OAuth tokens through the state
+// store, which it knows only by these two traits.
+
+#[async_trait]
+impl SharedPause for State {
+    async fn pause_until(&self, until: DateTime<Utc>) -> Result<(), StoreError> {
+        StateStore::pause_until(self.as_ref(), until).await.map_err(StoreError::from)
+    }
+    async fn paused_until(&self) -> Result<DateTime<Utc>, StoreError> {
+        StateStore::paused_until(self.as_ref()).await.map_err(StoreError::from)
+    }
+}
+
+#[async_trait]
+impl TokenStore for State {
+    async fn load_tokens(&self, client_id: &str) -> Result<Option<StoredTokens>, StoreError> {
+        StateStore::load_tokens(self.as_ref(), client_id).await.map_err(StoreError::from)
+    }
+    async fn store_tokens(&self, client_id: &str, tokens: &StoredTokens) -> Result<(), StoreError> {
+        StateStore::store_tokens(self.as_ref(), client_id, tokens).await.map_err(StoreError::from)
+    }
+    async fn lock_refresh(&self, client_id: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        StateStore::lock_refresh(self.as_ref(), client_id, owner, ttl).await.map_err(StoreError::from)
+    }
+    async fn unlock_refresh(&self, client_id: &str, owner: &str) -> Result<(), StoreError> {
+        StateStore::unlock_refresh(self.as_ref(), client_id, owner).await.map_err(StoreError::from)
+    }
 }
 
 /// Milliseconds of a duration, for SQL parameters.

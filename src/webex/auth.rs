@@ -5,19 +5,65 @@
 //! restart (or another replica) continues with the newest one; one replica refreshes at
 //! a time (a lock row), the others pick the result up from the database.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
+use url::Url;
 
+use super::client::join_base;
 use super::gate::RateGate;
 use super::models::{ErrorBody, TokenResponse};
-use super::{TokenError, WebexError};
+use super::{StoreError, TokenError, WebexError};
 use crate::config::{Credentials, OAuthCredentials};
 use crate::metrics::Metrics;
-use crate::state::{State, StoredTokens};
+
+/// OAuth tokens kept in a [`TokenStore`] (the database), so a restart uses the newest
+/// refresh token.
+#[derive(Clone, PartialEq)]
+pub struct StoredTokens {
+    /// Current access token, if one was obtained.
+    pub access_token: Option<String>,
+    /// Its expiry.
+    pub access_expires_at: Option<DateTime<Utc>>,
+    /// The refresh token to use next.
+    pub refresh_token: String,
+    /// Its expiry.
+    pub refresh_expires_at: Option<DateTime<Utc>>,
+    /// Refreshes done so far.
+    pub refreshes: i64,
+    /// SHA-256 (hex) of the configured refresh token this chain started from.
+    pub seed_sha256: Option<String>,
+}
+
+impl fmt::Debug for StoredTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredTokens")
+            .field("access_expires_at", &self.access_expires_at)
+            .field("refresh_expires_at", &self.refresh_expires_at)
+            .field("refreshes", &self.refreshes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where OAuth tokens are kept (the state database), so that a restart, or another
+/// replica, continues with the newest refresh token, and one replica refreshes at a time.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// The tokens stored for `client_id`.
+    async fn load_tokens(&self, client_id: &str) -> Result<Option<StoredTokens>, StoreError>;
+    /// Stores new tokens for `client_id` (and counts a refresh).
+    async fn store_tokens(&self, client_id: &str, tokens: &StoredTokens) -> Result<(), StoreError>;
+    /// Takes the refresh lock of `client_id` for `ttl`; `false` when another owner holds it.
+    async fn lock_refresh(&self, client_id: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError>;
+    /// Releases the refresh lock.
+    async fn unlock_refresh(&self, client_id: &str, owner: &str) -> Result<(), StoreError>;
+}
 
 /// How long a replica may hold the refresh lock.
 const REFRESH_LOCK: Duration = Duration::from_secs(60);
@@ -36,7 +82,9 @@ enum Kind {
 
 struct OAuth {
     credentials: OAuthCredentials,
-    state: State,
+    /// The token endpoint, resolved from the credentials and `webex.base_url`.
+    token_url: Url,
+    store: Arc<dyn TokenStore>,
     http: reqwest::Client,
     owner: String,
     metrics: Metrics,
@@ -45,8 +93,8 @@ struct OAuth {
     seed_sha256: String,
 }
 
-impl std::fmt::Debug for TokenProvider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for TokenProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self.kind {
             Kind::Static(_) => "TokenProvider::Static(***)",
             Kind::OAuth(_) => "TokenProvider::OAuth(***)",
@@ -54,17 +102,33 @@ impl std::fmt::Debug for TokenProvider {
     }
 }
 
+/// Where OAuth tokens are refreshed: `webex.oauth.token_url` when configured, else
+/// `<base_url>/access_token`.
+pub fn token_endpoint(credentials: &OAuthCredentials, base_url: &Url) -> Url {
+    credentials.token_url.clone().unwrap_or_else(|| join_base(base_url, "access_token"))
+}
+
 impl TokenProvider {
-    /// A provider for the configured credentials. `owner` names this process in locks.
-    pub fn new(credentials: Credentials, state: State, http: reqwest::Client, owner: String, metrics: Metrics) -> Self {
+    /// A provider for the configured credentials, against the API at `base_url`
+    /// (`webex.base_url`), keeping OAuth tokens in `store`. `owner` names this process in
+    /// locks.
+    pub fn new(
+        credentials: Credentials,
+        base_url: &Url,
+        store: Arc<dyn TokenStore>,
+        http: reqwest::Client,
+        owner: String,
+        metrics: Metrics,
+    ) -> Self {
         let kind = match credentials {
             Credentials::Static(token) => Kind::Static(token),
             Credentials::OAuth(credentials) => Kind::OAuth(Box::new(OAuth {
                 seed_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
                     credentials.refresh_token.expose_secret().as_bytes(),
                 )),
+                token_url: token_endpoint(&credentials, base_url),
                 credentials,
-                state,
+                store,
                 http,
                 owner,
                 metrics,
@@ -139,7 +203,7 @@ impl OAuth {
             // descend from another configured refresh token are ignored: an operator who
             // configures a new one (re-authorisation) means it.
             let stored = self
-                .state
+                .store
                 .load_tokens(client_id)
                 .await
                 .map_err(|e| WebexError::Token(TokenError::store("cannot read the stored tokens", e)))?
@@ -153,14 +217,14 @@ impl OAuth {
                 return Ok(token);
             }
             let locked = self
-                .state
+                .store
                 .lock_refresh(client_id, &self.owner, REFRESH_LOCK)
                 .await
                 .map_err(|e| WebexError::Token(TokenError::store("cannot take the refresh lock", e)))?;
             if locked || tokio::time::Instant::now() >= deadline {
                 let result = self.refresh(stored, gate, cancel).await;
-                if locked && let Err(e) = self.state.unlock_refresh(client_id, &self.owner).await {
-                    tracing::warn!(error = %crate::telemetry::ErrorChain(&e), "cannot release the token refresh lock; it expires by itself");
+                if locked && let Err(e) = self.store.unlock_refresh(client_id, &self.owner).await {
+                    tracing::warn!(error = %crate::errors::ErrorChain(&*e), "cannot release the token refresh lock; it expires by itself");
                 }
                 let tokens = result?;
                 let token = SecretString::from(tokens.access_token.clone().unwrap_or_default());
@@ -193,7 +257,7 @@ impl OAuth {
         ];
         let response = self
             .http
-            .post(self.credentials.token_url.clone())
+            .post(self.token_url.clone())
             .form(&form)
             .send()
             .await
@@ -233,7 +297,7 @@ impl OAuth {
         };
         // The new refresh token is durable before anyone uses the new access token: a crash
         // now cannot strand the process with a refresh token Webex has already retired.
-        self.state
+        self.store
             .store_tokens(&self.credentials.client_id, &tokens)
             .await
             .map_err(|e| WebexError::Token(TokenError::store("cannot store the refreshed tokens", e)))?;
@@ -250,6 +314,26 @@ impl OAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn oauth(token_url: Option<&str>) -> OAuthCredentials {
+        OAuthCredentials {
+            client_id: "cid".into(),
+            client_secret: SecretString::from("secret"),
+            refresh_token: SecretString::from("refresh"),
+            token_url: token_url.map(|u| Url::parse(u).unwrap()),
+            refresh_ahead: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn the_token_endpoint_is_the_configured_one_else_under_the_base_url() {
+        let base = Url::parse("https://webexapis.com/v1").unwrap();
+        assert_eq!(token_endpoint(&oauth(None), &base).as_str(), "https://webexapis.com/v1/access_token");
+        let base = Url::parse("http://127.0.0.1:8080/v1/").unwrap();
+        assert_eq!(token_endpoint(&oauth(None), &base).as_str(), "http://127.0.0.1:8080/v1/access_token");
+        let configured = "https://idbroker.webex.com/idb/oauth2/v1/access_token";
+        assert_eq!(token_endpoint(&oauth(Some(configured)), &base).as_str(), configured);
+    }
 
     proptest::proptest! {
         #[test]

@@ -24,7 +24,7 @@ use super::error::parse_retry_after;
 use super::gate::RateGate;
 use super::hosts::{DownloadHosts, HostNotAllowed};
 use super::models::{ErrorBody, PageError, RecordingDetails, Site, SiteList, parse_page};
-use crate::config::{WebexSettings, join_base};
+use crate::config::WebexSettings;
 use crate::metrics::Metrics;
 
 /// Page size of every listing request (the contract's maximum).
@@ -133,6 +133,19 @@ impl std::fmt::Debug for WebexClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebexClient").field("base", &self.base.as_str()).finish_non_exhaustive()
     }
+}
+
+/// `base` joined with a relative path segment, keeping base's own path (`.../v1` + `x` = `.../v1/x`).
+pub fn join_base(base: &Url, segment: &str) -> Url {
+    let mut url = base.clone();
+    {
+        let mut segments = url.path_segments_mut().expect("http(s) URL has a path");
+        segments.pop_if_empty();
+        for part in segment.split('/') {
+            segments.push(part);
+        }
+    }
+    url
 }
 
 /// The trackingId header of a response.
@@ -331,7 +344,7 @@ impl WebexClient {
                     if transient_failures > MAX_TRANSIENT_RETRIES {
                         return Err(error);
                     }
-                    tracing::warn!(endpoint, error = %crate::telemetry::ErrorChain(&error), "Webex request failed; retrying");
+                    tracing::warn!(endpoint, error = %crate::errors::ErrorChain(&error), "Webex request failed; retrying");
                     self.sleep(backoff.next_backoff().unwrap_or(Duration::from_secs(30))).await?;
                     continue;
                 }
@@ -410,7 +423,7 @@ impl WebexClient {
                     // NOTE: Webex documents 504 as "reduce max": retry the page with half as many items.
                     url = halve_max(&url);
                 }
-                tracing::warn!(endpoint, error = %crate::telemetry::ErrorChain(&error), "Webex request failed; retrying");
+                tracing::warn!(endpoint, error = %crate::errors::ErrorChain(&error), "Webex request failed; retrying");
                 self.sleep(backoff.next_backoff().unwrap_or(Duration::from_secs(30))).await?;
                 continue;
             }

@@ -1,6 +1,6 @@
 //! Errors of the Webex client, each classified once: worth retrying, or final. A
 //! variant with a source does not repeat it in its message: print them with
-//! [`crate::telemetry::ErrorChain`].
+//! [`crate::errors::ErrorChain`].
 
 use std::time::Duration;
 
@@ -88,8 +88,8 @@ pub enum TokenError {
 
 impl TokenError {
     /// A failure of the token store while `doing` something.
-    pub fn store(doing: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self::Store { doing, source: Box::new(source) }
+    pub fn store(doing: &'static str, source: impl Into<super::StoreError>) -> Self {
+        Self::Store { doing, source: source.into() }
     }
 }
 

@@ -16,23 +16,33 @@
 //! handful of requests a minute, not a tight loop.
 
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-use super::WebexError;
+use super::{StoreError, WebexError};
 use crate::metrics::Metrics;
-use crate::state::State;
 
 /// The shortest pause a Retry-After can impose.
 pub const MIN_PAUSE: Duration = Duration::from_secs(1);
 /// The pause used when a 429 carries no usable Retry-After (before the growth below).
 pub const DEFAULT_PAUSE: Duration = Duration::from_secs(5);
+
+/// Where a Retry-After pause is shared with every replica (the state database). A pause
+/// that cannot be shared still holds in this process: errors are logged, not returned.
+#[async_trait]
+pub trait SharedPause: Send + Sync {
+    /// Extends the shared pause to at least `until` (never shortens it).
+    async fn pause_until(&self, until: DateTime<Utc>) -> Result<(), StoreError>;
+    /// The shared pause's end (may be in the past).
+    async fn paused_until(&self) -> Result<DateTime<Utc>, StoreError>;
+}
 
 /// How long to pause after a rate-limiting answer: the rule every pause goes through,
 /// the one written to the database included.
@@ -73,7 +83,7 @@ impl RetryPolicy {
 /// Shared pause and request ceiling for the API host.
 pub struct RateGate {
     local_until: Mutex<DateTime<Utc>>,
-    shared: Option<State>,
+    shared: Option<Arc<dyn SharedPause>>,
     limiter: Option<DefaultDirectRateLimiter>,
     metrics: Metrics,
     policy: RetryPolicy,
@@ -98,9 +108,15 @@ pub struct Pass<'a> {
 }
 
 impl RateGate {
-    /// A gate; `shared` spreads pauses through the database, `max_per_second` (0 = none)
-    /// caps the request rate of this process, `policy` bounds every pause.
-    pub fn new(shared: Option<State>, max_per_second: f64, policy: RetryPolicy, metrics: Metrics) -> Self {
+    /// A gate; `shared` spreads pauses to other replicas (through the database),
+    /// `max_per_second` (0 = none) caps the request rate of this process, `policy` bounds
+    /// every pause.
+    pub fn new(
+        shared: Option<Arc<dyn SharedPause>>,
+        max_per_second: f64,
+        policy: RetryPolicy,
+        metrics: Metrics,
+    ) -> Self {
         let limiter = (max_per_second > 0.0).then(|| {
             let quota = if max_per_second >= 1.0 {
                 Quota::per_second(NonZeroU32::new(max_per_second.floor() as u32).unwrap_or(NonZeroU32::MIN))
@@ -195,10 +211,10 @@ impl RateGate {
             (until - from).num_milliseconds().max(0) as f64 / 1e3
         };
         self.metrics.rate_limited(added);
-        if let Some(state) = &self.shared
-            && let Err(e) = state.pause_until(until).await
+        if let Some(shared) = &self.shared
+            && let Err(e) = shared.pause_until(until).await
         {
-            tracing::warn!(error = %crate::telemetry::ErrorChain(&e), "cannot share the Retry-After pause through the database; pausing this process only");
+            tracing::warn!(error = %crate::errors::ErrorChain(&*e), "cannot share the Retry-After pause through the database; pausing this process only");
         }
     }
 
@@ -207,10 +223,10 @@ impl RateGate {
     pub async fn until(&self) -> DateTime<Utc> {
         let local = *self.local_until.lock().unwrap_or_else(|e| e.into_inner());
         let shared = match &self.shared {
-            Some(state) => match state.paused_until().await {
+            Some(shared) => match shared.paused_until().await {
                 Ok(at) => at,
                 Err(e) => {
-                    tracing::debug!(error = %crate::telemetry::ErrorChain(&e), "cannot read the shared Retry-After pause; using this process's");
+                    tracing::debug!(error = %crate::errors::ErrorChain(&*e), "cannot read the shared Retry-After pause; using this process's");
                     DateTime::UNIX_EPOCH
                 }
             },

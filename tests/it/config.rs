@@ -65,7 +65,10 @@ fn lists_scopes_and_nested_keys_from_the_environment() {
     assert_eq!(s.archive.include, [FileKind::Recording, FileKind::Transcript]);
     assert_eq!(s.sync.since, Since::At("2024-01-01T00:00:00Z".parse().unwrap()));
     match s.credentials().unwrap().unwrap() {
-        Credentials::OAuth(o) => assert_eq!(o.token_url.as_str(), "https://webexapis.com/v1/access_token"),
+        Credentials::OAuth(o) => assert_eq!(
+            webex_archiver::webex::auth::token_endpoint(&o, &s.webex.base_url).as_str(),
+            "https://webexapis.com/v1/access_token"
+        ),
         other => panic!("expected OAuth, got {other:?}"),
     }
 }

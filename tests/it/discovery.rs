@@ -225,7 +225,7 @@ impl Setup {
 
 /// The value of a metric sample (name with labels, exactly as exposed).
 fn metric(services: &Services, report: &SyncReport, sample: &str) -> Option<f64> {
-    services.metrics.observe_status(&report.status, Utc::now());
+    webex_archiver::server::observe_status(&services.metrics, &report.status, Utc::now());
     let text = services.metrics.encode(Utc::now());
     text.lines().find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.parse().ok()))
 }

@@ -4,6 +4,7 @@
 mod commands;
 mod config;
 mod discovery;
+mod errors;
 mod helpers;
 mod hostile;
 mod ops;

@@ -5,11 +5,11 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 use webex_archiver::config::Needs;
-use webex_archiver::storage::{Archive, StorageError};
+use webex_archiver::storage::{StorageError, Store};
 
 use crate::helpers::{S3Server, settings_from_env, unique_prefix};
 
-fn archive_with(server: Option<S3Server>, dir: &tempfile::TempDir, sign_payload: &str) -> Archive {
+fn archive_with(server: Option<S3Server>, dir: &tempfile::TempDir, sign_payload: &str) -> Store {
     let env = match server {
         Some(server) => {
             let mut env = server.env(&unique_prefix("storage"));
@@ -19,7 +19,7 @@ fn archive_with(server: Option<S3Server>, dir: &tempfile::TempDir, sign_payload:
         None => [("WEBEX_ARCHIVER__STORAGE__URL".to_string(), format!("file://{}", dir.path().display()))].into(),
     };
     let settings = settings_from_env(env, Needs::StateOnly);
-    Archive::from_settings(&settings.storage).unwrap()
+    Store::from_settings(&settings.storage).unwrap()
 }
 
 /// Deterministic bytes of a given length.
@@ -129,6 +129,6 @@ async fn an_unwritable_archive_directory_is_named() {
     std::fs::write(&file, b"x").unwrap();
     let env = [("WEBEX_ARCHIVER__STORAGE__URL".to_string(), format!("file://{}/archive", file.display()))].into();
     let settings = settings_from_env(env, Needs::StateOnly);
-    let err = Archive::from_settings(&settings.storage).unwrap_err();
+    let err = Store::from_settings(&settings.storage).unwrap_err();
     assert!(err.to_string().contains(&file.display().to_string()), "{err}");
 }

@@ -17,7 +17,7 @@ use webex_archiver::sim::{
     TruthRecording,
 };
 use webex_archiver::state::{ArchiveState, RecordingId};
-use webex_archiver::storage::Archive;
+use webex_archiver::storage;
 
 use crate::helpers::{Backend, S3Server, TestState, settings_from_env, unique_prefix, wait_for};
 
@@ -81,8 +81,8 @@ impl Harness {
         app::sync(&services, false, &stop).await.expect("sync runs")
     }
 
-    pub fn store(&self) -> Archive {
-        Archive::from_settings(&settings_from_env(self.env.clone(), Needs::Webex).storage).unwrap()
+    pub fn store(&self) -> storage::Store {
+        storage::Store::from_settings(&settings_from_env(self.env.clone(), Needs::Webex).storage).unwrap()
     }
 
     /// What the archive must hold: listed for the scope, available, downloadable.

@@ -19,10 +19,14 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    Attribute, AttributeValue, Attributes, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode,
-    PutMultipartOptions, PutOptions, PutPayload, WriteMultipart,
+    Attribute, AttributeValue, Attributes, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload,
 };
 use secrecy::ExposeSecret;
+
+mod upload;
+
+pub use upload::Upload;
 
 use crate::config::{SignPayload, StorageLocation, StorageSettings};
 
@@ -30,7 +34,7 @@ use crate::config::{SignPayload, StorageLocation, StorageSettings};
 pub const SHA256_METADATA: &str = "sha256";
 
 /// Errors of the storage layer, each naming the object or location concerned. A variant
-/// with a source does not repeat it: print them with [`crate::telemetry::ErrorChain`].
+/// with a source does not repeat it: print them with [`crate::errors::ErrorChain`].
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// `storage.url` does not name a store.
@@ -95,10 +99,11 @@ pub struct ObjectInfo {
     pub sha256: Option<String>,
 }
 
-/// The archive store: a bucket (or directory) and the prefix every key lives under.
+/// The object store holding the archive (filled by `archive::Archiver`): a bucket (or
+/// directory) and the prefix every key lives under.
 #[derive(Clone)]
-pub struct Archive {
-    store: Arc<dyn ObjectStore>,
+pub struct Store {
+    objects: Arc<dyn ObjectStore>,
     prefix: Path,
     location: String,
     /// `s3://bucket` or `file:///dir`: full keys are shown under it in messages.
@@ -108,13 +113,13 @@ pub struct Archive {
     upload_concurrency: usize,
 }
 
-impl fmt::Debug for Archive {
+impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Archive").field("location", &self.location).finish_non_exhaustive()
+        f.debug_struct("Store").field("location", &self.location).finish_non_exhaustive()
     }
 }
 
-impl Archive {
+impl Store {
     /// Builds the store named by `storage.url`, with S3 settings from `storage.*` keys,
     /// falling back to the standard `AWS_*` variables.
     pub fn from_settings(settings: &StorageSettings) -> Result<Self, StorageError> {
@@ -168,7 +173,7 @@ impl Archive {
         };
         let prefix = Path::parse(&prefix).map_err(|e| StorageError::config("storage.url prefix", e))?;
         Ok(Self {
-            store,
+            objects: store,
             prefix,
             location: settings.url.clone(),
             root: root.trim_end_matches('/').to_owned(),
@@ -198,7 +203,7 @@ impl Archive {
         Ok(self.prefix.parts().chain(relative.parts()).collect())
     }
 
-    /// A key relative to the prefix, from a full key (inverse of [`Archive::key`]).
+    /// A key relative to the prefix, from a full key (inverse of [`Store::key`]).
     pub fn relative(&self, full: &Path) -> Option<String> {
         full.prefix_match(&self.prefix).map(|parts| parts.map(|p| p.as_ref().to_owned()).collect::<Vec<_>>().join("/"))
     }
@@ -206,7 +211,7 @@ impl Archive {
     /// Is the store answering? A HEAD of a key that does not exist must say "not found".
     pub async fn probe(&self) -> Result<(), StorageError> {
         let key = self.key(".webex-archiver-probe")?;
-        match self.store.head(&key).await {
+        match self.objects.head(&key).await {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(StorageError::Store { operation: "probe", key: self.root.clone(), source: e }),
         }
@@ -215,7 +220,7 @@ impl Archive {
     /// Size and `sha256` metadata of an object, or `None` when there is none.
     pub async fn head(&self, key: &Path) -> Result<Option<ObjectInfo>, StorageError> {
         let options = GetOptions { head: true, ..Default::default() };
-        match self.store.get_opts(key, options).await {
+        match self.objects.get_opts(key, options).await {
             Ok(result) => Ok(Some(ObjectInfo {
                 size: result.meta.size,
                 sha256: result.attributes.get(&Attribute::Metadata(SHA256_METADATA.into())).map(|v| v.to_string()),
@@ -241,13 +246,13 @@ impl Archive {
             attributes: self.attributes(content_type, sha256),
             ..Default::default()
         };
-        self.store.put_opts(key, PutPayload::from(bytes), options).await.map_err(|e| self.error("put", key, e))?;
+        self.objects.put_opts(key, PutPayload::from(bytes), options).await.map_err(|e| self.error("put", key, e))?;
         Ok(())
     }
 
     /// The whole content of a small object.
     pub async fn get_bytes(&self, key: &Path) -> Result<Bytes, StorageError> {
-        let result = self.store.get(key).await.map_err(|e| self.error("get", key, e))?;
+        let result = self.objects.get(key).await.map_err(|e| self.error("get", key, e))?;
         result.bytes().await.map_err(|e| self.error("get", key, e))
     }
 
@@ -256,14 +261,14 @@ impl Archive {
         &self,
         key: &Path,
     ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
-        let result = self.store.get(key).await.map_err(|e| self.error("get", key, e))?;
+        let result = self.objects.get(key).await.map_err(|e| self.error("get", key, e))?;
         let shown = self.describe(key);
         Ok(result.into_stream().map_err(move |e| StorageError::store("get", shown.clone(), e)).boxed())
     }
 
     /// Deletes an object (a missing one is not an error).
     pub async fn delete(&self, key: &Path) -> Result<(), StorageError> {
-        match self.store.delete(key).await {
+        match self.objects.delete(key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.error("delete", key, e)),
         }
@@ -274,7 +279,7 @@ impl Archive {
         let prefix = if relative.is_empty() { self.prefix.clone() } else { self.key(relative)? };
         let location = self.describe(&prefix);
         Ok(self
-            .store
+            .objects
             .list(Some(&prefix))
             .map_err(move |e| StorageError::Store { operation: "list", key: location.clone(), source: e })
             .boxed())
@@ -286,12 +291,7 @@ impl Archive {
         if self.head(key).await?.is_some() {
             return Err(StorageError::AlreadyExists { key: self.describe(key) });
         }
-        Ok(Upload {
-            archive: self.clone(),
-            key: key.clone(),
-            content_type: content_type.to_owned(),
-            state: UploadState::Buffering { chunks: Vec::new(), len: 0 },
-        })
+        Ok(Upload::new(self.clone(), key.clone(), content_type))
     }
 
     fn attributes(&self, content_type: &str, sha256: Option<&str>) -> Attributes {
@@ -315,121 +315,4 @@ fn endpoint_of(settings: &StorageSettings) -> Option<String> {
         .iter()
         .find_map(|k| settings.aws_env.get(*k).and_then(|v| v.get()))
         .map(|v| v.expose_secret().to_ascii_lowercase())
-}
-
-enum UploadState {
-    /// Less than one part so far: kept in memory, sent as one PUT if the file ends here.
-    Buffering { chunks: Vec<Bytes>, len: usize },
-    /// A multipart upload is under way.
-    Multipart(WriteMultipart),
-    /// Finished or aborted.
-    Done,
-}
-
-/// A streamed upload of one file. Memory is bounded by
-/// `part_size * (upload_concurrency + 1)` whatever the file's size.
-pub struct Upload {
-    archive: Archive,
-    key: Path,
-    content_type: String,
-    state: UploadState,
-}
-
-impl fmt::Debug for Upload {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Upload").field("key", &self.key.as_ref()).finish_non_exhaustive()
-    }
-}
-
-impl Upload {
-    /// Appends a chunk, waiting while `upload_concurrency` parts are in flight.
-    pub async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
-        match &mut self.state {
-            UploadState::Buffering { chunks, len } => {
-                *len += chunk.len();
-                chunks.push(chunk);
-                if *len >= self.archive.part_size {
-                    let chunks = std::mem::take(chunks);
-                    let options = PutMultipartOptions {
-                        attributes: self.archive.attributes(&self.content_type, None),
-                        ..Default::default()
-                    };
-                    let upload = self
-                        .archive
-                        .store
-                        .put_multipart_opts(&self.key, options)
-                        .await
-                        .map_err(|e| self.archive.error("start multipart upload", &self.key, e))?;
-                    let mut writer = WriteMultipart::new_with_chunk_size(upload, self.archive.part_size);
-                    for chunk in chunks {
-                        writer.put(chunk);
-                    }
-                    self.state = UploadState::Multipart(writer);
-                }
-                Ok(())
-            }
-            UploadState::Multipart(writer) => {
-                writer
-                    .wait_for_capacity(self.archive.upload_concurrency)
-                    .await
-                    .map_err(|e| self.archive.error("upload part", &self.key, e))?;
-                writer.put(chunk);
-                Ok(())
-            }
-            UploadState::Done => Ok(()),
-        }
-    }
-
-    /// Completes the upload. `sha256` is stored as object metadata where the file was
-    /// small enough to be sent in one PUT (multipart uploads cannot know it up front).
-    pub async fn finish(mut self, sha256: &str) -> Result<(), StorageError> {
-        match std::mem::replace(&mut self.state, UploadState::Done) {
-            UploadState::Buffering { chunks, .. } => {
-                let options = PutOptions {
-                    mode: PutMode::Create,
-                    attributes: self.archive.attributes(&self.content_type, Some(sha256)),
-                    ..Default::default()
-                };
-                let payload: PutPayload = chunks.into_iter().collect();
-                self.archive
-                    .store
-                    .put_opts(&self.key, payload, options)
-                    .await
-                    .map_err(|e| self.archive.error("put", &self.key, e))?;
-            }
-            UploadState::Multipart(writer) => {
-                // NOTE: WriteMultipart::finish aborts the upload itself when completing fails.
-                writer.finish().await.map_err(|e| self.archive.error("complete multipart upload", &self.key, e))?;
-            }
-            UploadState::Done => {}
-        }
-        Ok(())
-    }
-
-    /// Abandons the upload, removing uploaded parts (best effort: a store that cannot be
-    /// reached keeps them until the bucket's lifecycle rule expires them).
-    pub async fn abort(mut self) {
-        if let UploadState::Multipart(writer) = std::mem::replace(&mut self.state, UploadState::Done)
-            && let Err(e) = writer.abort().await
-        {
-            tracing::warn!(key = %self.key, error = %crate::telemetry::ErrorChain(&e), "could not abort a multipart upload; the bucket's lifecycle rule will expire its parts");
-        }
-    }
-}
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        // A dropped multipart upload (task cancelled, shutdown) must not leave parts behind:
-        // abort it in the background when a runtime is still there.
-        if let UploadState::Multipart(writer) = std::mem::replace(&mut self.state, UploadState::Done) {
-            let key = self.key.clone();
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    if let Err(e) = writer.abort().await {
-                        tracing::warn!(key = %key, error = %crate::telemetry::ErrorChain(&e), "could not abort a dropped multipart upload");
-                    }
-                });
-            }
-        }
-    }
 }

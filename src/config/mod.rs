@@ -1,0 +1,43 @@
+//! The one typed settings tree: `config/default.toml` compiled in, then an optional
+//! file, then `WEBEX_ARCHIVER__SECTION__KEY` environment variables.
+//!
+//! Nothing outside this module reads the environment: the standard `AWS_*`
+//! variables are collected here too and handed to the storage layer.
+//!
+//! One file per concern: `settings.rs` the tree, `load.rs` its loading and validation,
+//! `secrets.rs` the secrets and their `*_file` twins, `locations.rs` the database and
+//! storage URLs. This module depends on no other module of the crate but `domain` and
+//! `time`.
+
+mod load;
+mod locations;
+mod secrets;
+mod settings;
+
+pub use crate::domain::{FileKind, Scope};
+pub use load::{Needs, Sources};
+pub use locations::{DatabaseUrl, StorageLocation, is_loopback};
+pub use secrets::{Credentials, OAuthCredentials, OptionalSecret};
+pub use settings::{
+    ArchiveSettings, DataSettings, DatabaseSettings, HttpSettings, LogFormat, LogSettings, OAuthSettings, Settings,
+    ShutdownSettings, SignPayload, Since, StorageSettings, SyncSettings, WebexSettings,
+};
+
+/// The defaults, compiled into the binary; also the operator's reference.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// A bad configuration: which key, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {key}: {problem}")]
+pub struct ConfigError {
+    /// Dotted key, e.g. `webex.base_url`, or the file that could not be read.
+    pub key: String,
+    /// What is wrong, in words an operator can act on. Never contains a secret.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self { key: key.into(), problem: problem.into() }
+    }
+}
