@@ -4,9 +4,16 @@
 //! Rules: every operation is one short statement or one short transaction; nothing is
 //! held across network I/O. A claim sets a lease; finishing is another statement that
 //! only succeeds for the holder of that lease.
+//!
+//! Layout: `statements.rs` holds every statement, written once, and the one
+//! implementation of [`StateStore`]; `sql.rs` the little that lets one statement run on
+//! both databases; `postgres.rs` and `sqlite.rs` only what each database does its own
+//! way (types, "now", locking, Postgres's batch forms).
 
 mod postgres;
+mod sql;
 mod sqlite;
+mod statements;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;

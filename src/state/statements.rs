@@ -1,0 +1,915 @@
+//! The state layer's statements, written once for both backends, and the one
+//! implementation of [`StateStore`] that runs them (see `sql.rs` for how a backend
+//! renders, binds and reads them).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::sql::{Backend, Cells, Param, Row, Session, Statement, sql};
+use super::{
+    ArchiveState, ArchivedRecord, ArchivedRow, Claim, Cursor, CursorKind, CursorMove, FailureRow, ListedRecording,
+    Outcome, PageRecorded, QuarantineEntry, QuarantineKey, QuarantineRow, QuarantinedItem, RecordingId, ReleasedHow,
+    ScopeKey, StateError, StateResult, StateStore, StatusReport, StoredTokens, TokenStatus, unique_by_id,
+    unique_by_key,
+};
+use Param::{Bool, Int, Interval, Json, OptInt, OptText, OptTime, Text, Time};
+
+/// The columns of a [`Cursor`], as a literal for `sql!`.
+macro_rules! cursor_columns {
+    () => {
+        "scope, kind, position, range_start, range_end, last_pass_at, last_success_at, last_error, items_listed, \
+         items_skipped"
+    };
+}
+
+/// The columns of a [`QuarantineRow`], as a literal for `sql!`.
+macro_rules! quarantine_columns {
+    () => {
+        "key, recording_id, scope, reason, tracking_id, first_seen_at, last_seen_at, seen_count, check_note"
+    };
+}
+
+/// Which recordings a claim takes: pending and due, or leased with an expired lease.
+macro_rules! due_recordings {
+    () => {
+        "(state = 'pending' AND next_attempt_at <= {now}) OR (state = 'archiving' AND lease_expires_at < {now})"
+    };
+}
+
+/// What a claim sets, for lease token `$1` and lease `$2`. `state` and `lease_expiries`
+/// on the right are the values before the claim.
+macro_rules! claim_assignments {
+    () => {
+        "state = 'archiving', lease_owner = $1, lease_expires_at = {now} + $2, attempts = attempts + 1, \
+         lease_expiries = lease_expiries + CASE WHEN state = 'archiving' THEN 1 ELSE 0 END, updated_at = {now}"
+    };
+}
+
+/// The columns of a [`Claim`] (with `id`), as a claim returns them.
+macro_rules! claim_columns {
+    () => {
+        "attempts, scope, site_url, host_email, create_time, format, size_bytes, listing"
+    };
+}
+
+/// What `retry` sets.
+macro_rules! due_again {
+    () => {
+        "state = 'pending', attempts = 0, next_attempt_at = {now}, updated_at = {now}"
+    };
+}
+pub(super) use {claim_assignments, claim_columns, due_again, due_recordings};
+
+fn cursor_from_row(row: &impl Cells) -> StateResult<Cursor> {
+    Ok(Cursor {
+        scope: ScopeKey(row.text("scope")?),
+        kind: CursorKind::parse(&row.text("kind")?)?,
+        position: row.time("position")?,
+        range_start: row.opt_time("range_start")?,
+        range_end: row.opt_time("range_end")?,
+        last_pass_at: row.opt_time("last_pass_at")?,
+        last_success_at: row.opt_time("last_success_at")?,
+        last_error: row.opt_text("last_error")?,
+        items_listed: row.bigint("items_listed")?,
+        items_quarantined: row.bigint("items_skipped")?,
+    })
+}
+
+fn quarantine_from_row(row: &impl Cells) -> StateResult<QuarantineRow> {
+    Ok(QuarantineRow {
+        key: QuarantineKey(row.text("key")?),
+        recording_id: row.opt_text("recording_id")?.map(RecordingId),
+        scope: ScopeKey(row.text("scope")?),
+        reason: row.text("reason")?,
+        tracking_id: row.opt_text("tracking_id")?,
+        first_seen_at: row.time("first_seen_at")?,
+        last_seen_at: row.time("last_seen_at")?,
+        seen_count: row.bigint("seen_count")?,
+        check_note: row.opt_text("check_note")?,
+    })
+}
+
+fn archived_from_row(row: &impl Cells) -> StateResult<ArchivedRecord> {
+    Ok(ArchivedRecord {
+        object_prefix: row.text("object_prefix")?,
+        media_key: row.text("media_key")?,
+        metadata_key: row.text("metadata_key")?,
+        sha256: row.text("sha256")?,
+        bytes: row.bigint("bytes")?,
+        files: row.json("files")?,
+        size_mismatch: row.bool("size_mismatch")?,
+        archived_at: row.time("archived_at")?,
+    })
+}
+
+/// A claim from a row of [`claim_columns!`] and `id`.
+pub(super) fn claim_from_row(row: &impl Cells, token: &str, recovered: bool) -> StateResult<Claim> {
+    Ok(Claim {
+        id: RecordingId(row.text("id")?),
+        token: token.to_owned(),
+        attempts: u32::try_from(row.int("attempts")?).unwrap_or(0),
+        recovered,
+        scope: ScopeKey(row.text("scope")?),
+        site_url: row.opt_text("site_url")?,
+        host_email: row.opt_text("host_email")?,
+        create_time: row.time("create_time")?,
+        format: row.opt_text("format")?,
+        size_bytes: row.opt_bigint("size_bytes")?,
+        listing: row.json("listing")?,
+    })
+}
+
+/// A recording's listing fields, as `$1` to `$10` of the row-by-row upsert (whose
+/// update leaves `scope`, `$2`, as first listed).
+fn listed_params(item: &ListedRecording) -> [Param<'_>; 10] {
+    [
+        Text(&item.id.0),
+        Text(&item.scope.0),
+        OptText(item.site_url.as_deref()),
+        OptText(item.host_email.as_deref()),
+        OptText(item.meeting_id.as_deref()),
+        OptText(item.topic.as_deref()),
+        OptText(item.format.as_deref()),
+        Time(item.create_time),
+        OptInt(item.size_bytes),
+        Json(&item.listing),
+    ]
+}
+
+/// [`Backend::upsert_recordings`], one statement (or two) per item.
+pub(super) async fn upsert_recordings_one_by_one<B: Backend>(
+    s: &mut Session<B>,
+    items: &[&ListedRecording],
+) -> StateResult<PageRecorded> {
+    let mut recorded = PageRecorded::default();
+    // Most pages release nothing: skip a statement per item when no entry is open.
+    let open =
+        s.fetch_one(sql!("SELECT EXISTS (SELECT 1 FROM quarantine WHERE released_at IS NULL) AS open"), &[]).await?;
+    let open = open.bool("open")?;
+    for item in items {
+        let listed = listed_params(item);
+        let inserted = s
+            .execute(
+                sql!(
+                    "INSERT INTO recordings (id, scope, site_url, host_email, meeting_id, topic, format, create_time, \
+                         size_bytes, listing, discovered_at, last_listed_at, next_attempt_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {now}, {now}, {now}, {now}) \
+                     ON CONFLICT (id) DO NOTHING"
+                ),
+                &listed,
+            )
+            .await?;
+        if inserted == 1 {
+            recorded.new += 1;
+        } else {
+            s.execute(
+                sql!(
+                    "UPDATE recordings SET site_url = $3, host_email = $4, meeting_id = $5, topic = $6, format = $7, \
+                         create_time = $8, size_bytes = $9, listing = $10, last_listed_at = {now} \
+                     WHERE id = $1"
+                ),
+                &listed,
+            )
+            .await?;
+            recorded.refreshed += 1;
+        }
+        if !open {
+            continue;
+        }
+        recorded.released += s
+            .execute(
+                sql!(
+                    "UPDATE quarantine SET released_at = {now}, released_how = $2 \
+                     WHERE recording_id = $1 AND released_at IS NULL"
+                ),
+                &[Text(&item.id.0), Text(ReleasedHow::Listed.as_str())],
+            )
+            .await?;
+    }
+    Ok(recorded)
+}
+
+/// [`Backend::upsert_quarantine`], one statement per item.
+pub(super) async fn upsert_quarantine_one_by_one<B: Backend>(
+    s: &mut Session<B>,
+    items: &[&QuarantinedItem],
+) -> StateResult<()> {
+    for item in items {
+        s.execute(
+            sql!(
+                "INSERT INTO quarantine (key, recording_id, scope, reason, raw, tracking_id, first_seen_at, \
+                     last_seen_at, released_at, released_how, window_from, window_to) \
+                 SELECT $1, $2, $3, $4, $5, $6, {now}, {now}, \
+                     CASE WHEN r.id IS NULL THEN NULL ELSE {now} END, CASE WHEN r.id IS NULL THEN NULL ELSE $7 END, \
+                     $8, $9 \
+                 FROM (SELECT 1) AS one LEFT JOIN recordings r ON r.id = $2 WHERE true \
+                 ON CONFLICT (key) DO UPDATE SET recording_id = excluded.recording_id, scope = excluded.scope, \
+                     reason = excluded.reason, raw = excluded.raw, tracking_id = excluded.tracking_id, \
+                     window_from = COALESCE(excluded.window_from, quarantine.window_from), \
+                     window_to = COALESCE(excluded.window_to, quarantine.window_to), \
+                     last_seen_at = excluded.last_seen_at, seen_count = quarantine.seen_count + 1, \
+                     released_at = CASE WHEN excluded.released_at IS NULL THEN NULL \
+                         ELSE COALESCE(quarantine.released_at, excluded.released_at) END, \
+                     released_how = CASE WHEN excluded.released_at IS NULL THEN NULL \
+                         ELSE COALESCE(quarantine.released_how, excluded.released_how) END"
+            ),
+            &[
+                Text(&item.key.0),
+                OptText(item.recording_id.as_ref().map(|r| r.0.as_str())),
+                Text(&item.scope.0),
+                Text(&item.reason),
+                Text(&item.raw),
+                OptText(item.tracking_id.as_deref()),
+                Text(ReleasedHow::AlreadyRecorded.as_str()),
+                OptTime(item.window.map(|w| w.0)),
+                OptTime(item.window.map(|w| w.1)),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// [`Backend::claim`] in a transaction: the due recordings, then one claim each (of
+/// those still due).
+pub(super) async fn claim_in_transaction<B: Backend>(
+    backend: &B,
+    token: &str,
+    lease: Duration,
+    limit: u32,
+) -> StateResult<Vec<Claim>> {
+    let mut s = Session::begin(backend).await?;
+    let due = s
+        .fetch_all(
+            sql!("SELECT id, state FROM recordings WHERE ", due_recordings!(), " ORDER BY next_attempt_at LIMIT $1"),
+            &[Int(i64::from(limit))],
+        )
+        .await?;
+    let mut claims = Vec::with_capacity(due.len());
+    for row in due {
+        let id = row.text("id")?;
+        let recovered = row.text("state")? == ArchiveState::Archiving.as_str();
+        // Still due: without a lock on what was read (only SQLite's write lock gives
+        // one), another claimer may have taken it since.
+        let claimed = s
+            .fetch_optional(
+                sql!(
+                    "UPDATE recordings SET ",
+                    claim_assignments!(),
+                    " WHERE id = $3 AND (",
+                    due_recordings!(),
+                    ") RETURNING id, ",
+                    claim_columns!()
+                ),
+                &[Text(token), Interval(lease), Text(&id)],
+            )
+            .await?;
+        if let Some(claimed) = claimed {
+            claims.push(claim_from_row(&claimed, token, recovered)?);
+        }
+    }
+    s.commit().await?;
+    Ok(claims)
+}
+
+/// [`Backend::retry_ids`] in a transaction, one statement per id.
+pub(super) async fn retry_ids_one_by_one<B: Backend>(backend: &B, ids: &[RecordingId]) -> StateResult<u64> {
+    let mut s = Session::begin(backend).await?;
+    let mut n = 0;
+    for id in ids {
+        n += s
+            .execute(
+                sql!(
+                    "UPDATE recordings SET ",
+                    due_again!(),
+                    " WHERE id = $1 AND state IN ('failed', 'not_downloadable')"
+                ),
+                &[Text(&id.0)],
+            )
+            .await?;
+    }
+    s.commit().await?;
+    Ok(n)
+}
+
+/// Counts a page on its cursor and, when given, moves the cursor (compare-and-set).
+async fn move_cursor<B: Backend>(
+    s: &mut Session<B>,
+    scope: &ScopeKey,
+    owner: &str,
+    quarantined: i64,
+    listed: i64,
+    cursor_move: Option<CursorMove>,
+) -> StateResult<()> {
+    match cursor_move {
+        Some(m) => {
+            let moved = s
+                .execute(
+                    sql!(
+                        "UPDATE cursors SET position = $4, items_listed = items_listed + $5, \
+                             items_skipped = items_skipped + $6 \
+                         WHERE scope = $1 AND kind = $2 AND position = $3 AND lease_owner = $7"
+                    ),
+                    &[
+                        Text(&scope.0),
+                        Text(m.kind.as_str()),
+                        Time(m.from),
+                        Time(m.to),
+                        Int(listed),
+                        Int(quarantined),
+                        Text(owner),
+                    ],
+                )
+                .await?;
+            if moved != 1 {
+                return Err(StateError::LostCursor { scope: scope.clone() });
+            }
+        }
+        None if quarantined > 0 || listed > 0 => {
+            s.execute(
+                sql!(
+                    "UPDATE cursors SET items_listed = items_listed + $3, items_skipped = items_skipped + $4 \
+                     WHERE scope = $1 AND lease_owner = $2"
+                ),
+                &[Text(&scope.0), Text(owner), Int(listed), Int(quarantined)],
+            )
+            .await?;
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+async fn read_cursors<B: Backend>(s: &mut Session<B>) -> StateResult<Vec<Cursor>> {
+    let rows = s.fetch_all(sql!("SELECT ", cursor_columns!(), " FROM cursors ORDER BY scope, kind"), &[]).await?;
+    rows.iter().map(cursor_from_row).collect()
+}
+
+async fn read_paused_until<B: Backend>(s: &mut Session<B>) -> StateResult<DateTime<Utc>> {
+    s.fetch_one(sql!("SELECT paused_until FROM rate_limit WHERE id = 1"), &[]).await?.time("paused_until")
+}
+
+/// Runs one statement on a pooled connection (it commits on its own).
+async fn execute<B: Backend>(backend: &B, statement: &'static Statement, params: &[Param<'_>]) -> StateResult<u64> {
+    Session::connect(backend).await?.execute(statement, params).await
+}
+
+/// Runs one query on a pooled connection; every row.
+async fn fetch_all<B: Backend>(
+    backend: &B,
+    statement: &'static Statement,
+    params: &[Param<'_>],
+) -> StateResult<Vec<Row<B>>> {
+    Session::connect(backend).await?.fetch_all(statement, params).await
+}
+
+/// Runs one query on a pooled connection; its first row, if any.
+async fn fetch_optional<B: Backend>(
+    backend: &B,
+    statement: &'static Statement,
+    params: &[Param<'_>],
+) -> StateResult<Option<Row<B>>> {
+    Session::connect(backend).await?.fetch_optional(statement, params).await
+}
+
+#[async_trait]
+impl<B: Backend> StateStore for B {
+    async fn migrate(&self) -> StateResult<()> {
+        self.run_migrations().await
+    }
+
+    async fn ping(&self) -> StateResult<()> {
+        execute(self, sql!("SELECT 1"), &[]).await?;
+        Ok(())
+    }
+
+    async fn acquire_cursor(
+        &self,
+        scope: &ScopeKey,
+        kind: CursorKind,
+        owner: &str,
+        ttl: Duration,
+        initial: DateTime<Utc>,
+        range: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    ) -> StateResult<Option<Cursor>> {
+        let (range_start, range_end) = range.map_or((None, None), |(s, e)| (Some(s), Some(e)));
+        let mut s = Session::begin(self).await?;
+        s.execute(
+            sql!(
+                "INSERT INTO cursors (scope, kind, position, range_start, range_end) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (scope, kind) DO NOTHING"
+            ),
+            &[Text(&scope.0), Text(kind.as_str()), Time(initial), OptTime(range_start), OptTime(range_end)],
+        )
+        .await?;
+        // A different backfill range restarts the cursor at the new start.
+        let row = s
+            .fetch_optional(
+                sql!(
+                    "UPDATE cursors SET lease_owner = $3, lease_expires_at = {now} + $4, last_pass_at = {now}, \
+                         position = CASE WHEN $5 IS NOT NULL \
+                             AND (range_start IS DISTINCT FROM $5 OR range_end IS DISTINCT FROM $6) \
+                             THEN $7 ELSE position END, \
+                         range_start = COALESCE($5, range_start), range_end = COALESCE($6, range_end) \
+                     WHERE scope = $1 AND kind = $2 \
+                       AND (lease_owner IS NULL OR lease_owner = $3 OR lease_expires_at < {now}) \
+                     RETURNING ",
+                    cursor_columns!()
+                ),
+                &[
+                    Text(&scope.0),
+                    Text(kind.as_str()),
+                    Text(owner),
+                    Interval(ttl),
+                    OptTime(range_start),
+                    OptTime(range_end),
+                    Time(initial),
+                ],
+            )
+            .await?;
+        let cursor = row.as_ref().map(cursor_from_row).transpose()?;
+        s.commit().await?;
+        Ok(cursor)
+    }
+
+    async fn renew_cursor(&self, scope: &ScopeKey, kind: CursorKind, owner: &str, ttl: Duration) -> StateResult<bool> {
+        let renewed = execute(
+            self,
+            sql!(
+                "UPDATE cursors SET lease_expires_at = {now} + $4 \
+                 WHERE scope = $1 AND kind = $2 AND lease_owner = $3"
+            ),
+            &[Text(&scope.0), Text(kind.as_str()), Text(owner), Interval(ttl)],
+        )
+        .await?;
+        Ok(renewed == 1)
+    }
+
+    async fn release_cursor(
+        &self,
+        scope: &ScopeKey,
+        kind: CursorKind,
+        owner: &str,
+        outcome: Result<(), String>,
+    ) -> StateResult<()> {
+        let error = outcome.err();
+        execute(
+            self,
+            sql!(
+                "UPDATE cursors SET lease_owner = NULL, lease_expires_at = NULL, last_error = $4, \
+                     last_success_at = CASE WHEN $4 IS NULL THEN {now} ELSE last_success_at END \
+                 WHERE scope = $1 AND kind = $2 AND lease_owner = $3"
+            ),
+            &[Text(&scope.0), Text(kind.as_str()), Text(owner), OptText(error.as_deref())],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn record_page(
+        &self,
+        scope: &ScopeKey,
+        owner: &str,
+        items: &[ListedRecording],
+        quarantined: &[QuarantinedItem],
+        cursor_move: Option<CursorMove>,
+    ) -> StateResult<PageRecorded> {
+        let items = unique_by_id(items);
+        let unreadable = unique_by_key(quarantined);
+        let mut s = Session::begin(self).await?;
+        let recorded =
+            if items.is_empty() { PageRecorded::default() } else { B::upsert_recordings(&mut s, &items).await? };
+        if !unreadable.is_empty() {
+            B::upsert_quarantine(&mut s, &unreadable).await?;
+        }
+        move_cursor(&mut s, scope, owner, quarantined.len() as i64, items.len() as i64, cursor_move).await?;
+        s.commit().await?;
+        Ok(recorded)
+    }
+
+    async fn quarantined(
+        &self,
+        scope: &ScopeKey,
+        after: Option<&QuarantineKey>,
+        limit: u32,
+    ) -> StateResult<Vec<QuarantineEntry>> {
+        let rows = fetch_all(
+            self,
+            sql!(
+                "SELECT ",
+                quarantine_columns!(),
+                ", raw, window_from, window_to FROM quarantine \
+                 WHERE scope = $1 AND released_at IS NULL AND ($2 IS NULL OR key > $2) \
+                 ORDER BY key LIMIT $3"
+            ),
+            &[Text(&scope.0), OptText(after.map(|k| k.0.as_str())), Int(i64::from(limit))],
+        )
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let window = row.opt_time("window_from")?.zip(row.opt_time("window_to")?);
+                Ok(QuarantineEntry { row: quarantine_from_row(row)?, raw: row.text("raw")?, window })
+            })
+            .collect()
+    }
+
+    async fn release_quarantined(
+        &self,
+        key: &QuarantineKey,
+        recording: Option<&ListedRecording>,
+        how: ReleasedHow,
+    ) -> StateResult<PageRecorded> {
+        let mut s = Session::begin(self).await?;
+        // The entry first, so that it is released the way the caller says.
+        let released = s
+            .execute(
+                sql!(
+                    "UPDATE quarantine SET released_at = {now}, released_how = $2 \
+                     WHERE key = $1 AND released_at IS NULL"
+                ),
+                &[Text(&key.0), Text(how.as_str())],
+            )
+            .await?;
+        let mut recorded = match recording {
+            Some(recording) => B::upsert_recordings(&mut s, &[recording]).await?,
+            None => PageRecorded::default(),
+        };
+        recorded.released += released;
+        s.commit().await?;
+        Ok(recorded)
+    }
+
+    async fn note_quarantine_check(&self, key: &QuarantineKey, note: &str) -> StateResult<()> {
+        execute(
+            self,
+            sql!("UPDATE quarantine SET checked_at = {now}, check_note = $2 WHERE key = $1"),
+            &[Text(&key.0), Text(note)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn cursors(&self) -> StateResult<Vec<Cursor>> {
+        read_cursors(&mut Session::connect(self).await?).await
+    }
+
+    async fn claim_due(&self, owner: &str, lease: Duration, limit: u32) -> StateResult<Vec<Claim>> {
+        let token = format!("{owner}/{}", uuid::Uuid::new_v4());
+        self.claim(&token, lease, limit).await
+    }
+
+    async fn renew_lease(&self, id: &RecordingId, token: &str, lease: Duration) -> StateResult<bool> {
+        let renewed = execute(
+            self,
+            sql!(
+                "UPDATE recordings SET lease_expires_at = {now} + $3 \
+                 WHERE id = $1 AND lease_owner = $2 AND state = 'archiving'"
+            ),
+            &[Text(&id.0), Text(token), Interval(lease)],
+        )
+        .await?;
+        Ok(renewed == 1)
+    }
+
+    async fn set_object_prefix(&self, id: &RecordingId, token: &str, prefix: &str) -> StateResult<bool> {
+        let set = execute(
+            self,
+            sql!(
+                "UPDATE recordings SET object_prefix = $3 \
+                 WHERE id = $1 AND lease_owner = $2 AND state = 'archiving'"
+            ),
+            &[Text(&id.0), Text(token), Text(prefix)],
+        )
+        .await?;
+        Ok(set == 1)
+    }
+
+    async fn finish(&self, id: &RecordingId, token: &str, outcome: &Outcome) -> StateResult<bool> {
+        let mut s = Session::connect(self).await?;
+        let (id, token) = (Text(&id.0), Text(token));
+        let done = match outcome {
+            Outcome::Archived(rec) => {
+                s.execute(
+                    sql!(
+                        "UPDATE recordings SET state = 'archived', lease_owner = NULL, lease_expires_at = NULL, \
+                             object_prefix = $3, media_key = $4, metadata_key = $5, sha256 = $6, bytes = $7, \
+                             files = $8, size_mismatch = $9, archived_at = $10, failure_reason = NULL, \
+                             last_error = NULL, updated_at = {now} \
+                         WHERE id = $1 AND lease_owner = $2 AND state = 'archiving'"
+                    ),
+                    &[
+                        id,
+                        token,
+                        Text(&rec.object_prefix),
+                        Text(&rec.media_key),
+                        Text(&rec.metadata_key),
+                        Text(&rec.sha256),
+                        Int(rec.bytes),
+                        Json(&rec.files),
+                        Bool(rec.size_mismatch),
+                        Time(rec.archived_at),
+                    ],
+                )
+                .await?
+            }
+            Outcome::Retry { at, reason, message } => {
+                s.execute(
+                    sql!(
+                        "UPDATE recordings SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
+                             next_attempt_at = $3, failure_reason = $4, last_error = $5, updated_at = {now} \
+                         WHERE id = $1 AND lease_owner = $2 AND state = 'archiving'"
+                    ),
+                    &[id, token, Time(*at), Text(reason), Text(message)],
+                )
+                .await?
+            }
+            Outcome::Release { at } => {
+                s.execute(
+                    sql!(
+                        "UPDATE recordings SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
+                             next_attempt_at = $3, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, \
+                             updated_at = {now} \
+                         WHERE id = $1 AND lease_owner = $2 AND state = 'archiving'"
+                    ),
+                    &[id, token, Time(*at)],
+                )
+                .await?
+            }
+            Outcome::Failed { reason, message } => {
+                s.execute(
+                    sql!(
+                        "UPDATE recordings SET state = 'failed', lease_owner = NULL, lease_expires_at = NULL, \
+                             failure_reason = $3, last_error = $4, updated_at = {now} \
+                         WHERE id = $1 AND lease_owner = $2 AND state = 'archiving'"
+                    ),
+                    &[id, token, Text(reason), Text(message)],
+                )
+                .await?
+            }
+            Outcome::NotDownloadable { reason } => {
+                s.execute(
+                    sql!(
+                        "UPDATE recordings SET state = 'not_downloadable', lease_owner = NULL, \
+                             lease_expires_at = NULL, failure_reason = 'not_downloadable', last_error = $3, \
+                             updated_at = {now} \
+                         WHERE id = $1 AND lease_owner = $2 AND state = 'archiving'"
+                    ),
+                    &[id, token, Text(reason)],
+                )
+                .await?
+            }
+        };
+        Ok(done == 1)
+    }
+
+    async fn retry(&self, ids: Option<&[RecordingId]>) -> StateResult<u64> {
+        match ids {
+            None => execute(self, sql!("UPDATE recordings SET ", due_again!(), " WHERE state = 'failed'"), &[]).await,
+            Some(ids) => self.retry_ids(ids).await,
+        }
+    }
+
+    async fn status(&self, failures: u32) -> StateResult<StatusReport> {
+        let mut s = Session::connect(self).await?;
+        let mut report = StatusReport::default();
+        for state in ArchiveState::ALL {
+            report.counts.insert(state, 0);
+        }
+        for row in s.fetch_all(sql!("SELECT state, count(*) AS n FROM recordings GROUP BY state"), &[]).await? {
+            report.counts.insert(ArchiveState::parse(&row.text("state")?)?, row.bigint("n")?);
+        }
+        let row = s
+            .fetch_one(
+                sql!(
+                    "SELECT CAST(COALESCE(sum(CASE WHEN state = 'archived' THEN bytes END), 0) AS BIGINT) AS bytes, \
+                         count(CASE WHEN state = 'pending' AND next_attempt_at <= {now} THEN 1 END) AS due_now, \
+                         min(CASE WHEN state = 'pending' THEN next_attempt_at END) AS next_due_at, \
+                         count(CASE WHEN size_mismatch THEN 1 END) AS size_mismatches, \
+                         CAST(COALESCE(sum(lease_expiries), 0) AS BIGINT) AS lease_expiries \
+                     FROM recordings"
+                ),
+                &[],
+            )
+            .await?;
+        report.bytes_archived = row.bigint("bytes")?;
+        report.due_now = row.bigint("due_now")?;
+        report.next_due_at = row.opt_time("next_due_at")?;
+        report.size_mismatches = row.bigint("size_mismatches")?;
+        report.lease_expiries = row.bigint("lease_expiries")?;
+        if let Some(row) = s
+            .fetch_optional(
+                sql!(
+                    "SELECT id, create_time FROM recordings WHERE state IN ('pending', 'archiving', 'failed') \
+                     ORDER BY create_time LIMIT 1"
+                ),
+                &[],
+            )
+            .await?
+        {
+            report.oldest_unarchived = Some((RecordingId(row.text("id")?), row.time("create_time")?));
+        }
+        report.cursors = read_cursors(&mut s).await?;
+        for row in s
+            .fetch_all(
+                sql!(
+                    "SELECT id, state, failure_reason, last_error, attempts, updated_at FROM recordings \
+                     WHERE state IN ('failed', 'not_downloadable') ORDER BY updated_at DESC LIMIT $1"
+                ),
+                &[Int(i64::from(failures))],
+            )
+            .await?
+        {
+            report.recent_failures.push(FailureRow {
+                id: RecordingId(row.text("id")?),
+                state: ArchiveState::parse(&row.text("state")?)?,
+                reason: row.opt_text("failure_reason")?,
+                message: row.opt_text("last_error")?,
+                attempts: row.int("attempts")?,
+                updated_at: row.time("updated_at")?,
+            });
+        }
+        report.quarantined = s
+            .fetch_one(sql!("SELECT count(*) AS n FROM quarantine WHERE released_at IS NULL"), &[])
+            .await?
+            .bigint("n")?;
+        let rows = s
+            .fetch_all(
+                sql!(
+                    "SELECT ",
+                    quarantine_columns!(),
+                    " FROM quarantine WHERE released_at IS NULL ORDER BY last_seen_at DESC, key LIMIT $1"
+                ),
+                &[Int(i64::from(failures))],
+            )
+            .await?;
+        report.recent_quarantine = rows.iter().map(quarantine_from_row).collect::<StateResult<_>>()?;
+        let paused = read_paused_until(&mut s).await?;
+        report.paused_until = (paused > Utc::now()).then_some(paused);
+        report.oauth = s
+            .fetch_optional(
+                sql!(
+                    "SELECT access_expires_at, refresh_expires_at, refreshes FROM oauth_tokens \
+                     WHERE refresh_token <> '' ORDER BY refreshed_at DESC LIMIT 1"
+                ),
+                &[],
+            )
+            .await?
+            .map(|r| -> StateResult<TokenStatus> {
+                Ok(TokenStatus {
+                    access_expires_at: r.opt_time("access_expires_at")?,
+                    refresh_expires_at: r.opt_time("refresh_expires_at")?,
+                    refreshes: r.bigint("refreshes")?,
+                })
+            })
+            .transpose()?;
+        Ok(report)
+    }
+
+    async fn archived(&self, sample: Option<u32>) -> StateResult<Vec<ArchivedRow>> {
+        let mut s = Session::connect(self).await?;
+        let rows = match sample {
+            None => s.fetch_all(sql!("SELECT * FROM recordings WHERE state = 'archived' ORDER BY id"), &[]).await?,
+            Some(n) => {
+                s.fetch_all(
+                    sql!("SELECT * FROM recordings WHERE state = 'archived' ORDER BY random() LIMIT $1"),
+                    &[Int(i64::from(n))],
+                )
+                .await?
+            }
+        };
+        rows.iter()
+            .map(|row| Ok(ArchivedRow { id: RecordingId(row.text("id")?), record: archived_from_row(row)? }))
+            .collect()
+    }
+
+    async fn archived_prefixes(&self) -> StateResult<HashSet<String>> {
+        let rows =
+            fetch_all(self, sql!("SELECT object_prefix FROM recordings WHERE object_prefix IS NOT NULL"), &[]).await?;
+        rows.iter().map(|r| r.text("object_prefix")).collect()
+    }
+
+    async fn unfinished(&self, limit: u32) -> StateResult<Vec<(RecordingId, ArchiveState, Option<String>)>> {
+        let rows = fetch_all(
+            self,
+            sql!(
+                "SELECT id, state, last_error FROM recordings WHERE state IN ('pending', 'archiving') \
+                 ORDER BY create_time LIMIT $1"
+            ),
+            &[Int(i64::from(limit))],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((RecordingId(r.text("id")?), ArchiveState::parse(&r.text("state")?)?, r.opt_text("last_error")?))
+            })
+            .collect()
+    }
+
+    async fn pause_until(&self, until: DateTime<Utc>) -> StateResult<()> {
+        execute(
+            self,
+            sql!(
+                "UPDATE rate_limit SET \
+                     paused_until = CASE WHEN paused_until > $1 THEN paused_until ELSE $1 END, \
+                     pauses = pauses + 1 \
+                 WHERE id = 1"
+            ),
+            &[Time(until)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn paused_until(&self) -> StateResult<DateTime<Utc>> {
+        read_paused_until(&mut Session::connect(self).await?).await
+    }
+
+    async fn load_tokens(&self, client_id: &str) -> StateResult<Option<StoredTokens>> {
+        let row = fetch_optional(
+            self,
+            sql!(
+                "SELECT access_token, access_expires_at, refresh_token, refresh_expires_at, refreshes, \
+                     seed_sha256 \
+                 FROM oauth_tokens WHERE client_id = $1 AND refresh_token <> ''"
+            ),
+            &[Text(client_id)],
+        )
+        .await?;
+        row.map(|r| {
+            Ok(StoredTokens {
+                access_token: r.opt_text("access_token")?,
+                access_expires_at: r.opt_time("access_expires_at")?,
+                refresh_token: r.text("refresh_token")?,
+                refresh_expires_at: r.opt_time("refresh_expires_at")?,
+                refreshes: r.bigint("refreshes")?,
+                seed_sha256: r.opt_text("seed_sha256")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn store_tokens(&self, client_id: &str, tokens: &StoredTokens) -> StateResult<()> {
+        execute(
+            self,
+            sql!(
+                "INSERT INTO oauth_tokens (client_id, access_token, access_expires_at, refresh_token, \
+                     refresh_expires_at, refreshes, refreshed_at, seed_sha256) \
+                 VALUES ($1, $2, $3, $4, $5, $6, {now}, $7) \
+                 ON CONFLICT (client_id) DO UPDATE SET access_token = excluded.access_token, \
+                     access_expires_at = excluded.access_expires_at, refresh_token = excluded.refresh_token, \
+                     refresh_expires_at = excluded.refresh_expires_at, refreshes = excluded.refreshes, \
+                     refreshed_at = excluded.refreshed_at, seed_sha256 = excluded.seed_sha256"
+            ),
+            &[
+                Text(client_id),
+                OptText(tokens.access_token.as_deref()),
+                OptTime(tokens.access_expires_at),
+                Text(&tokens.refresh_token),
+                OptTime(tokens.refresh_expires_at),
+                Int(tokens.refreshes),
+                OptText(tokens.seed_sha256.as_deref()),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn lock_refresh(&self, client_id: &str, owner: &str, ttl: Duration) -> StateResult<bool> {
+        let mut s = Session::begin(self).await?;
+        s.execute(
+            sql!(
+                "INSERT INTO oauth_tokens (client_id, refresh_token, refreshed_at) VALUES ($1, '', {now}) \
+                 ON CONFLICT (client_id) DO NOTHING"
+            ),
+            &[Text(client_id)],
+        )
+        .await?;
+        let locked = s
+            .execute(
+                sql!(
+                    "UPDATE oauth_tokens SET lock_owner = $2, lock_expires_at = {now} + $3 \
+                     WHERE client_id = $1 AND (lock_owner IS NULL OR lock_owner = $2 OR lock_expires_at < {now})"
+                ),
+                &[Text(client_id), Text(owner), Interval(ttl)],
+            )
+            .await?;
+        s.commit().await?;
+        Ok(locked == 1)
+    }
+
+    async fn unlock_refresh(&self, client_id: &str, owner: &str) -> StateResult<()> {
+        execute(
+            self,
+            sql!(
+                "UPDATE oauth_tokens SET lock_owner = NULL, lock_expires_at = NULL \
+                 WHERE client_id = $1 AND lock_owner = $2"
+            ),
+            &[Text(client_id), Text(owner)],
+        )
+        .await?;
+        Ok(())
+    }
+}
