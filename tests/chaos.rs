@@ -134,7 +134,11 @@ fn spawn_daemon(env: &HashMap<String, String>, log: &Path) -> Daemon {
     Daemon { child, log: log.to_path_buf() }
 }
 
+/// Restarts the Postgres cluster `WA_CHAOS_PG_CLUSTER` (default `main`, the one
+/// `WA_TEST_PG_URL` points at in `scripts/test`; another cluster lets a developer repeat
+/// the suite while other tests use `main`).
 fn restart_postgres() {
+    let cluster = std::env::var("WA_CHAOS_PG_CLUSTER").unwrap_or_else(|_| "main".into());
     let version = std::fs::read_dir("/etc/postgresql")
         .expect("/etc/postgresql")
         .filter_map(|e| e.ok())
@@ -142,7 +146,7 @@ fn restart_postgres() {
         .next()
         .expect("a Postgres cluster");
     let status = Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", &version, "main", "restart"])
+        .args(["--skip-systemctl-redirect", &version, &cluster, "restart"])
         .status()
         .expect("pg_ctlcluster");
     assert!(status.success(), "restarting Postgres failed");

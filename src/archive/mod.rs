@@ -3,7 +3,7 @@
 //! recording archived.
 //!
 //! One attempt never holds a database transaction across network I/O: the claim is one
-//! short statement that sets a lease, the lease is renewed while bytes flow, and the
+//! short statement that sets a lease, the lease is renewed while the attempt lives, and the
 //! attempt ends with one statement that succeeds only for the lease holder.
 
 mod error;
@@ -171,15 +171,10 @@ impl Archiver {
             tracing::info!(recording_id = %claim.id, "claimed a recording whose previous worker's lease expired");
         }
         let started = Instant::now();
-        let result = if claim.attempts > self.settings.max_attempts {
-            Err(AttemptError::failed(
-                "attempts_exhausted",
-                format!(
-                    "gave up after {} attempts (the last ones ended without a result: their worker stopped)",
-                    claim.attempts - 1
-                ),
-            ))
-        } else {
+        // The lease is renewed for as long as the attempt lives (details, waits on the
+        // Retry-After gate, the download, completing the upload, re-hashing an object
+        // already stored), not only while bytes flow: an attempt that waits is not dead.
+        let attempt = async {
             // NOTE: a panic is a bug, but it must not strand the claim or stop the worker:
             // it counts as a failed attempt (so a recording that always panics ends
             // `failed`, not in a loop), and the worker goes on.
@@ -194,6 +189,10 @@ impl Archiver {
                     ))
                 }
             }
+        };
+        let result = tokio::select! {
+            result = attempt => result,
+            () = self.keep_lease(&claim) => Err(AttemptError::LostLease),
         };
         let (outcome, stopped) = self.outcome(&claim, result);
         let kept = self.finish(&claim, &outcome).await?;
@@ -222,6 +221,24 @@ impl Archiver {
             Outcome::Retry { .. } | Outcome::Release { .. } => {}
         }
         Ok(Some((claim.id, outcome)))
+    }
+
+    /// Renews `claim`'s lease every third of its length; returns only when another worker
+    /// holds the recording (then the attempt is dropped, which aborts its upload). While
+    /// the database is away, renewing is tried again at the next tick: the outcome's
+    /// statement checks the lease anyway.
+    async fn keep_lease(&self, claim: &Claim) {
+        let every = (self.settings.lease / 3).max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(every).await;
+            match self.state.renew_lease(&claim.id, &claim.token, self.settings.lease).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(recording_id = %claim.id, error = %ErrorChain(&e), "cannot renew the lease; trying again");
+                }
+            }
+        }
     }
 
     /// What to record for an attempt's result, and the error to hand to the caller when
@@ -465,6 +482,17 @@ async fn worker_loop(
 ) {
     let mut outage_backoff: Option<backoff::ExponentialBackoff> = None;
     while !stop.is_cancelled() {
+        // No new claims while Webex asks every client to wait: a claim would only spend
+        // its lease (and the recording's place in the queue) waiting on the gate.
+        let paused = (archiver.webex.paused_until().await - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        if !paused.is_zero() {
+            tracing::debug!(worker, seconds = paused.as_secs_f64(), "not claiming while the Retry-After pause lasts");
+            tokio::select! {
+                _ = tokio::time::sleep(paused) => {}
+                _ = stop.cancelled() => {}
+            }
+            continue;
+        }
         match archiver.archive_next(abort).await {
             // A lost lease is another worker's business: this one goes on.
             Ok(Some(_)) | Err(AttemptError::LostLease) => {

@@ -1,7 +1,6 @@
 //! One file's transfer: link -> download -> check -> hash -> streamed upload.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -55,7 +54,6 @@ pub(crate) struct Session<'a> {
     claim: &'a Claim,
     abort: &'a CancellationToken,
     details: Option<RecordingDetails>,
-    last_renewal: Instant,
     /// The listing's `downloadUrl` was requested in this attempt (at most once).
     fallback_tried: bool,
 }
@@ -66,7 +64,7 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 
 impl<'a> Session<'a> {
     pub(crate) fn new(archiver: &'a Archiver, claim: &'a Claim, abort: &'a CancellationToken) -> Self {
-        Self { archiver, claim, abort, details: None, last_renewal: Instant::now(), fallback_tried: false }
+        Self { archiver, claim, abort, details: None, fallback_tried: false }
     }
 
     /// Fetches the details (with fresh links) just before downloading.
@@ -304,7 +302,6 @@ impl<'a> Session<'a> {
         // The first bytes are held back until they show media, not a text document.
         let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
         let mut held: Vec<Bytes> = Vec::new();
-        let renew_every = self.archiver.settings.lease / 3;
         loop {
             let next = tokio::select! {
                 next = stream.next() => next,
@@ -347,9 +344,6 @@ impl<'a> Session<'a> {
             } else {
                 self.send(&mut sink, vec![chunk]).await?;
             }
-            if self.last_renewal.elapsed() >= renew_every {
-                self.renew().await?;
-            }
         }
         match (expected, self.claim.size_bytes.and_then(|s| u64::try_from(s).ok())) {
             (Some(expected), _) if size != expected => {
@@ -385,23 +379,6 @@ impl<'a> Session<'a> {
             }
         }
         Ok(())
-    }
-
-    /// Extends the lease while bytes flow; stops the transfer if another worker has it.
-    async fn renew(&mut self) -> Result<(), AttemptError> {
-        match self.archiver.state.renew_lease(&self.claim.id, &self.claim.token, self.archiver.settings.lease).await {
-            Ok(true) => {
-                self.last_renewal = Instant::now();
-                Ok(())
-            }
-            Ok(false) => Err(AttemptError::LostLease),
-            Err(e) => {
-                // The database is briefly away: keep transferring; completion re-checks the lease.
-                tracing::warn!(recording_id = %self.claim.id, error = %crate::errors::ErrorChain(&e), "cannot renew the lease");
-                self.last_renewal = Instant::now();
-                Ok(())
-            }
-        }
     }
 
     /// SHA-256 of an object already in the store, streamed.

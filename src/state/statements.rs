@@ -40,10 +40,13 @@ macro_rules! due_recordings {
 }
 
 /// What a claim sets, for lease token `$1` and lease `$2`. `state` and `lease_expiries`
-/// on the right are the values before the claim.
+/// on the right are the values before the claim. A claim starts an attempt, except one
+/// that takes over an expired lease: that continues the attempt whose worker stopped
+/// (a recording's attempts count only its own failures, never a worker's death).
 macro_rules! claim_assignments {
     () => {
-        "state = 'archiving', lease_owner = $1, lease_expires_at = {now} + $2, attempts = attempts + 1, \
+        "state = 'archiving', lease_owner = $1, lease_expires_at = {now} + $2, \
+         attempts = attempts + CASE WHEN state = 'archiving' THEN 0 ELSE 1 END, \
          lease_expiries = lease_expiries + CASE WHEN state = 'archiving' THEN 1 ELSE 0 END, updated_at = {now}"
     };
 }

@@ -215,6 +215,12 @@ impl WebexClient {
         self.gate.policy()
     }
 
+    /// The end of the shared Retry-After pause (in the past when there is none): workers
+    /// do not claim new work before it, so a claim's lease is not spent waiting.
+    pub async fn paused_until(&self) -> DateTime<Utc> {
+        self.gate.until().await
+    }
+
     /// The token provider (for expiries in metrics and status).
     pub fn tokens(&self) -> &Arc<TokenProvider> {
         &self.tokens

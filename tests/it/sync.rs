@@ -607,3 +607,72 @@ async fn verify_reports_missing_corrupt_and_unclaimed_objects() {
     let sample = webex_archiver::verify::verify(&h.db.state, &store, Some(3)).await.unwrap();
     assert!(!sample.scanned_for_unclaimed && sample.checked == 3);
 }
+
+/// Issue 13, point 4: a claim's lease lives as long as its attempt, not only while bytes
+/// flow. The recording's details are answered `423` with a Retry-After four leases long:
+/// the whole archiver pauses with the recording claimed. Idle workers do not claim
+/// during the pause, and the claimed one's heartbeat keeps its lease, so no other worker
+/// takes the recording over when the pause ends, and the wait costs it no attempt.
+#[tokio::test]
+async fn details_stalled_behind_a_long_shared_pause_keep_their_lease_and_cost_no_attempt() {
+    let mut h = Harness::start(
+        Backend::Postgres,
+        Store::Local,
+        "admin",
+        SimConfig { recordings: 1, seed: 31, ..SimConfig::default() },
+    )
+    .await;
+    h.set("WEBEX_ARCHIVER__ARCHIVE__LEASE", "1s");
+    h.set("WEBEX_ARCHIVER__ARCHIVE__CONCURRENCY", "3");
+    let id = h.sim.truth_without_digests()[0].id.clone();
+    h.sim.set_faults(vec![
+        webex_archiver::sim::FaultRule::new(FaultAction::Locked { retry_after: Some(4) })
+            .ids([id.clone()])
+            .endpoint(FaultEndpoint::Details)
+            .times(1),
+    ]);
+    let report = h.sync().await;
+    assert_eq!(report.exit, 0, "{report:?}");
+    h.assert_archive_matches(&h.expected(true)).await;
+    assert_eq!(h.sim.counters().details_calls.get(&id).copied(), Some(2), "one refused, one answered");
+
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&h.db.url).await.expect("connect");
+    let (attempts, lease_expiries): (i64, i64) =
+        sqlx::query_as("SELECT attempts::bigint, lease_expiries::bigint FROM recordings WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&mut db)
+            .await
+            .expect("the recording's row");
+    assert_eq!(lease_expiries, 0, "another worker took the recording over after the pause");
+    assert_eq!(attempts, 1, "the pause was counted as a failed attempt");
+}
+
+/// Issue 13, point 8: a stop that was asked for is a clean exit, whichever of the
+/// supervisor's branches sees it first (the workers end as soon as a stop is requested,
+/// and may win the race against the stop itself). It is a race, so it runs many times,
+/// with stops at spread-out moments: before the first claim, during discovery, during
+/// transfers, and after the work is done. Several runtime threads, so that the workers
+/// can end before the supervisor sees the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_requested_stop_always_exits_zero() {
+    let mut h = Harness::start(
+        Backend::Sqlite,
+        Store::Local,
+        "admin",
+        SimConfig { recordings: 6, seed: 32, ..SimConfig::default() },
+    )
+    .await;
+    h.set("WEBEX_ARCHIVER__ARCHIVE__CONCURRENCY", "4");
+    h.set("WEBEX_ARCHIVER__SHUTDOWN__GRACE", "100ms");
+    for round in 0..40u64 {
+        let stop = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let services = h.services(abort.clone()).await;
+        let run = tokio::spawn(app::run(services, stop.clone(), abort));
+        // 0, 7, 14, ... 273 ms: the stop lands at a different point of the run each round.
+        tokio::time::sleep(Duration::from_millis(round * 7)).await;
+        stop.cancel();
+        let exit = run.await.expect("run panicked").expect("run failed");
+        assert_eq!(exit, 0, "round {round}: a requested stop exited {exit}");
+    }
+}
