@@ -11,9 +11,13 @@
 //! `webex.max_retry_after` ([`RetryPolicy::pause`]): `Retry-After: 0`, a negative or
 //! unreadable value, a date in the past or one that overflows all become a bounded
 //! pause. While 429s follow each other without a success in between, the pauses grow
-//! exponentially (with jitter), and only one request at a time probes the API (the
-//! others wait for its answer), so a server that always answers `Retry-After: 0` sees a
-//! handful of requests a minute, not a tight loop.
+//! exponentially (with jitter) up to [`MAX_GROWN_PAUSE`], and only one request at a time
+//! probes the API (the others wait for its answer), so a server that always answers
+//! `Retry-After: 0` sees a handful of requests a minute, not a tight loop.
+//!
+//! Replicas share what Webex asked for (bounded), not this growth: a streak is this
+//! process's own (another replica's successes are not seen here), and a long pause
+//! grown by one replica's unlucky probes must not stop every replica.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -33,6 +37,9 @@ use crate::metrics::Metrics;
 pub const MIN_PAUSE: Duration = Duration::from_secs(1);
 /// The pause used when a 429 carries no usable Retry-After (before the growth below).
 pub const DEFAULT_PAUSE: Duration = Duration::from_secs(5);
+/// The longest pause the growth over a streak of 429s reaches by itself (a longer
+/// `Retry-After` is still honoured, up to `webex.max_retry_after`).
+pub const MAX_GROWN_PAUSE: Duration = Duration::from_secs(60);
 
 /// Where a Retry-After pause is shared with every replica (the state database). A pause
 /// that cannot be shared still holds in this process: errors are logged, not returned.
@@ -59,13 +66,13 @@ impl RetryPolicy {
     ///
     /// The server's value is honoured, but never below [`MIN_PAUSE`] nor above `max`.
     /// From the second consecutive answer on, the pause is at least 1 s doubled per
-    /// further answer (plus up to 25% jitter), so that `Retry-After: 0` cannot make a
-    /// tight loop.
+    /// further answer, up to [`MAX_GROWN_PAUSE`] (plus up to 25% jitter), so that
+    /// `Retry-After: 0` cannot make a tight loop.
     pub fn pause(&self, retry_after: Option<Duration>, streak: u32, jitter: f64) -> Duration {
         let max = self.max.max(MIN_PAUSE);
         let asked = retry_after.unwrap_or(DEFAULT_PAUSE);
         let floor = if streak >= 2 {
-            let grown = MIN_PAUSE.saturating_mul(1u32 << (streak - 2).min(30));
+            let grown = MIN_PAUSE.saturating_mul(1u32 << (streak - 2).min(30)).min(MAX_GROWN_PAUSE);
             let jitter = if jitter.is_finite() { jitter.clamp(0.0, 1.0) } else { 0.0 };
             grown.saturating_add(grown.mul_f64(jitter * 0.25).min(max))
         } else {
@@ -189,18 +196,28 @@ impl RateGate {
     }
 
     /// The API answered with a rate limit and `retry_after` (as read, `None` when absent
-    /// or unreadable): pauses every request (here and, through the database, in every
-    /// replica) for the bounded pause the policy gives. Returns that pause.
+    /// or unreadable): pauses this process's requests for the pause the policy gives for
+    /// this streak, and every replica's, through the database, for what Webex asked
+    /// (bounded). Returns this process's pause.
     pub async fn rate_limited(&self, retry_after: Option<Duration>) -> Duration {
         let streak = self.streak.fetch_add(1, Ordering::AcqRel).saturating_add(1);
         let pause = self.policy.pause(retry_after, streak, rand::random::<f64>());
-        self.pause_until(RetryPolicy::until(Utc::now(), pause)).await;
+        let now = Utc::now();
+        self.pause_here(RetryPolicy::until(now, pause));
+        // Other replicas get what Webex asked for, bounded; the growth stays here.
+        self.share(RetryPolicy::until(now, self.policy.pause(retry_after, 1, 0.0))).await;
         pause
     }
 
-    /// Pauses every request until `until` (never shortens a running pause; never
-    /// longer than the policy's maximum from now).
+    /// Pauses every request, here and in every replica, until `until` (never shortens a
+    /// running pause; never longer than the policy's maximum from now).
     pub async fn pause_until(&self, until: DateTime<Utc>) {
+        self.pause_here(until);
+        self.share(until).await;
+    }
+
+    /// Pauses this process's requests until `until` (bounded like every pause).
+    fn pause_here(&self, until: DateTime<Utc>) {
         let now = Utc::now();
         let until = until.min(RetryPolicy::until(now, self.policy.max));
         let added = {
@@ -211,6 +228,11 @@ impl RateGate {
             (until - from).num_milliseconds().max(0) as f64 / 1e3
         };
         self.metrics.rate_limited(added);
+    }
+
+    /// Extends the pause every replica reads (bounded like every pause).
+    async fn share(&self, until: DateTime<Utc>) {
+        let until = until.min(RetryPolicy::until(Utc::now(), self.policy.max));
         if let Some(shared) = &self.shared
             && let Err(e) = shared.pause_until(until).await
         {
@@ -250,20 +272,56 @@ mod tests {
         assert_eq!(policy.pause(Some(Duration::from_secs(7)), 1, 0.5), Duration::from_secs(7));
         assert_eq!(policy.pause(Some(Duration::MAX), 1, 0.5), HOUR);
         assert_eq!(policy.pause(None, 1, 0.0), DEFAULT_PAUSE);
-        assert_eq!(policy.pause(Some(Duration::ZERO), u32::MAX, 1.0), HOUR);
+        assert_eq!(policy.pause(Some(Duration::ZERO), u32::MAX, 1.0), MAX_GROWN_PAUSE.mul_f64(1.25));
+        assert_eq!(policy.pause(Some(Duration::from_secs(7200)), u32::MAX, 1.0), HOUR);
         assert_eq!(policy.pause(Some(Duration::ZERO), 3, f64::NAN), Duration::from_secs(2));
     }
 
     #[test]
     fn consecutive_rate_limits_back_off_exponentially() {
         let policy = RetryPolicy { max: HOUR };
-        let pauses: Vec<u64> = (1..=8).map(|n| policy.pause(Some(Duration::ZERO), n, 0.0).as_secs()).collect();
-        assert_eq!(pauses, [1, 1, 2, 4, 8, 16, 32, 64]);
+        let pauses: Vec<u64> = (1..=10).map(|n| policy.pause(Some(Duration::ZERO), n, 0.0).as_secs()).collect();
+        assert_eq!(pauses, [1, 1, 2, 4, 8, 16, 32, 60, 60, 60], "growth stops at MAX_GROWN_PAUSE");
         // Jitter adds at most a quarter, never less than the floor.
         let jittered = policy.pause(Some(Duration::ZERO), 5, 0.999);
         assert!(jittered > Duration::from_secs(8) && jittered < Duration::from_secs(10), "{jittered:?}");
         // A Retry-After longer than the floor wins.
         assert_eq!(policy.pause(Some(Duration::from_secs(30)), 4, 0.0), Duration::from_secs(30));
+    }
+
+    /// Records the pauses shared with other replicas.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<DateTime<Utc>>>);
+
+    #[async_trait]
+    impl SharedPause for Recorder {
+        async fn pause_until(&self, until: DateTime<Utc>) -> Result<(), StoreError> {
+            self.0.lock().unwrap().push(until);
+            Ok(())
+        }
+        async fn paused_until(&self) -> Result<DateTime<Utc>, StoreError> {
+            Ok(DateTime::UNIX_EPOCH)
+        }
+    }
+
+    #[tokio::test]
+    async fn replicas_share_what_webex_asked_not_this_processs_growth() {
+        let shared = Arc::new(Recorder::default());
+        let gate = RateGate::new(Some(shared.clone()), 0.0, RetryPolicy { max: HOUR }, Metrics::new());
+        let before = Utc::now();
+        let mut local = Duration::ZERO;
+        for _ in 0..8 {
+            local = gate.rate_limited(Some(Duration::from_secs(2))).await;
+        }
+        // The 8th refusal in a row: 32 s or more here...
+        assert!(local >= Duration::from_secs(32), "{local:?}");
+        assert!(gate.until().await >= RetryPolicy::until(before, Duration::from_secs(32)));
+        // ...but every replica was asked to wait only the 2 s Webex asked for.
+        let after = Utc::now();
+        for until in shared.0.lock().unwrap().iter() {
+            assert!(*until >= RetryPolicy::until(before, Duration::from_secs(2)), "{until}");
+            assert!(*until <= RetryPolicy::until(after, Duration::from_secs(2)), "{until}");
+        }
     }
 
     proptest::proptest! {
