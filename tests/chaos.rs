@@ -121,6 +121,15 @@ struct Daemon {
     log: PathBuf,
 }
 
+/// A failed assertion must not leave daemons running (they would hold leases and load
+/// the machine for whatever runs next).
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn spawn_daemon(env: &HashMap<String, String>, log: &Path) -> Daemon {
     let file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_webex-archiver"))
