@@ -798,7 +798,7 @@ mod tests {
         let item = serde_json::json!({"id": "r1", "createTime": "2026-11-01T10:00:00Z", "password": "S3cret",
             "format": "SOMETHING_NEW", "futureField": [1, 2], "sizeBytes": "2048"});
         let ItemRead::Readable(item) = read(item) else { panic!("readable") };
-        let recorded = listed(&scope, *item);
+        let recorded = listed(&scope, *item, ListedIn::default());
         assert_eq!(recorded.id.0, "r1");
         assert_eq!(recorded.format.as_deref(), Some("SOMETHING_NEW"));
         assert_eq!(recorded.size_bytes, Some(2048));

@@ -258,3 +258,18 @@ async fn history_json_has_the_documented_shape() {
     let out = binary(&s.url).args(["history", "nope"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[tokio::test]
+async fn the_retry_command_records_the_os_user_and_host() {
+    let s = TestState::new(Backend::Sqlite).await;
+    s.state.record_page(&ScopeKey::user(), "o", &[listed("a")], &[], None).await.unwrap();
+    let claim = s.state.claim_due("replica-1", LEASE, 1).await.unwrap().remove(0);
+    s.state.finish(&claim.id, &claim.token, &Outcome::NotDownloadable { reason: "no link".into() }).await.unwrap();
+    let out = binary(&s.url).args(["retry", "--id", "a"]).env("USER", "auditor-7").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let events = s.state.history(&RecordingId("a".into())).await.unwrap();
+    let retried = events.last().unwrap();
+    assert_eq!(retried.kind, "retried");
+    assert_eq!(retried.data["user"], "auditor-7");
+    assert!(retried.data["host"].as_str().is_some_and(|h| !h.is_empty() && h != "unknown"), "{}", retried.data);
+}
