@@ -273,3 +273,46 @@ async fn the_retry_command_records_the_os_user_and_host() {
     assert_eq!(retried.data["user"], "auditor-7");
     assert!(retried.data["host"].as_str().is_some_and(|h| !h.is_empty() && h != "unknown"), "{}", retried.data);
 }
+
+async fn quarantine_opens_are_recorded_once(backend: Backend) {
+    use webex_archiver::state::{QuarantinedItem, ReleasedHow};
+    let s = TestState::new(backend).await;
+    let item = |id: Option<&str>, raw: &str| {
+        QuarantinedItem::new(ScopeKey::user(), id.map(str::to_owned), "bad createTime".into(), raw.into(), None)
+    };
+    let with_id = item(Some("q1"), r#"{"id":"q1"}"#);
+    let no_id = item(None, r#"{"topic":"no id"}"#);
+    let page = [with_id.clone(), no_id.clone()];
+    s.state.record_page(&ScopeKey::user(), "o", &[], &page, None).await.unwrap();
+    // Seen again while open: nothing new happened to it.
+    s.state.record_page(&ScopeKey::user(), "o", &[], &page, None).await.unwrap();
+    let events = s.state.events_after(0, 100).await.unwrap();
+    let quarantined: Vec<_> = events.iter().filter(|e| e.kind == "quarantined").collect();
+    assert_eq!(quarantined.len(), 2, "{events:?}");
+    assert_eq!(quarantined[0].recording_id, Some(RecordingId("q1".into())));
+    assert_eq!(quarantined[0].data["reason"], "bad createTime");
+    assert_eq!(quarantined[1].recording_id, None, "an item with no usable id has no recording");
+    assert_eq!(quarantined[1].data["key"], no_id.key.0);
+    // Its details make it readable: recorded, with how it was found.
+    let mut from_details = listed("q1");
+    from_details.listed_in.via = Some("quarantine_details");
+    s.state.release_quarantined(&with_id.key, Some(&from_details), ReleasedHow::Details).await.unwrap();
+    let history = s.state.history(&RecordingId("q1".into())).await.unwrap();
+    let kinds: Vec<&str> = history.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["quarantined", "discovered"]);
+    assert_eq!(history[1].data["via"], "quarantine_details");
+    assert_eq!(history[1].prev_sha256.as_deref(), Some(history[0].sha256.as_str()));
+    let log = verify_log(&s.state).await.unwrap();
+    assert!(log.intact(), "{}", webex_archiver::verify::log_report_text(&log));
+    assert_eq!((log.events, log.recordings), (3, 1));
+}
+
+#[tokio::test]
+async fn quarantine_opens_are_recorded_once_on_sqlite() {
+    quarantine_opens_are_recorded_once(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn quarantine_opens_are_recorded_once_on_postgres() {
+    quarantine_opens_are_recorded_once(Backend::Postgres).await;
+}
