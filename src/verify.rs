@@ -282,11 +282,17 @@ fn short(hash: Option<&str>) -> &str {
 /// (never all at once): every event's hash against its content, the global chain's
 /// positions and links and its head, then each recording's links.
 pub async fn verify_log(state: &State) -> Result<LogReport, StateError> {
+    verify_log_in_batches(state, LOG_BATCH).await
+}
+
+/// [`verify_log`], reading `batch` events at a time.
+pub async fn verify_log_in_batches(state: &State, batch: u32) -> Result<LogReport, StateError> {
+    let batch_size = batch.max(1);
     let mut report = LogReport::default();
     // The global chain, in seq order.
     let (mut last_seq, mut last_sha): (i64, Option<String>) = (0, None);
     loop {
-        let batch = state.events_after(last_seq, LOG_BATCH).await?;
+        let batch = state.events_after(last_seq, batch_size).await?;
         if batch.is_empty() {
             break;
         }
@@ -327,7 +333,7 @@ pub async fn verify_log(state: &State) -> Result<LogReport, StateError> {
     let mut after: Option<(RecordingId, i64)> = None;
     let mut previous: Option<String> = None;
     loop {
-        let batch = state.events_by_recording_after(after.as_ref().map(|(r, s)| (r, *s)), LOG_BATCH).await?;
+        let batch = state.events_by_recording_after(after.as_ref().map(|(r, s)| (r, *s)), batch_size).await?;
         if batch.is_empty() {
             break;
         }

@@ -912,7 +912,7 @@ impl<B: Backend> StateStore for B {
                     sql!(
                         "SELECT ",
                         event_columns!(),
-                        " FROM events WHERE recording_id > $1 OR (recording_id = $1 AND seq > $2) \
+                        " FROM events WHERE recording_id IS NOT NULL AND (recording_id, seq) > ($1, $2) \
                          ORDER BY recording_id, seq LIMIT $3"
                     ),
                     &[Text(&id.0), Int(seq), Int(i64::from(limit))],

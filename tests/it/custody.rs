@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use webex_archiver::sim::{NewRecording, SimConfig};
 use webex_archiver::state::{ListedRecording, Outcome, RecordingId, ScopeKey, State};
-use webex_archiver::verify::verify_log;
+use webex_archiver::verify::{verify_log, verify_log_in_batches};
 
 use crate::helpers::{Backend, TestState, operator};
 use crate::sync::{Harness, Store};
@@ -123,7 +123,8 @@ async fn failures_and_an_operator_retry_are_recorded(backend: Backend) {
     assert_eq!(types(&s.state, "b").await, ["discovered", "claimed", "failed"]);
     assert_eq!(s.state.retry(None, &operator()).await.unwrap(), 1, "b is the one failed left");
     assert_eq!(types(&s.state, "b").await, ["discovered", "claimed", "failed", "retried"]);
-    let log = verify_log(&s.state).await.unwrap();
+    // Read 3 at a time: the chains are checked across batches.
+    let log = verify_log_in_batches(&s.state, 3).await.unwrap();
     assert!(log.intact(), "{}", webex_archiver::verify::log_report_text(&log));
     assert_eq!(log.events, 8);
 }
@@ -147,6 +148,7 @@ async fn events_table(url: &str) -> sqlx::PgConnection {
 async fn postgres_refuses_update_delete_and_truncate_and_verify_names_a_tampered_seq() {
     let s = TestState::new(Backend::Postgres).await;
     s.state.record_page(&ScopeKey::user(), "o", &[listed("a"), listed("b"), listed("c")], &[], None).await.unwrap();
+    assert_eq!(s.state.claim_due("replica-1", LEASE, 10).await.unwrap().len(), 3, "seq 4 to 6");
     let mut conn = events_table(&s.url).await;
     for statement in
         ["UPDATE events SET type = 'x' WHERE seq = 2", "DELETE FROM events WHERE seq = 2", "TRUNCATE events"]
@@ -164,15 +166,19 @@ async fn postgres_refuses_update_delete_and_truncate_and_verify_names_a_tampered
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("seq 2 recording b") && stdout.contains("edited"), "{stdout}");
     // A removal breaks the global chain where the gap is.
-    sqlx::query("DELETE FROM events WHERE seq = 3").execute(&mut conn).await.unwrap();
-    let report = verify_log(&s.state).await.unwrap();
-    assert!(report.breaks.iter().any(|b| b.seq == 2 && b.chain == "global"), "{:?}", report.breaks);
+    sqlx::query("DELETE FROM events WHERE seq = 5").execute(&mut conn).await.unwrap();
+    let report = verify_log_in_batches(&s.state, 1).await.unwrap();
+    assert!(report.breaks.iter().any(|b| b.seq == 2 && b.detail.contains("edited")), "{:?}", report.breaks);
     assert!(
-        report.breaks.iter().any(|b| b.detail.contains("seq 3") || b.detail.contains("seq 2")),
+        report.breaks.iter().any(|b| b.seq == 6 && b.detail.contains("seq 6 follows seq 4: events are missing")),
         "{:?}",
         report.breaks
     );
-    assert!(report.breaks.iter().any(|b| b.chain == "global" && b.detail.contains("missing")), "{:?}", report.breaks);
+    assert!(report.breaks.iter().any(|b| b.seq == 6 && b.detail.contains("prev_global_sha256")), "{:?}", report.breaks);
+    // And removing the last event leaves the head pointing past the end.
+    sqlx::query("DELETE FROM events WHERE seq = 6").execute(&mut conn).await.unwrap();
+    let report = verify_log(&s.state).await.unwrap();
+    assert!(report.breaks.iter().any(|b| b.seq == 6 && b.detail.contains("head")), "{:?}", report.breaks);
 }
 
 #[tokio::test]
@@ -224,7 +230,7 @@ async fn concurrent_replicas_keep_one_valid_global_chain() {
     for task in tasks {
         task.await.unwrap();
     }
-    let log = verify_log(&s.state).await.unwrap();
+    let log = verify_log_in_batches(&s.state, 7).await.unwrap();
     assert!(log.intact(), "{}", webex_archiver::verify::log_report_text(&log));
     assert_eq!(log.recordings, 60);
     let claimed = s.state.events_after(0, 10_000).await.unwrap().iter().filter(|e| e.kind == "claimed").count();
