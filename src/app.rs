@@ -398,11 +398,69 @@ pub async fn verify(settings: &Settings, sample: Option<u32>, json: bool) -> any
     Ok(if report.clean() { 0 } else { EXIT_INCOMPLETE })
 }
 
+/// `webex-archiver verify --log`: check the custody log's hash chains; 1 on a break.
+pub async fn verify_log(settings: &Settings, json: bool) -> anyhow::Result<u8> {
+    let state = open_state(settings).await?;
+    let report = crate::verify::verify_log(&state).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::verify::log_report_text(&report));
+    }
+    Ok(if report.intact() { 0 } else { EXIT_INCOMPLETE })
+}
+
+/// `webex-archiver history ID`: a recording's custody events, oldest first; 1 when it
+/// has none.
+pub async fn history(settings: &Settings, id: String, json: bool) -> anyhow::Result<u8> {
+    let state = open_state(settings).await?;
+    let id = RecordingId(id);
+    let events = state.history(&id).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&history_json(&id, &events))?);
+    } else {
+        for e in &events {
+            println!(
+                "{:>8}  {}  {:<16} {}",
+                e.seq,
+                e.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                e.kind,
+                e.data
+            );
+        }
+    }
+    if events.is_empty() {
+        eprintln!("no events for recording {id}");
+        return Ok(EXIT_INCOMPLETE);
+    }
+    Ok(0)
+}
+
+/// The JSON form of `history`: `{"id", "events": [{"seq", "type", "at", "data",
+/// "prev_sha256", "sha256"}]}`.
+pub fn history_json(id: &RecordingId, events: &[state::Event]) -> serde_json::Value {
+    let events: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "seq": e.seq,
+                "type": e.kind,
+                "at": e.at,
+                "data": e.data,
+                "prev_sha256": e.prev_sha256,
+                "sha256": e.sha256,
+            })
+        })
+        .collect();
+    serde_json::json!({"id": id, "events": events})
+}
+
 /// `webex-archiver retry`: make failed recordings due again.
 pub async fn retry(settings: &Settings, ids: Option<Vec<String>>) -> anyhow::Result<u8> {
     let state = open_state(settings).await?;
     let ids: Option<Vec<RecordingId>> = ids.map(|ids| ids.into_iter().map(RecordingId).collect());
-    let n = state.retry(ids.as_deref()).await?;
+    let (user, host) = crate::config::operator_identity();
+    let n = state.retry(ids.as_deref(), &state::Operator { user, host }).await?;
     eprintln!("{n} recording(s) are due again");
     Ok(if ids.is_some_and(|ids| n < ids.len() as u64) { EXIT_INCOMPLETE } else { 0 })
 }

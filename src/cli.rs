@@ -42,6 +42,8 @@ pub enum Command {
     /// Re-read archived objects, recompute SHA-256, compare with the database and
     /// metadata.json; report missing, corrupt and unclaimed objects (exit 1 on any).
     Verify(VerifyArgs),
+    /// A recording's custody log: what happened to it, oldest first (exit 1 when none).
+    History(HistoryArgs),
     /// Run the Webex API simulator (for tests, demos, benchmarks); needs no settings.
     Simulate(crate::sim::SimulateArgs),
     /// Archive a simulated Webex org into the embedded default and check the result.
@@ -72,6 +74,19 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub all: bool,
     /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Check the custody log's hash chains instead of the objects (exit 1 on a break).
+    #[arg(long, conflicts_with_all = ["sample", "all"])]
+    pub log: bool,
+}
+
+/// `history` flags.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The recording id.
+    pub id: String,
+    /// Print `{"id", "events": [...]}` as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }

@@ -37,8 +37,8 @@ use crate::domain::{CursorKind, RecordingId, Scope, ScopeKey};
 use crate::errors::ErrorChain;
 use crate::metrics::Metrics;
 use crate::state::{
-    Cursor, CursorMove, ListedRecording, PageRecorded, QuarantineEntry, QuarantineKey, QuarantinedItem, ReleasedHow,
-    State, StateError,
+    Cursor, CursorMove, ListedIn, ListedRecording, PageRecorded, QuarantineEntry, QuarantineKey, QuarantinedItem,
+    ReleasedHow, State, StateError,
 };
 use crate::supervise::{TestHook, catch_panic};
 use crate::webex::models::{ItemRead, PageError, ReadableItem, read_item, read_with_details};
@@ -528,7 +528,11 @@ impl Discovery {
                         if !item.dropped.is_empty() {
                             tracing::warn!(scope = %scope, recording_id = %item.id, fields = ?item.dropped, "fields no JSON tree can hold are left out of the stored listing");
                         }
-                        items.push(listed(scope, *item));
+                        items.push(listed(
+                            scope,
+                            *item,
+                            ListedIn { window: Some((from, to)), tracking_id: tracking_id.clone(), via: None },
+                        ));
                     }
                     ItemRead::Unreadable(item) => {
                         let entry =
@@ -668,8 +672,15 @@ impl Discovery {
         let key = &entry.row.key;
         let item = match read_item(&entry.raw) {
             ItemRead::Readable(item) => {
-                let recorded =
-                    self.state.release_quarantined(key, Some(&listed(scope, *item)), ReleasedHow::Reread).await?;
+                let listed_in = ListedIn {
+                    window: entry.window,
+                    tracking_id: entry.row.tracking_id.clone(),
+                    via: Some("quarantine_reread"),
+                };
+                let recorded = self
+                    .state
+                    .release_quarantined(key, Some(&listed(scope, *item, listed_in)), ReleasedHow::Reread)
+                    .await?;
                 tracing::info!(scope = %scope, key = %key, "a quarantined item reads now; recorded and released");
                 self.metrics.discovered(recorded.new);
                 report.count(recorded);
@@ -690,9 +701,14 @@ impl Discovery {
             Err(e) => format!("details: {}", ErrorChain(&e)),
             Ok(details) => match read_with_details(&item, &details) {
                 Some(readable) => {
+                    let listed_in = ListedIn {
+                        window: entry.window,
+                        tracking_id: entry.row.tracking_id.clone(),
+                        via: Some("quarantine_details"),
+                    };
                     let recorded = self
                         .state
-                        .release_quarantined(key, Some(&listed(scope, readable)), ReleasedHow::Details)
+                        .release_quarantined(key, Some(&listed(scope, readable, listed_in)), ReleasedHow::Details)
                         .await?;
                     tracing::info!(scope = %scope, key = %key, "a quarantined item reads with its details; recorded and released");
                     self.metrics.discovered(recorded.new);
@@ -751,7 +767,7 @@ fn listing_of(scope: &ScopeKey) -> Listing<'_> {
 }
 
 /// The domain view of a readable listing item.
-fn listed(scope: &ScopeKey, item: ReadableItem) -> ListedRecording {
+fn listed(scope: &ScopeKey, item: ReadableItem, listed_in: ListedIn) -> ListedRecording {
     let recording = item.recording;
     ListedRecording {
         id: RecordingId(item.id),
@@ -764,6 +780,7 @@ fn listed(scope: &ScopeKey, item: ReadableItem) -> ListedRecording {
         create_time: item.create_time,
         size_bytes: recording.size_bytes.and_then(|s| i64::try_from(s).ok()),
         listing: crate::state::listing_without_secrets(item.listing),
+        listed_in,
     }
 }
 
@@ -781,7 +798,7 @@ mod tests {
         let item = serde_json::json!({"id": "r1", "createTime": "2026-11-01T10:00:00Z", "password": "S3cret",
             "format": "SOMETHING_NEW", "futureField": [1, 2], "sizeBytes": "2048"});
         let ItemRead::Readable(item) = read(item) else { panic!("readable") };
-        let recorded = listed(&scope, *item);
+        let recorded = listed(&scope, *item, ListedIn::default());
         assert_eq!(recorded.id.0, "r1");
         assert_eq!(recorded.format.as_deref(), Some("SOMETHING_NEW"));
         assert_eq!(recorded.size_bytes, Some(2048));

@@ -41,7 +41,9 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check(_)) | Command::Run | Command::Sync(_) | Command::Backfill(_) => {
             Needs::Webex
         }
-        Command::Migrate | Command::Status(_) | Command::Retry(_) | Command::Verify(_) => Needs::StateOnly,
+        Command::Migrate | Command::Status(_) | Command::Retry(_) | Command::Verify(_) | Command::History(_) => {
+            Needs::StateOnly
+        }
     };
     let settings = match Settings::load(&sources, needs) {
         Ok(settings) => settings,
@@ -56,7 +58,9 @@ fn main() -> ExitCode {
             Command::Migrate => app::migrate(&settings).await,
             Command::Config(ConfigCommand::Check(_)) => app::config_check(&settings),
             Command::Status(args) => app::status(&settings, args.json).await,
+            Command::Verify(args) if args.log => app::verify_log(&settings, args.json).await,
             Command::Verify(args) => app::verify(&settings, args.sample, args.json).await,
+            Command::History(args) => app::history(&settings, args.id, args.json).await,
             Command::Retry(args) => app::retry(&settings, (!args.failed).then_some(args.ids)).await,
             Command::Run => {
                 let abort = CancellationToken::new();

@@ -41,3 +41,28 @@ impl ConfigError {
         Self { key: key.into(), problem: problem.into() }
     }
 }
+
+/// Who runs this command, for the custody log: the OS user (`USER`, `LOGNAME`, else
+/// `uid:<n>` from `/proc/self/status`) and the host name (`/proc/sys/kernel/hostname`,
+/// `/etc/hostname`, else `HOSTNAME`). `unknown` when nothing says.
+pub fn operator_identity() -> (String, String) {
+    fn clean(value: String) -> Option<String> {
+        let value: String = value.trim().chars().filter(|c| !c.is_control()).take(256).collect();
+        (!value.is_empty()).then_some(value)
+    }
+    let user = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().and_then(clean))
+        .or_else(|| {
+            let status = std::fs::read_to_string("/proc/self/status").ok()?;
+            let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.to_owned();
+            Some(format!("uid:{uid}"))
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    let host = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok().and_then(clean))
+        .or_else(|| std::env::var("HOSTNAME").ok().and_then(clean))
+        .unwrap_or_else(|| "unknown".to_owned());
+    (user, host)
+}

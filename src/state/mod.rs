@@ -8,8 +8,9 @@
 //! Layout: `statements.rs` holds every statement, written once, and the one
 //! implementation of [`StateStore`]; `sql.rs` the little that lets one statement run on
 //! both databases; `postgres.rs` and `sqlite.rs` only what each database does its own
-//! way (types, "now", locking, Postgres's batch forms).
+//! way (types, "now", locking, Postgres's batch forms); `events.rs` the custody log.
 
+mod events;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -32,6 +33,7 @@ pub use crate::webex::auth::StoredTokens;
 use crate::webex::auth::TokenStore;
 use crate::webex::gate::SharedPause;
 
+pub use events::Event;
 pub use postgres::PgState;
 pub use sqlite::SqliteState;
 
@@ -58,6 +60,29 @@ pub struct ListedRecording {
     pub size_bytes: Option<i64>,
     /// The listing item without its password.
     pub listing: serde_json::Value,
+    /// Where it was listed, for the custody log's `discovered` event.
+    pub listed_in: ListedIn,
+}
+
+/// Which listing sent a recording: recorded in its `discovered` event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListedIn {
+    /// The listing window `[from, to)`.
+    pub window: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Webex's trackingId of the page.
+    pub tracking_id: Option<String>,
+    /// How it was found when not by a listing page (`quarantine_reread`,
+    /// `quarantine_details`).
+    pub via: Option<&'static str>,
+}
+
+/// Who asked for a change by hand (`retry`): recorded in the custody log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Operator {
+    /// The OS user.
+    pub user: String,
+    /// The host the command ran on.
+    pub host: String,
 }
 
 /// A discovery cursor.
@@ -544,7 +569,29 @@ pub trait StateStore: Send + Sync + fmt::Debug {
 
     /// Makes recordings due again: every `failed` one (`ids` = None), or the given ids if
     /// they are `failed` or `not_downloadable`. Resets their attempts. Returns how many.
-    async fn retry(&self, ids: Option<&[RecordingId]>) -> StateResult<u64>;
+    /// Each gets a `retried` event naming `by`.
+    async fn retry(&self, ids: Option<&[RecordingId]>, by: &Operator) -> StateResult<u64>;
+
+    // --- custody log ---
+
+    /// A recording's events, oldest first.
+    async fn history(&self, id: &RecordingId) -> StateResult<Vec<Event>>;
+
+    /// Up to `limit` events after global position `after`, in order (to walk the global
+    /// chain batch by batch).
+    async fn events_after(&self, after: i64, limit: u32) -> StateResult<Vec<Event>>;
+
+    /// Up to `limit` events of recordings, ordered by recording then position, after
+    /// `(recording, seq)` (to walk every recording's chain batch by batch). Events of no
+    /// recording are not included.
+    async fn events_by_recording_after(
+        &self,
+        after: Option<(&RecordingId, i64)>,
+        limit: u32,
+    ) -> StateResult<Vec<Event>>;
+
+    /// The global chain's head as `events_head` holds it: the last position and its hash.
+    async fn events_head(&self) -> StateResult<(i64, Option<String>)>;
 
     // --- reports ---
 

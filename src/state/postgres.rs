@@ -14,9 +14,14 @@ use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::query::Query;
 use sqlx::{Postgres, Row, Transaction};
 
+use super::events;
 use super::sql::{Backend, Call, Cells, Now, Param, Session, sql};
-use super::statements::{claim_assignments, claim_columns, claim_from_row, due_again, due_recordings};
-use super::{Claim, ListedRecording, PageRecorded, QuarantinedItem, RecordingId, ReleasedHow, StateResult, millis};
+use super::statements::{
+    claim_assignments, claim_columns, claim_from_row, claimed_event, due_again, due_recordings, retried_event,
+};
+use super::{
+    Claim, ListedRecording, Operator, PageRecorded, QuarantinedItem, RecordingId, ReleasedHow, StateResult, millis,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -115,8 +120,12 @@ impl Backend for PgState {
     }
 
     /// One statement for the whole page, and one for its quarantine releases.
-    async fn upsert_recordings(s: &mut Session<Self>, items: &[&ListedRecording]) -> StateResult<PageRecorded> {
+    async fn upsert_recordings(
+        s: &mut Session<Self>,
+        items: &[&ListedRecording],
+    ) -> StateResult<(PageRecorded, Vec<String>)> {
         let mut recorded = PageRecorded::default();
+        let mut new = Vec::new();
         let mut ids = Vec::with_capacity(items.len());
         let mut scopes = Vec::with_capacity(items.len());
         let mut sites = Vec::with_capacity(items.len());
@@ -151,7 +160,7 @@ impl Backend for PgState {
                      meeting_id = EXCLUDED.meeting_id, topic = EXCLUDED.topic, format = EXCLUDED.format, \
                      create_time = EXCLUDED.create_time, size_bytes = EXCLUDED.size_bytes, \
                      listing = EXCLUDED.listing, last_listed_at = {now} \
-                 RETURNING (xmax = 0) AS inserted"
+                 RETURNING id, (xmax = 0) AS inserted"
             )
             .text::<Self>(),
         )
@@ -170,6 +179,7 @@ impl Backend for PgState {
         for row in rows {
             if row.try_get::<bool, _>("inserted")? {
                 recorded.new += 1;
+                new.push(row.try_get::<String, _>("id")?);
             } else {
                 recorded.refreshed += 1;
             }
@@ -187,7 +197,7 @@ impl Backend for PgState {
         .execute(s.connection())
         .await?;
         recorded.released = done.rows_affected();
-        Ok(recorded)
+        Ok((recorded, new))
     }
 
     /// One statement for the page's unreadable items.
@@ -240,7 +250,8 @@ impl Backend for PgState {
     /// (`FOR UPDATE SKIP LOCKED`), so replicas never wait for each other nor take the
     /// same recording.
     async fn claim(&self, token: &str, lease: Duration, limit: u32) -> StateResult<Vec<Claim>> {
-        let mut s = Session::connect(self).await?;
+        // A transaction: the claimed events commit with the claims.
+        let mut s = Session::begin(self).await?;
         let rows = s
             .fetch_all(
                 sql!(
@@ -256,23 +267,37 @@ impl Backend for PgState {
                 &[Param::Text(token), Param::Interval(lease), Param::Int(i64::from(limit))],
             )
             .await?;
-        rows.iter().map(|row| claim_from_row(row, token, row.text("old_state")? == "archiving")).collect()
+        let claims = rows
+            .iter()
+            .map(|row| claim_from_row(row, token, row.text("old_state")? == "archiving"))
+            .collect::<StateResult<Vec<_>>>()?;
+        let claimed: Vec<_> = claims.iter().map(|c| claimed_event(c, token)).collect();
+        events::append(&mut s, &claimed).await?;
+        s.commit().await?;
+        Ok(claims)
     }
 
     /// One statement for every id.
-    async fn retry_ids(&self, ids: &[RecordingId]) -> StateResult<u64> {
+    async fn retry_ids(&self, ids: &[RecordingId], by: &Operator) -> StateResult<u64> {
         let ids: Vec<&str> = ids.iter().map(|i| i.0.as_str()).collect();
-        let done = sqlx::query(
+        let mut s = Session::begin(self).await?;
+        let rows = sqlx::query(
             sql!(
                 "UPDATE recordings SET ",
                 due_again!(),
-                " WHERE id = ANY($1) AND state IN ('failed', 'not_downloadable')"
+                " WHERE id = ANY($1) AND state IN ('failed', 'not_downloadable') RETURNING id"
             )
             .text::<Self>(),
         )
         .bind(&ids)
-        .execute(&self.pool)
+        .fetch_all(s.connection())
         .await?;
-        Ok(done.rows_affected())
+        let retried = rows
+            .iter()
+            .map(|row| Ok(retried_event(&row.try_get::<String, _>("id")?, by)))
+            .collect::<StateResult<Vec<_>>>()?;
+        events::append(&mut s, &retried).await?;
+        s.commit().await?;
+        Ok(retried.len() as u64)
     }
 }

@@ -44,7 +44,7 @@ use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Pool, Transaction};
 
-use super::{Claim, ListedRecording, PageRecorded, QuarantinedItem, RecordingId, StateResult, statements};
+use super::{Claim, ListedRecording, Operator, PageRecorded, QuarantinedItem, RecordingId, StateResult, statements};
 
 /// A statement written once for both backends: `$1`, `$2`, ... for parameters and
 /// `{now}` for the current time. Declare it with [`sql!`], which keeps it in a
@@ -224,11 +224,12 @@ pub(super) trait Backend: fmt::Debug + Send + Sync + Sized + 'static {
     // --- batch forms: portable by default ---
 
     /// Inserts recordings or refreshes their listing fields (never their archive state),
-    /// and releases their open quarantine entries. `items` has no id twice.
+    /// and releases their open quarantine entries. `items` has no id twice. Also returns
+    /// the ids of the recordings it inserted (their `discovered` events follow).
     fn upsert_recordings(
         s: &mut Session<Self>,
         items: &[&ListedRecording],
-    ) -> impl Future<Output = StateResult<PageRecorded>> + Send {
+    ) -> impl Future<Output = StateResult<(PageRecorded, Vec<String>)>> + Send {
         statements::upsert_recordings_one_by_one(s, items)
     }
 
@@ -242,14 +243,16 @@ pub(super) trait Backend: fmt::Debug + Send + Sync + Sized + 'static {
         statements::upsert_quarantine_one_by_one(s, items)
     }
 
-    /// Claims up to `limit` due recordings with lease token `token`.
+    /// Claims up to `limit` due recordings with lease token `token`, appending their
+    /// `claimed` events in the same transaction.
     fn claim(&self, token: &str, lease: Duration, limit: u32) -> impl Future<Output = StateResult<Vec<Claim>>> + Send {
         statements::claim_in_transaction(self, token, lease, limit)
     }
 
-    /// Makes the given `failed` or `not_downloadable` recordings due again.
-    fn retry_ids(&self, ids: &[RecordingId]) -> impl Future<Output = StateResult<u64>> + Send {
-        statements::retry_ids_one_by_one(self, ids)
+    /// Makes the given `failed` or `not_downloadable` recordings due again, appending
+    /// their `retried` events (by `by`) in the same transaction.
+    fn retry_ids(&self, ids: &[RecordingId], by: &Operator) -> impl Future<Output = StateResult<u64>> + Send {
+        statements::retry_ids_one_by_one(self, ids, by)
     }
 }
 

@@ -8,12 +8,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::events::{self, NewEvent, event_columns, event_from_row};
 use super::sql::{Backend, Cells, Param, Row, Session, Statement, sql};
 use super::{
-    ArchiveState, ArchivedRecord, ArchivedRow, Claim, Cursor, CursorKind, CursorMove, FailureRow, ListedRecording,
-    Outcome, PageRecorded, QuarantineEntry, QuarantineKey, QuarantineRow, QuarantinedItem, RecordingId, ReleasedHow,
-    ScopeKey, StateError, StateResult, StateStore, StatusReport, StoredTokens, TokenStatus, unique_by_id,
-    unique_by_key,
+    ArchiveState, ArchivedRecord, ArchivedRow, Claim, Cursor, CursorKind, CursorMove, Event, FailureRow,
+    ListedRecording, Operator, Outcome, PageRecorded, QuarantineEntry, QuarantineKey, QuarantineRow, QuarantinedItem,
+    RecordingId, ReleasedHow, ScopeKey, StateError, StateResult, StateStore, StatusReport, StoredTokens, TokenStatus,
+    unique_by_id, unique_by_key,
 };
 use Param::{Bool, Int, Interval, Json, OptInt, OptText, OptTime, Text, Time};
 
@@ -146,8 +147,9 @@ fn listed_params(item: &ListedRecording) -> [Param<'_>; 10] {
 pub(super) async fn upsert_recordings_one_by_one<B: Backend>(
     s: &mut Session<B>,
     items: &[&ListedRecording],
-) -> StateResult<PageRecorded> {
+) -> StateResult<(PageRecorded, Vec<String>)> {
     let mut recorded = PageRecorded::default();
+    let mut new = Vec::new();
     // Most pages release nothing: skip a statement per item when no entry is open.
     let open =
         s.fetch_one(sql!("SELECT EXISTS (SELECT 1 FROM quarantine WHERE released_at IS NULL) AS open"), &[]).await?;
@@ -167,6 +169,7 @@ pub(super) async fn upsert_recordings_one_by_one<B: Backend>(
             .await?;
         if inserted == 1 {
             recorded.new += 1;
+            new.push(item.id.0.clone());
         } else {
             s.execute(
                 sql!(
@@ -192,7 +195,99 @@ pub(super) async fn upsert_recordings_one_by_one<B: Backend>(
             )
             .await?;
     }
-    Ok(recorded)
+    Ok((recorded, new))
+}
+
+/// The `discovered` events of the recordings of `items` whose ids are `new`.
+pub(super) fn discovered_events(items: &[&ListedRecording], new: &[String]) -> Vec<NewEvent> {
+    let new: HashSet<&str> = new.iter().map(String::as_str).collect();
+    items
+        .iter()
+        .filter(|item| new.contains(item.id.0.as_str()))
+        .map(|item| {
+            let listed_in = &item.listed_in;
+            let mut data = serde_json::json!({
+                "scope": item.scope.0,
+                "create_time": item.create_time,
+                "window_from": listed_in.window.map(|w| w.0),
+                "window_to": listed_in.window.map(|w| w.1),
+                "tracking_id": listed_in.tracking_id,
+            });
+            if let Some(via) = listed_in.via {
+                data["via"] = serde_json::Value::from(via);
+            }
+            NewEvent::of(&item.id.0, "discovered", data)
+        })
+        .collect()
+}
+
+/// The `claimed` event of a claim made with lease token `token` (`<owner>/<uuid>`).
+pub(super) fn claimed_event(claim: &Claim, token: &str) -> NewEvent {
+    let owner = token.rsplit_once('/').map_or(token, |(owner, _)| owner);
+    NewEvent::of(
+        &claim.id.0,
+        "claimed",
+        serde_json::json!({"owner": owner, "attempt": claim.attempts, "recovered": claim.recovered}),
+    )
+}
+
+/// The `retried` event of a recording made due again by `by`.
+pub(super) fn retried_event(id: &str, by: &Operator) -> NewEvent {
+    NewEvent::of(id, "retried", serde_json::json!({"user": by.user, "host": by.host}))
+}
+
+/// The event of an attempt's end.
+fn finished_event(id: &str, outcome: &Outcome) -> NewEvent {
+    match outcome {
+        Outcome::Archived(rec) => {
+            // NOTE: the store's version ids are not returned by `storage` yet: null until
+            // they are plumbed through `put_create` and `Upload::finish`.
+            let files: Vec<serde_json::Value> = rec
+                .files
+                .as_array()
+                .map(|files| {
+                    files
+                        .iter()
+                        .map(|f| {
+                            serde_json::json!({
+                                "kind": f.get("kind"),
+                                "key": f.get("key"),
+                                "sha256": f.get("sha256"),
+                                "size": f.get("size"),
+                                "version_id": null,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            NewEvent::of(
+                id,
+                "archived",
+                serde_json::json!({
+                    "object_prefix": rec.object_prefix,
+                    "media_key": rec.media_key,
+                    "metadata_key": rec.metadata_key,
+                    "sha256": rec.sha256,
+                    "bytes": rec.bytes,
+                    "size_mismatch": rec.size_mismatch,
+                    "files": files,
+                    "metadata_version_id": null,
+                }),
+            )
+        }
+        Outcome::Retry { at, reason, message } => NewEvent::of(
+            id,
+            "attempt_failed",
+            serde_json::json!({"reason": reason, "message": message, "next_attempt_at": at}),
+        ),
+        Outcome::Release { at } => NewEvent::of(id, "released", serde_json::json!({"next_attempt_at": at})),
+        Outcome::Failed { reason, message } => {
+            NewEvent::of(id, "failed", serde_json::json!({"reason": reason, "message": message}))
+        }
+        Outcome::NotDownloadable { reason } => {
+            NewEvent::of(id, "not_downloadable", serde_json::json!({"reason": reason}))
+        }
+    }
 }
 
 /// [`Backend::upsert_quarantine`], one statement per item.
@@ -274,16 +369,22 @@ pub(super) async fn claim_in_transaction<B: Backend>(
             claims.push(claim_from_row(&claimed, token, recovered)?);
         }
     }
+    let events: Vec<NewEvent> = claims.iter().map(|c| claimed_event(c, token)).collect();
+    events::append(&mut s, &events).await?;
     s.commit().await?;
     Ok(claims)
 }
 
 /// [`Backend::retry_ids`] in a transaction, one statement per id.
-pub(super) async fn retry_ids_one_by_one<B: Backend>(backend: &B, ids: &[RecordingId]) -> StateResult<u64> {
+pub(super) async fn retry_ids_one_by_one<B: Backend>(
+    backend: &B,
+    ids: &[RecordingId],
+    by: &Operator,
+) -> StateResult<u64> {
     let mut s = Session::begin(backend).await?;
-    let mut n = 0;
+    let mut events = Vec::new();
     for id in ids {
-        n += s
+        let done = s
             .execute(
                 sql!(
                     "UPDATE recordings SET ",
@@ -293,9 +394,63 @@ pub(super) async fn retry_ids_one_by_one<B: Backend>(backend: &B, ids: &[Recordi
                 &[Text(&id.0)],
             )
             .await?;
+        if done == 1 {
+            events.push(retried_event(&id.0, by));
+        }
     }
+    events::append(&mut s, &events).await?;
     s.commit().await?;
-    Ok(n)
+    Ok(events.len() as u64)
+}
+
+/// Records a page's unreadable items and the `quarantined` events of those that were
+/// not open before and are open now (an item seen again while open adds no event; one
+/// whose recording is already recorded is released at once and adds none either).
+async fn quarantine_with_events<B: Backend>(
+    s: &mut Session<B>,
+    unreadable: &[&QuarantinedItem],
+    events: &mut Vec<NewEvent>,
+) -> StateResult<()> {
+    let mut was_open = HashSet::new();
+    for item in unreadable {
+        if s.fetch_optional(
+            sql!("SELECT 1 AS one FROM quarantine WHERE key = $1 AND released_at IS NULL"),
+            &[Text(&item.key.0)],
+        )
+        .await?
+        .is_some()
+        {
+            was_open.insert(&item.key);
+        }
+    }
+    B::upsert_quarantine(s, unreadable).await?;
+    for item in unreadable {
+        if was_open.contains(&item.key) {
+            continue;
+        }
+        let now_open = s
+            .fetch_optional(
+                sql!("SELECT 1 AS one FROM quarantine WHERE key = $1 AND released_at IS NULL"),
+                &[Text(&item.key.0)],
+            )
+            .await?
+            .is_some();
+        if now_open {
+            events.push(NewEvent {
+                recording_id: item.recording_id.as_ref().map(|r| r.0.clone()),
+                kind: "quarantined",
+                data: serde_json::json!({
+                    "key": item.key.0,
+                    "scope": item.scope.0,
+                    "reason": item.reason,
+                    "tracking_id": item.tracking_id,
+                    "window_from": item.window.map(|w| w.0),
+                    "window_to": item.window.map(|w| w.1),
+                }),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Counts a page on its cursor and, when given, moves the cursor (compare-and-set).
@@ -367,6 +522,15 @@ async fn fetch_all<B: Backend>(
     params: &[Param<'_>],
 ) -> StateResult<Vec<Row<B>>> {
     Session::connect(backend).await?.fetch_all(statement, params).await
+}
+
+/// Runs one query on a pooled connection that returns a row.
+async fn fetch_one<B: Backend>(
+    backend: &B,
+    statement: &'static Statement,
+    params: &[Param<'_>],
+) -> StateResult<Row<B>> {
+    Session::connect(backend).await?.fetch_one(statement, params).await
 }
 
 /// Runs one query on a pooled connection; its first row, if any.
@@ -483,12 +647,19 @@ impl<B: Backend> StateStore for B {
         let items = unique_by_id(items);
         let unreadable = unique_by_key(quarantined);
         let mut s = Session::begin(self).await?;
-        let recorded =
-            if items.is_empty() { PageRecorded::default() } else { B::upsert_recordings(&mut s, &items).await? };
+        let mut events = Vec::new();
+        let recorded = if items.is_empty() {
+            PageRecorded::default()
+        } else {
+            let (recorded, new) = B::upsert_recordings(&mut s, &items).await?;
+            events.extend(discovered_events(&items, &new));
+            recorded
+        };
         if !unreadable.is_empty() {
-            B::upsert_quarantine(&mut s, &unreadable).await?;
+            quarantine_with_events(&mut s, &unreadable, &mut events).await?;
         }
         move_cursor(&mut s, scope, owner, quarantined.len() as i64, items.len() as i64, cursor_move).await?;
+        events::append(&mut s, &events).await?;
         s.commit().await?;
         Ok(recorded)
     }
@@ -537,7 +708,11 @@ impl<B: Backend> StateStore for B {
             )
             .await?;
         let mut recorded = match recording {
-            Some(recording) => B::upsert_recordings(&mut s, &[recording]).await?,
+            Some(recording) => {
+                let (recorded, new) = B::upsert_recordings(&mut s, &[recording]).await?;
+                events::append(&mut s, &discovered_events(&[recording], &new)).await?;
+                recorded
+            }
             None => PageRecorded::default(),
         };
         recorded.released += released;
@@ -591,7 +766,8 @@ impl<B: Backend> StateStore for B {
     }
 
     async fn finish(&self, id: &RecordingId, token: &str, outcome: &Outcome) -> StateResult<bool> {
-        let mut s = Session::connect(self).await?;
+        let mut s = Session::begin(self).await?;
+        let event = finished_event(&id.0, outcome);
         let (id, token) = (Text(&id.0), Text(token));
         let done = match outcome {
             Outcome::Archived(rec) => {
@@ -665,14 +841,91 @@ impl<B: Backend> StateStore for B {
                 .await?
             }
         };
+        if done == 1 {
+            events::append(&mut s, std::slice::from_ref(&event)).await?;
+        }
+        s.commit().await?;
         Ok(done == 1)
     }
 
-    async fn retry(&self, ids: Option<&[RecordingId]>) -> StateResult<u64> {
+    async fn retry(&self, ids: Option<&[RecordingId]>, by: &Operator) -> StateResult<u64> {
         match ids {
-            None => execute(self, sql!("UPDATE recordings SET ", due_again!(), " WHERE state = 'failed'"), &[]).await,
-            Some(ids) => self.retry_ids(ids).await,
+            None => {
+                let mut s = Session::begin(self).await?;
+                let rows = s
+                    .fetch_all(
+                        sql!("UPDATE recordings SET ", due_again!(), " WHERE state = 'failed' RETURNING id"),
+                        &[],
+                    )
+                    .await?;
+                let events =
+                    rows.iter().map(|row| Ok(retried_event(&row.text("id")?, by))).collect::<StateResult<Vec<_>>>()?;
+                events::append(&mut s, &events).await?;
+                s.commit().await?;
+                Ok(events.len() as u64)
+            }
+            Some(ids) => self.retry_ids(ids, by).await,
         }
+    }
+
+    async fn history(&self, id: &RecordingId) -> StateResult<Vec<Event>> {
+        let rows = fetch_all(
+            self,
+            sql!("SELECT ", event_columns!(), " FROM events WHERE recording_id = $1 ORDER BY seq"),
+            &[Text(&id.0)],
+        )
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn events_after(&self, after: i64, limit: u32) -> StateResult<Vec<Event>> {
+        let rows = fetch_all(
+            self,
+            sql!("SELECT ", event_columns!(), " FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"),
+            &[Int(after), Int(i64::from(limit))],
+        )
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn events_by_recording_after(
+        &self,
+        after: Option<(&RecordingId, i64)>,
+        limit: u32,
+    ) -> StateResult<Vec<Event>> {
+        let rows = match after {
+            None => {
+                fetch_all(
+                    self,
+                    sql!(
+                        "SELECT ",
+                        event_columns!(),
+                        " FROM events WHERE recording_id IS NOT NULL ORDER BY recording_id, seq LIMIT $1"
+                    ),
+                    &[Int(i64::from(limit))],
+                )
+                .await?
+            }
+            Some((id, seq)) => {
+                fetch_all(
+                    self,
+                    sql!(
+                        "SELECT ",
+                        event_columns!(),
+                        " FROM events WHERE recording_id IS NOT NULL AND (recording_id, seq) > ($1, $2) \
+                         ORDER BY recording_id, seq LIMIT $3"
+                    ),
+                    &[Text(&id.0), Int(seq), Int(i64::from(limit))],
+                )
+                .await?
+            }
+        };
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn events_head(&self) -> StateResult<(i64, Option<String>)> {
+        let row = fetch_one(self, sql!("SELECT seq, sha256 FROM events_head WHERE id = 1"), &[]).await?;
+        Ok((row.bigint("seq")?, row.opt_text("sha256")?))
     }
 
     async fn status(&self, failures: u32) -> StateResult<StatusReport> {

@@ -168,3 +168,8 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// An operator for `retry` in tests.
+pub fn operator() -> webex_archiver::state::Operator {
+    webex_archiver::state::Operator { user: "tester".into(), host: "test-host".into() }
+}

@@ -87,7 +87,7 @@ async fn downloads_to_hosts_not_allowed_are_never_requested() {
     }
 
     // Final until `retry`; then, with the host allowed, everything is archived.
-    assert_eq!(h.db.state.retry(None).await.unwrap(), 4);
+    assert_eq!(h.db.state.retry(None, &crate::helpers::operator()).await.unwrap(), 4);
     h.set("WEBEX_ARCHIVER__WEBEX__DOWNLOAD_HOSTS", "127.0.0.1");
     let report = h.sync().await;
     assert_eq!(report.exit, 0, "{report:?}");

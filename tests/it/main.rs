@@ -3,6 +3,7 @@
 
 mod commands;
 mod config;
+mod custody;
 mod discovery;
 mod errors;
 mod helpers;

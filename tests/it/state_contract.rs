@@ -28,6 +28,7 @@ fn listed(id: &str, created: DateTime<Utc>, topic: &str) -> ListedRecording {
         create_time: created,
         size_bytes: Some(1000),
         listing: serde_json::json!({"id": id, "topic": topic}),
+        listed_in: Default::default(),
     }
 }
 
@@ -301,8 +302,18 @@ pub async fn retry_makes_failed_recordings_due(s: TestState) {
         };
         assert!(s.state.finish(&c.id, &c.token, &outcome).await.unwrap());
     }
-    assert_eq!(s.state.retry(None).await.unwrap(), 2, "--failed leaves not_downloadable alone");
-    assert_eq!(s.state.retry(Some(&[RecordingId("nd".into()), RecordingId("unknown".into())])).await.unwrap(), 1);
+    assert_eq!(
+        s.state.retry(None, &crate::helpers::operator()).await.unwrap(),
+        2,
+        "--failed leaves not_downloadable alone"
+    );
+    assert_eq!(
+        s.state
+            .retry(Some(&[RecordingId("nd".into()), RecordingId("unknown".into())]), &crate::helpers::operator())
+            .await
+            .unwrap(),
+        1
+    );
     let status = s.state.status(0).await.unwrap();
     assert_eq!(status.counts[&ArchiveState::Pending], 3);
     let c = s.state.claim_due("w", LEASE, 1).await.unwrap().pop().unwrap();

@@ -319,7 +319,7 @@ async fn login_pages_are_never_stored_and_prevent_downloading_is_final() {
 
     // `retry --failed` after the site is fixed archives it.
     h.sim.clear_faults();
-    assert_eq!(h.db.state.retry(None).await.unwrap(), 1);
+    assert_eq!(h.db.state.retry(None, &crate::helpers::operator()).await.unwrap(), 1);
     let report = h.sync().await;
     assert_eq!(report.exit, 0, "{report:?}");
     assert_eq!(counts(&report)[&ArchiveState::NotDownloadable], 1, "not_downloadable stays final");
