@@ -111,8 +111,7 @@ impl Cells for SqliteRow {
         Ok(self.try_get::<Option<i64>, _>(column)?.map(at))
     }
     fn json(&self, column: &str) -> StateResult<serde_json::Value> {
-        serde_json::from_str(self.try_get::<&str, _>(column)?)
-            .map_err(StateError::StoredJson)
+        serde_json::from_str(self.try_get::<&str, _>(column)?).map_err(StateError::StoredJson)
     }
 }
 
