@@ -13,9 +13,10 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use url::Url;
-use webex_archiver::config::{Credentials, OAuthCredentials};
+use webex_archiver::config::{Credentials, OAuthCredentials, TokenKey};
 use webex_archiver::metrics::Metrics;
 use webex_archiver::sim::{Endpoint, SimConfig, SimHandle, Simulator};
+use webex_archiver::state::TokenVault;
 use webex_archiver::webex::auth::{StoredTokens, TokenProvider, TokenStore};
 use webex_archiver::webex::gate::{RateGate, RetryPolicy};
 use webex_archiver::webex::{StoreError, TokenError, WebexError};
@@ -124,7 +125,7 @@ async fn sim(access_token_lifetime: Duration) -> SimHandle {
 }
 
 fn state_store(s: &TestState) -> Arc<dyn TokenStore> {
-    Arc::new(s.state.clone())
+    TokenVault::shared(s.state.clone(), None).unwrap()
 }
 
 #[tokio::test]
@@ -325,4 +326,76 @@ async fn a_revoked_chain_is_final_and_says_how_to_re_authorise() {
     renewed.bearer(&gate(), &cancel).await.expect("the new chain works");
     assert!(renewed.revoked().is_none());
     assert_eq!(sim.counters().token_refreshes, 1);
+}
+
+/// The two stored token columns, as the database holds them.
+async fn raw_token_row(db: &TestState, client_id: &str) -> (String, String) {
+    let query = "SELECT access_token, refresh_token FROM oauth_tokens WHERE client_id = $1";
+    if db.url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+        let row: (String, String) = sqlx::query_as(query).bind(client_id).fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        row
+    } else {
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        let row: (String, String) = sqlx::query_as(query).bind(client_id).fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        row
+    }
+}
+
+async fn tokens_at_rest(backend: Backend) {
+    let sim = sim(Duration::from_secs(3600)).await;
+    let db = TestState::new(backend).await;
+    let client = sim.client_id();
+    let key = TokenKey::from_bytes(*b"0123456789abcdef0123456789abcdef");
+    let other = TokenKey::from_bytes([9; 32]);
+
+    // Plain text stored before the key was set is still read with the key.
+    let plain = provider(&sim, TokenVault::shared(db.state.clone(), None).unwrap(), "a", &Metrics::new());
+    let first = plain.bearer(&gate(), &CancellationToken::new()).await.unwrap();
+    let (access_raw, _) = raw_token_row(&db, &client).await;
+    assert_eq!(access_raw, first.expose_secret(), "without a key the row holds plain text");
+    let sealed_store = TokenVault::shared(db.state.clone(), Some(&key)).unwrap();
+    let read = sealed_store.load_tokens(&client).await.unwrap().unwrap();
+    assert_eq!(read.access_token.as_deref(), Some(first.expose_secret()));
+
+    // With the key, the next refresh stores ciphertext only.
+    let sealed = provider(&sim, sealed_store.clone(), "b", &Metrics::new());
+    assert!(sealed.refused(&first, &gate(), &CancellationToken::new()).await.unwrap());
+    let tokens = sealed_store.load_tokens(&client).await.unwrap().unwrap();
+    let (access_raw, refresh_raw) = raw_token_row(&db, &client).await;
+    let access = tokens.access_token.clone().unwrap();
+    assert!(access_raw.starts_with("v1:") && refresh_raw.starts_with("v1:"), "{access_raw} {refresh_raw}");
+    assert!(!access_raw.contains(&access) && !refresh_raw.contains(&tokens.refresh_token));
+    assert_ne!(access_raw, refresh_raw);
+    // And a restarted process with the key continues the chain.
+    let restarted = provider(&sim, TokenVault::shared(db.state.clone(), Some(&key)).unwrap(), "c", &Metrics::new());
+    let token = restarted.bearer(&gate(), &CancellationToken::new()).await.unwrap();
+    assert_eq!(token.expose_secret(), access);
+
+    // Another key: one clear error naming the setting, never the token.
+    let wrong = TokenVault::shared(db.state.clone(), Some(&other)).unwrap();
+    let error = wrong.load_tokens(&client).await.unwrap_err().to_string();
+    assert!(error.contains("database.token_key"), "{error}");
+    let wrong = provider(&sim, wrong, "d", &Metrics::new());
+    let error = wrong.bearer(&gate(), &CancellationToken::new()).await.unwrap_err();
+    let message = webex_archiver::errors::ErrorChain(&error).to_string();
+    assert!(message.contains("database.token_key"), "{message}");
+    assert!(!message.contains(&access) && !message.contains(&tokens.refresh_token), "{message}");
+    // No key at all, for encrypted rows: named too.
+    let none = TokenVault::shared(db.state.clone(), None).unwrap();
+    assert!(none.load_tokens(&client).await.unwrap_err().to_string().contains("database.token_key"));
+    let counters = sim.counters();
+    assert_eq!((counters.token_refreshes, counters.invalid_grants), (2, 0));
+}
+
+#[tokio::test]
+async fn tokens_at_rest_are_encrypted_with_the_key_on_sqlite() {
+    tokens_at_rest(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn tokens_at_rest_are_encrypted_with_the_key_on_postgres() {
+    tokens_at_rest(Backend::Postgres).await;
 }
