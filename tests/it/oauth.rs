@@ -399,3 +399,61 @@ async fn tokens_at_rest_are_encrypted_with_the_key_on_sqlite() {
 async fn tokens_at_rest_are_encrypted_with_the_key_on_postgres() {
     tokens_at_rest(Backend::Postgres).await;
 }
+
+#[tokio::test]
+async fn in_a_run_a_revoked_chain_fails_readiness_with_the_fix_and_sets_the_metric() {
+    use webex_archiver::app;
+    use webex_archiver::state::ArchiveState;
+
+    use crate::sync::{Harness, Store};
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = SimConfig { recordings: 3, rotate_refresh_tokens: true, ..SimConfig::default() };
+    let mut h = Harness::start(Backend::Sqlite, Store::Local, "admin", config).await;
+    let (client_id, client_secret, refresh_token) = (h.sim.client_id(), h.sim.client_secret(), h.sim.refresh_token());
+    h.env.remove("WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN");
+    h.set("WEBEX_ARCHIVER__WEBEX__OAUTH__CLIENT_ID", &client_id);
+    h.set("WEBEX_ARCHIVER__WEBEX__OAUTH__CLIENT_SECRET", &client_secret);
+    h.set("WEBEX_ARCHIVER__WEBEX__OAUTH__REFRESH_TOKEN", &refresh_token);
+    h.set("WEBEX_ARCHIVER__SYNC__POLL_INTERVAL", "1s");
+    h.set("WEBEX_ARCHIVER__HTTP__LISTEN", &format!("127.0.0.1:{port}"));
+    let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
+    let services = h.services(abort.clone()).await;
+    let task = tokio::spawn(app::run(services.clone(), stop.clone(), abort));
+    let state = services.state.clone();
+    wait_for("the recordings archived", Duration::from_secs(60), || {
+        let state = state.clone();
+        async move { (state.status(0).await.ok()?.counts[&ArchiveState::Archived] == 3).then_some(()) }
+    })
+    .await;
+
+    // The integration is revoked: the next request gets a 401, the refresh invalid_grant.
+    h.sim.expire_refresh_tokens();
+    h.sim.expire_access_tokens();
+    let base = format!("http://127.0.0.1:{port}");
+    let body: serde_json::Value = wait_for("/readyz to name the revoked chain", Duration::from_secs(60), || {
+        let url = format!("{base}/readyz");
+        async move {
+            let response = reqwest::get(url).await.ok()?;
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.ok()?;
+            (status == 503 && body["token"].as_str()?.contains("revoked")).then_some(body)
+        }
+    })
+    .await;
+    assert_eq!(body["ready"], false);
+    let token = body["token"].as_str().unwrap();
+    assert!(token.contains("invalid_grant") && token.contains("webex.oauth.refresh_token"), "{token}");
+    assert!(!token.contains(&refresh_token) && !token.contains(&client_secret), "{token}");
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "webex_archiver_oauth_revoked 1"), "{metrics}");
+
+    stop.cancel();
+    assert_eq!(task.await.unwrap().unwrap(), 0);
+    // Final: the token endpoint was told the dead chain once, never again.
+    let counters = h.sim.counters();
+    assert_eq!(counters.invalid_grants, 1);
+    assert_eq!(counters.rotated_out_refresh_tokens, 0, "the chain was never lost, only revoked");
+    assert!(counters.requests_with(Endpoint::Token, 400) == 1);
+    h.assert_well_behaved();
+}
