@@ -120,6 +120,8 @@ struct OAuth {
     seed_sha256: String,
     /// Why the chain is revoked, once the token endpoint said so (final).
     revoked: std::sync::Mutex<Option<String>>,
+    /// How long storing new tokens is still tried after a stop.
+    stop_grace: Duration,
 }
 
 impl fmt::Debug for TokenProvider {
@@ -176,9 +178,21 @@ impl TokenProvider {
                 metrics,
                 current: Mutex::new(None),
                 revoked: std::sync::Mutex::new(None),
+                stop_grace: PERSIST_GRACE_AFTER_STOP,
             })),
         };
         Self { kind }
+    }
+
+    /// How long, after a stop, storing a refresh token Webex issued is still tried
+    /// (default [`PERSIST_GRACE_AFTER_STOP`]).
+    pub fn with_stop_grace(mut self, grace: Duration) -> Self {
+        if let Kind::OAuth(oauth) = &mut self.kind
+            && let Some(oauth) = Arc::get_mut(oauth)
+        {
+            oauth.stop_grace = grace;
+        }
+        self
     }
 
     /// The token to send now (refreshing it first when it is about to expire).
@@ -440,7 +454,7 @@ impl OAuth {
     }
 
     /// Stores new tokens before anything uses them, trying again while the store is away:
-    /// until it works, or, once `cancel` (a stop) fires, for [`PERSIST_GRACE_AFTER_STOP`].
+    /// until it works, or, once `cancel` (a stop) fires, for `stop_grace`.
     async fn persist(&self, tokens: &StoredTokens, cancel: &CancellationToken) -> Result<(), WebexError> {
         let mut delay = Duration::from_millis(100);
         let mut failures = 0u32;
@@ -457,8 +471,7 @@ impl OAuth {
             };
             failures += 1;
             if cancel.is_cancelled() {
-                let deadline =
-                    *give_up_at.get_or_insert_with(|| tokio::time::Instant::now() + PERSIST_GRACE_AFTER_STOP);
+                let deadline = *give_up_at.get_or_insert_with(|| tokio::time::Instant::now() + self.stop_grace);
                 if tokio::time::Instant::now() >= deadline {
                     tracing::error!(
                         error = %crate::errors::ErrorChain(&*error),
@@ -470,7 +483,7 @@ impl OAuth {
                 }
                 tracing::error!(
                     error = %crate::errors::ErrorChain(&*error),
-                    grace_s = PERSIST_GRACE_AFTER_STOP.as_secs(),
+                    grace_s = self.stop_grace.as_secs_f64(),
                     "stopping, but the refresh token Webex just issued is not stored yet; \
                      still trying (it is the only copy: a restart with the stored one would need re-authorisation)"
                 );

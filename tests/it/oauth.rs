@@ -457,3 +457,58 @@ async fn in_a_run_a_revoked_chain_fails_readiness_with_the_fix_and_sets_the_metr
     assert!(counters.requests_with(Endpoint::Token, 400) == 1);
     h.assert_well_behaved();
 }
+
+#[tokio::test]
+async fn after_a_stop_storing_is_still_tried_for_a_bounded_grace() {
+    let sim = sim(Duration::from_secs(3600)).await;
+    let db = TestState::new(Backend::Sqlite).await;
+    let client = sim.client_id();
+    let bare = |store: Arc<dyn TokenStore>, owner: &str| {
+        TokenProvider::new(
+            credentials(&sim, &sim.refresh_token(), Duration::from_secs(600)),
+            &Url::parse(&sim.api_base_url()).unwrap(),
+            store,
+            reqwest::Client::new(),
+            owner.to_owned(),
+            Metrics::new(),
+        )
+    };
+
+    // The database comes back within the grace: the chain is kept.
+    let probe = Probe::new(state_store(&db));
+    probe.fail_stores.store(u32::MAX, Ordering::SeqCst);
+    let tokens = Arc::new(bare(probe.clone(), "a").with_stop_grace(Duration::from_secs(120)));
+    let stop = CancellationToken::new();
+    let caller = {
+        let (tokens, stop) = (tokens.clone(), stop.clone());
+        tokio::spawn(async move { tokens.bearer(&gate(), &stop).await })
+    };
+    wait_for("storing to fail", Duration::from_secs(30), || async {
+        (probe.store_failures.load(Ordering::SeqCst) >= 2).then_some(())
+    })
+    .await;
+    stop.cancel();
+    let failures = probe.store_failures.load(Ordering::SeqCst);
+    wait_for("more attempts after the stop", Duration::from_secs(30), || async {
+        (probe.store_failures.load(Ordering::SeqCst) >= failures + 2).then_some(())
+    })
+    .await;
+    assert!(!caller.is_finished(), "the stop does not drop the unsaved refresh token");
+    probe.fail_stores.store(0, Ordering::SeqCst);
+    caller.await.unwrap().expect("stored within the grace");
+    let kept = db.state.load_tokens(&client).await.unwrap().unwrap();
+    assert_ne!(kept.refresh_token, sim.refresh_token());
+
+    // The database stays away past the grace: an error that says the tokens were not stored.
+    let probe = Probe::new(state_store(&db));
+    probe.fail_stores.store(u32::MAX, Ordering::SeqCst);
+    let tokens = bare(probe.clone(), "b").with_stop_grace(Duration::from_millis(300));
+    let stop = CancellationToken::new();
+    stop.cancel();
+    let used = SecretString::from(kept.access_token.clone().unwrap());
+    let error = tokens.refused(&used, &gate(), &stop).await.unwrap_err();
+    let message = webex_archiver::errors::ErrorChain(&error).to_string();
+    assert!(message.contains("cannot store the refreshed tokens"), "{message}");
+    assert!(probe.store_failures.load(Ordering::SeqCst) >= 2, "tried more than once");
+    assert_eq!(sim.counters().invalid_grants, 0);
+}
