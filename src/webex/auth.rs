@@ -122,6 +122,8 @@ struct OAuth {
     revoked: std::sync::Mutex<Option<String>>,
     /// How long storing new tokens is still tried after a stop.
     stop_grace: Duration,
+    /// Held by the one refresh task of this process at a time.
+    refreshing: Mutex<()>,
 }
 
 impl fmt::Debug for TokenProvider {
@@ -179,6 +181,7 @@ impl TokenProvider {
                 current: Mutex::new(None),
                 revoked: std::sync::Mutex::new(None),
                 stop_grace: PERSIST_GRACE_AFTER_STOP,
+                refreshing: Mutex::new(()),
             })),
         };
         Self { kind }
@@ -247,6 +250,8 @@ enum Refreshed {
     Tokens(StoredTokens),
     /// The stored chain moved while the token endpoint refused ours: read it again.
     ChainMoved,
+    /// Another replica holds the refresh lock.
+    Busy,
 }
 
 impl OAuth {
@@ -306,28 +311,25 @@ impl OAuth {
             }
             // Wait for the Retry-After pause before taking the lock, not while holding it.
             gate.wait(cancel).await?;
-            let locked = self
-                .store
-                .lock_refresh(&self.credentials.client_id, &self.owner, REFRESH_LOCK)
-                .await
-                .map_err(|e| WebexError::Token(TokenError::store("cannot take the refresh lock", e)))?;
-            if !locked {
-                // Another replica is refreshing: wait for its tokens (or for its lock to
-                // expire, if it died). Never refresh without the lock.
-                tokio::select! {
-                    _ = tokio::time::sleep(LOCK_POLL) => {}
-                    _ = cancel.cancelled() => return Err(WebexError::Cancelled),
-                }
-                continue;
-            }
-            // From here on a task of its own finishes the work (and releases the lock),
+            // A task of its own takes the lock and does the work (and releases the lock),
             // whatever happens to this caller: a refresh token Webex issues is never
-            // dropped with a cancelled future.
+            // dropped with a cancelled future. In this process, one such task at a time:
+            // a caller that gave up leaves its task running, and the next one waits for
+            // it (the database lock alone would let this process in twice).
             let task = {
                 let this = Arc::clone(self);
                 let refused = refused.clone();
                 let cancel = cancel.clone();
                 tokio::spawn(async move {
+                    let _one_at_a_time = this.refreshing.lock().await;
+                    let locked = this
+                        .store
+                        .lock_refresh(&this.credentials.client_id, &this.owner, REFRESH_LOCK)
+                        .await
+                        .map_err(|e| WebexError::Token(TokenError::store("cannot take the refresh lock", e)))?;
+                    if !locked {
+                        return Ok(Refreshed::Busy);
+                    }
                     let result = this.refresh_locked(refused.as_deref(), &cancel).await;
                     if let Err(e) = this.store.unlock_refresh(&this.credentials.client_id, &this.owner).await {
                         tracing::warn!(error = %crate::errors::ErrorChain(&*e), "cannot release the token refresh lock; it expires by itself");
@@ -346,6 +348,14 @@ impl OAuth {
                     return Ok(token);
                 }
                 Ok(Refreshed::ChainMoved) => continue,
+                Ok(Refreshed::Busy) => {
+                    // Another replica is refreshing: wait for its tokens (or for its lock
+                    // to expire, if it died). Never refresh without the lock.
+                    tokio::select! {
+                        _ = tokio::time::sleep(LOCK_POLL) => {}
+                        _ = cancel.cancelled() => return Err(WebexError::Cancelled),
+                    }
+                }
                 Err(e) => {
                     if let WebexError::Token(TokenError::Revoked { reason }) = &e {
                         *self.revoked.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());

@@ -31,6 +31,7 @@ struct Probe {
     fail_stores: AtomicU32,
     store_failures: AtomicU32,
     stores: AtomicU32,
+    loads: AtomicU32,
     lock_calls: AtomicU32,
     /// When set, the next lock attempt waits for `release` (after signalling `entered`).
     hold_next_lock: AtomicBool,
@@ -46,6 +47,7 @@ impl Probe {
             fail_stores: AtomicU32::new(0),
             store_failures: AtomicU32::new(0),
             stores: AtomicU32::new(0),
+            loads: AtomicU32::new(0),
             lock_calls: AtomicU32::new(0),
             hold_next_lock: AtomicBool::new(false),
             entered: Notify::new(),
@@ -58,6 +60,7 @@ impl Probe {
 #[async_trait]
 impl TokenStore for Probe {
     async fn load_tokens(&self, client_id: &str) -> Result<Option<StoredTokens>, StoreError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
         self.inner.load_tokens(client_id).await
     }
     async fn store_tokens(&self, client_id: &str, tokens: &StoredTokens) -> Result<(), StoreError> {
@@ -175,12 +178,25 @@ async fn storing_is_retried_across_an_outage_and_survives_a_caller_that_gives_up
     // The caller gives up (a stop, a lost lease): the refresh token Webex issued lives on.
     caller.abort();
     assert!(caller.await.unwrap_err().is_cancelled());
+    // The next caller of this process waits for that refresh instead of starting one
+    // with the refresh token it rotated out.
+    let loads = probe.loads.load(Ordering::SeqCst);
+    let next = {
+        let tokens = tokens.clone();
+        tokio::spawn(async move { tokens.bearer(&gate(), &CancellationToken::new()).await })
+    };
+    wait_for("the next caller to read the chain", Duration::from_secs(30), || async {
+        (probe.loads.load(Ordering::SeqCst) > loads).then_some(())
+    })
+    .await;
     probe.fail_stores.store(0, Ordering::SeqCst);
+    let next = next.await.unwrap().expect("the next caller gets the refreshed token");
     let stored = wait_for("the tokens stored once the database is back", Duration::from_secs(30), || async {
         db.state.load_tokens(&sim.client_id()).await.ok().flatten()
     })
     .await;
     assert_ne!(stored.refresh_token, sim.refresh_token());
+    assert_eq!(stored.access_token.as_deref(), Some(next.expose_secret()));
 
     // A new process continues the chain from the database, without refreshing again.
     let restarted = provider(&sim, state_store(&db), "b", &Metrics::new());
