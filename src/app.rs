@@ -17,7 +17,7 @@ use crate::domain::{ArchiveState, RecordingId, Scope};
 use crate::metrics::Metrics;
 use crate::progress::ProgressDisplay;
 use crate::server::{Endpoint, Liveness};
-use crate::state::{self, State, StatusReport};
+use crate::state::{self, State, StatusReport, TokenVault};
 use crate::storage::Store;
 use crate::supervise::catch_panic;
 use crate::webex::WebexClient;
@@ -61,6 +61,9 @@ pub struct Services {
 impl Services {
     /// Builds the services. `abort` ends every wait of the Webex client (hard stop).
     pub async fn build(settings: Settings, abort: CancellationToken) -> anyhow::Result<Self> {
+        for warning in settings.warnings() {
+            tracing::warn!("{warning}");
+        }
         let state = open_state(&settings).await?;
         Self::with_state(settings, state, abort).await
     }
@@ -79,10 +82,12 @@ impl Services {
             metrics.clone(),
         ));
         let http = api_http_client(&settings.webex).context("building the HTTP client")?;
+        let token_key = settings.token_key()?;
+        let token_store = TokenVault::shared(state.clone(), token_key.as_ref()).context("database.token_key")?;
         let tokens = Arc::new(TokenProvider::new(
             credentials,
             &settings.webex.base_url,
-            Arc::new(state.clone()),
+            token_store,
             http,
             owner.clone(),
             metrics.clone(),
@@ -121,9 +126,13 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// `webex-archiver config check`: print the effective configuration, secrets as `***`.
+/// `webex-archiver config check`: print the effective configuration, secrets as `***`,
+/// and on stderr a warning for each setting that leaves something unprotected.
 pub fn config_check(settings: &Settings) -> anyhow::Result<u8> {
     print!("{}", settings.to_redacted_toml());
+    for warning in settings.warnings() {
+        eprintln!("warning: {warning}");
+    }
     Ok(0)
 }
 

@@ -94,6 +94,7 @@ struct Inner {
     token_refreshes: Counter,
     access_token_expires_in: FloatGauge,
     refresh_token_expires_in: FloatGauge,
+    oauth_revoked: Gauge,
     last_pass: Family<ScopeLabel, FloatGauge>,
     lease_recovered: Counter,
     oldest_unarchived_age: FloatGauge,
@@ -177,6 +178,12 @@ impl Metrics {
             "Remaining lifetime of the OAuth refresh token (no OAuth: 0)",
             refresh_token_expires_in.clone(),
         );
+        let oauth_revoked = Gauge::default();
+        registry.register(
+            "oauth_revoked",
+            "1 when the token endpoint said the OAuth refresh chain is revoked or expired (re-authorise the integration), else 0",
+            oauth_revoked.clone(),
+        );
         let last_pass = Family::<ScopeLabel, FloatGauge>::default();
         registry.register(
             "last_successful_pass_timestamp_seconds",
@@ -244,6 +251,7 @@ impl Metrics {
                 token_refreshes,
                 access_token_expires_in,
                 refresh_token_expires_in,
+                oauth_revoked,
                 last_pass,
                 lease_recovered,
                 oldest_unarchived_age,
@@ -295,6 +303,11 @@ impl Metrics {
     pub fn token_refreshed(&self, access: Option<DateTime<Utc>>, refresh: Option<DateTime<Utc>>) {
         self.inner.token_refreshes.inc();
         self.set_token_expiries(access, refresh);
+    }
+
+    /// Whether the OAuth refresh chain is revoked or expired (final until re-authorised).
+    pub fn set_oauth_revoked(&self, revoked: bool) {
+        self.inner.oauth_revoked.set(i64::from(revoked));
     }
 
     /// Records token expiries (refreshed into remaining lifetimes at scrape time).

@@ -132,6 +132,9 @@ pub async fn readiness(endpoint: &Endpoint) -> Readiness {
 }
 
 async fn token_check(endpoint: &Endpoint, now: DateTime<Utc>) -> String {
+    if let Some(revoked) = endpoint.webex.tokens().revoked() {
+        return revoked;
+    }
     if endpoint.webex.unauthorized() {
         return "refused: Webex answered 401 to the last request, even after a refresh".into();
     }

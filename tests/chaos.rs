@@ -7,6 +7,11 @@
 //! had passed, that no token reached the download host, and that no recording was
 //! downloaded to completion more than twice. It prints these figures.
 //!
+//! A second variant runs the same schedule with OAuth: access tokens that live 4 s,
+//! refresh tokens rotated at every refresh, the tokens encrypted at rest; it also checks
+//! that no refresh token was lost (none rotated out was presented again) and that the
+//! token endpoint never answered `invalid_grant`.
+//!
 //! It restarts the Postgres cluster, so it runs alone, after the rest of the suite:
 //! `scripts/test` runs it as `cargo test --test chaos -- --ignored --nocapture`.
 
@@ -170,8 +175,31 @@ fn tail(path: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "restarts Postgres: run alone, as scripts/test does"]
 async fn chaos_nothing_lost_nothing_duplicated() {
+    chaos(Credentials::Static).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "restarts Postgres: run alone, as scripts/test does"]
+async fn chaos_with_oauth_no_refresh_token_lost_no_invalid_grant() {
+    chaos(Credentials::OAuth).await;
+}
+
+/// How the daemons authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Credentials {
+    /// The simulator's long-lived access token.
+    Static,
+    /// OAuth: 4-second access tokens, a refresh token rotated at every refresh.
+    OAuth,
+}
+
+/// Lifetime of the simulator's access tokens in the OAuth variant.
+const OAUTH_ACCESS_LIFETIME: Duration = Duration::from_secs(4);
+
+async fn chaos(credentials: Credentials) {
+    let oauth = credentials == Credentials::OAuth;
     let seed: u64 = std::env::var("WA_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    println!("chaos: seed {seed} (set WA_CHAOS_SEED to replay the schedule)");
+    println!("chaos ({credentials:?}): seed {seed} (set WA_CHAOS_SEED to replay the schedule)");
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
@@ -191,13 +219,15 @@ async fn chaos_nothing_lost_nothing_duplicated() {
             // Slow enough that kills land in the middle of transfers.
             FaultRule::new(FaultAction::Throttle { bytes_per_second: 4_000_000 }),
         ],
+        access_token_lifetime: if oauth { OAUTH_ACCESS_LIFETIME } else { SimConfig::default().access_token_lifetime },
+        rotate_refresh_tokens: true,
         ..SimConfig::default()
     };
     let sim = Simulator::start(config).await.expect("simulator");
     let db = PgDatabase::create().await;
     let mut garage = Garage::start(&dir.path().join("garage"));
 
-    let env: HashMap<String, String> = [
+    let mut env: HashMap<String, String> = [
         ("PATH", std::env::var("PATH").unwrap_or_default()),
         ("RUST_LOG", "info,sqlx=warn".into()),
         ("WEBEX_ARCHIVER__LOG__FORMAT", "json".into()),
@@ -227,6 +257,18 @@ async fn chaos_nothing_lost_nothing_duplicated() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    if oauth {
+        env.remove("WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN");
+        for (k, v) in [
+            ("WEBEX_ARCHIVER__WEBEX__OAUTH__CLIENT_ID", sim.client_id()),
+            ("WEBEX_ARCHIVER__WEBEX__OAUTH__CLIENT_SECRET", sim.client_secret()),
+            ("WEBEX_ARCHIVER__WEBEX__OAUTH__REFRESH_TOKEN", sim.refresh_token()),
+            // 32 bytes, base64: the stored tokens are encrypted.
+            ("WEBEX_ARCHIVER__DATABASE__TOKEN_KEY", "Y2hhb3MtdG9rZW4ta2V5LTAxMjM0NTY3ODlhYmNkZWY=".to_owned()),
+        ] {
+            env.insert(k.to_owned(), v);
+        }
+    }
 
     let mut daemons: Vec<Daemon> =
         (0..DAEMONS).map(|i| spawn_daemon(&env, &dir.path().join(format!("daemon-{i}.log")))).collect();
@@ -333,7 +375,7 @@ async fn chaos_nothing_lost_nothing_duplicated() {
     let counters = sim.counters();
     let max_completed = counters.downloads_by_id.values().map(|d| d.completed).max().unwrap_or(0);
     let total_completed: u64 = counters.downloads_by_id.values().map(|d| d.completed).sum();
-    println!("chaos: figures");
+    println!("chaos ({credentials:?}): figures");
     println!(
         "  recordings                 {} ({} downloadable, {prevented} prevent-downloading)",
         truth.len(),
@@ -354,8 +396,23 @@ async fn chaos_nothing_lost_nothing_duplicated() {
     );
     println!("  leases recovered           {}", status.lease_expiries);
     println!("  converged in               {:.1} s", converged.as_secs_f64());
+    if oauth {
+        println!(
+            "  OAuth                      {} refreshes ({} s access tokens), {} invalid_grant, {} rotated-out refresh tokens presented",
+            counters.token_refreshes,
+            OAUTH_ACCESS_LIFETIME.as_secs(),
+            counters.invalid_grants,
+            counters.rotated_out_refresh_tokens
+        );
+    }
     assert_eq!(counters.violations, 0, "requests went out before a Retry-After had passed");
     assert_eq!(counters.token_leaks, 0, "the bearer token reached the download host");
     assert!(max_completed <= 2, "a recording was downloaded to completion {max_completed} times");
+    if oauth {
+        assert!(counters.token_refreshes > 0, "the OAuth variant refreshed no token");
+        assert_eq!(counters.rotated_out_refresh_tokens, 0, "a refresh token was lost: a rotated-out one was presented");
+        assert_eq!(counters.invalid_grants, 0, "the token endpoint answered invalid_grant");
+        assert_eq!(counters.requests_with(webex_archiver::sim::Endpoint::Token, 400), 0);
+    }
     sim.shutdown().await;
 }

@@ -162,6 +162,9 @@ impl Settings {
             Url::parse(self.database.url.expose())
                 .map_err(|e| ConfigError::new("database.url", format!("not a valid URL: {e}")))?;
         }
+        // The token key: read its file and check its form now, so a bad key is a
+        // configuration error and not a surprise at the first refresh.
+        self.token_key()?;
         if self.database.max_connections == 0 {
             return Err(ConfigError::new("database.max_connections", "must be at least 1"));
         }

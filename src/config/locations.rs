@@ -26,15 +26,62 @@ impl DatabaseUrl {
     pub fn is_sqlite(&self) -> bool {
         self.0.starts_with("sqlite:")
     }
-    /// The URL with its password replaced by `***`.
+    /// The URL with its password replaced by `***`: the userinfo's, and a `password`
+    /// query parameter's. A URL that cannot be parsed is shown only when it cannot hold
+    /// a password.
     pub fn redacted(&self) -> String {
-        match Url::parse(&self.0) {
-            Ok(mut url) if url.password().is_some() => {
-                let _ = url.set_password(Some("***"));
-                url.to_string()
-            }
-            _ => self.0.clone(),
+        let Ok(mut url) = Url::parse(&self.0) else {
+            let lower = self.0.to_ascii_lowercase();
+            return if lower.contains('@') || lower.contains("password") {
+                "*** (a database URL that cannot be parsed)".to_owned()
+            } else {
+                self.0.clone()
+            };
+        };
+        if url.password().is_some() {
+            let _ = url.set_password(Some("***"));
         }
+        if url.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("password")) {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k.eq_ignore_ascii_case("password") { "***".to_owned() } else { v.into_owned() };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        url.to_string()
+    }
+
+    /// Why a Postgres URL leaves the connection unprotected: a server that is not on
+    /// this machine, reached without `sslmode=verify-full` (TLS that checks the server's
+    /// certificate and name). `None` for SQLite, a local server, or verify-full.
+    pub fn tls_warning(&self) -> Option<String> {
+        if !self.is_postgres() {
+            return None;
+        }
+        let url = Url::parse(&self.0).ok()?;
+        let param =
+            |name: &str| url.query_pairs().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.into_owned());
+        // libpq's `host` parameter wins over the URL's host (a socket directory, often).
+        let host = param("host").or_else(|| url.host_str().map(str::to_owned)).unwrap_or_default();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let local = bare.is_empty()
+            || bare.starts_with('/')
+            || bare.eq_ignore_ascii_case("localhost")
+            || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let mode = param("sslmode").or_else(|| param("ssl-mode"));
+        if local || mode.as_deref().is_some_and(|m| m.eq_ignore_ascii_case("verify-full")) {
+            return None;
+        }
+        let asked = mode.map(|m| format!(" (it asks for sslmode={m})")).unwrap_or_default();
+        Some(format!(
+            "database.url: the Postgres server {host} is not on this machine and the URL does not ask for \
+             sslmode=verify-full{asked}: the connection, which carries the OAuth tokens and the archive's state, can \
+             be read or altered in transit; add sslmode=verify-full (and sslrootcert=<CA file> when the server's \
+             certificate is not from a public CA)"
+        ))
     }
 }
 

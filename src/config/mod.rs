@@ -17,7 +17,7 @@ mod settings;
 pub use crate::domain::{FileKind, Scope};
 pub use load::{Needs, Sources};
 pub use locations::{DatabaseUrl, StorageLocation, is_loopback};
-pub use secrets::{Credentials, OAuthCredentials, OptionalSecret};
+pub use secrets::{Credentials, OAuthCredentials, OptionalSecret, TokenKey};
 pub use settings::{
     ArchiveSettings, DataSettings, DatabaseSettings, HttpSettings, LogFormat, LogSettings, OAuthSettings, Settings,
     ShutdownSettings, SignPayload, Since, StorageSettings, SyncSettings, WebexSettings,

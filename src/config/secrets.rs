@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
+use base64::Engine as _;
+use secrecy::{ExposeSecret, SecretBox, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use url::Url;
 
@@ -124,7 +125,72 @@ pub struct OAuthCredentials {
     pub refresh_ahead: Duration,
 }
 
+/// `database.token_key`: the 32 bytes that encrypt the stored OAuth tokens. Never printed.
+pub struct TokenKey(SecretBox<[u8; 32]>);
+
+impl TokenKey {
+    /// A key of these bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(SecretBox::new(Box::new(bytes)))
+    }
+    /// The key, for the cipher only.
+    pub fn expose(&self) -> &SecretBox<[u8; 32]> {
+        &self.0
+    }
+    /// Reads the base64 text of a key; `key` names the setting in the error (which never
+    /// quotes the value).
+    fn parse(text: &SecretString, key: &str) -> Result<Self, ConfigError> {
+        let how = "32 random bytes in base64, e.g. the output of `openssl rand -base64 32`";
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.expose_secret().trim())
+            .map_err(|_| ConfigError::new(key, format!("is not base64: it must be {how}")))?;
+        let len = bytes.len();
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| ConfigError::new(key, format!("decodes to {len} bytes, not 32: it must be {how}")))?;
+        Ok(Self::from_bytes(bytes))
+    }
+}
+
+impl fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenKey(***)")
+    }
+}
+
 impl Settings {
+    /// The key encrypting the stored OAuth tokens (`database.token_key` or its file), if
+    /// one is configured.
+    pub fn token_key(&self) -> Result<Option<TokenKey>, ConfigError> {
+        let db = &self.database;
+        let Some(text) = secret_or_file(&db.token_key, &db.token_key_file, "database.token_key")? else {
+            return Ok(None);
+        };
+        let key = if db.token_key.is_set() { "database.token_key" } else { "database.token_key_file" };
+        TokenKey::parse(&text, key).map(Some)
+    }
+
+    /// Whether OAuth credentials are configured (whose tokens the database keeps).
+    pub fn uses_oauth(&self) -> bool {
+        !self.webex.oauth.client_id.is_empty() || !self.webex.oauth.client_id_file.is_empty()
+    }
+
+    /// Settings that work but leave something unprotected, in words an operator can act
+    /// on: `config check` prints them and `run` logs them at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.uses_oauth() && !self.database.token_key.is_set() && self.database.token_key_file.is_empty() {
+            warnings.push(
+                "database.token_key is not set: the OAuth refresh and access tokens are stored in the database \
+                 unencrypted, so whoever reads the database or its backups can act as the integration; set \
+                 database.token_key or database.token_key_file (32 random bytes in base64: `openssl rand -base64 32`)"
+                    .to_owned(),
+            );
+        }
+        warnings.extend(self.database.url.tls_warning());
+        warnings
+    }
+
     /// The Webex credentials, with `*_file` values read. `None` when none are configured.
     pub fn credentials(&self) -> Result<Option<Credentials>, ConfigError> {
         let oauth = &self.webex.oauth;

@@ -113,6 +113,10 @@ pub struct DatabaseSettings {
     /// Time limit to get a connection.
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
+    /// Key (32 bytes, base64) encrypting the stored OAuth tokens; empty = unencrypted.
+    pub token_key: OptionalSecret,
+    /// File holding the token key.
+    pub token_key_file: String,
 }
 
 /// `[storage]`

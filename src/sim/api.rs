@@ -660,12 +660,14 @@ async fn token(
     let mut auth = shared.auth();
     let presented = field("refresh_token").to_string();
     let Some(refresh_expiry) = auth.refresh.get(&presented).copied().filter(|exp| *exp > now) else {
+        shared.counters.invalid_grant(auth.rotated_out.contains(&presented));
         return webex_error(StatusCode::BAD_REQUEST, &tid, "invalid_grant: the refresh token is invalid or expired.");
     };
     let access_token = super::random_token("SIMAT");
     auth.access.insert(access_token.clone(), later(now, config.access_token_lifetime));
     let (refresh_token, refresh_expiry) = if config.rotate_refresh_tokens {
         auth.refresh.remove(&presented);
+        auth.rotated_out.insert(presented.clone());
         let fresh = super::random_token("SIMRT");
         let expiry = later(now, config.refresh_token_lifetime);
         auth.refresh.insert(fresh.clone(), expiry);

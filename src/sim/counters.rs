@@ -69,6 +69,14 @@ pub struct Counters {
     pub details_calls: BTreeMap<String, u64>,
     /// Successful refresh-token grants.
     pub token_refreshes: u64,
+    /// Refresh-token grants refused with `invalid_grant` (an unknown, expired or rotated-out
+    /// refresh token).
+    #[serde(default)]
+    pub invalid_grants: u64,
+    /// Of those, grants that presented a refresh token this simulator had already rotated
+    /// out: the client lost the newest one of its chain.
+    #[serde(default)]
+    pub rotated_out_refresh_tokens: u64,
     /// Faults applied, per kind (`api_error`, `reset`, ...).
     pub faults_injected: BTreeMap<String, u64>,
     /// Requests to the trap host (a host no answer should lead to), any path and method.
@@ -161,6 +169,15 @@ impl CounterState {
 
     pub(crate) fn token_refresh(&self) {
         self.with(|c| c.token_refreshes += 1);
+    }
+
+    pub(crate) fn invalid_grant(&self, rotated_out: bool) {
+        self.with(|c| {
+            c.invalid_grants += 1;
+            if rotated_out {
+                c.rotated_out_refresh_tokens += 1;
+            }
+        });
     }
 
     pub(crate) fn fault(&self, name: &str) {

@@ -258,7 +258,7 @@ mod store;
 mod tickets;
 mod trap;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -604,6 +604,15 @@ impl SimHandle {
         self.shared.auth().expire_refresh(Utc::now());
     }
 
+    /// Authorises the integration again, as a person does in the browser: returns a new
+    /// refresh token (what the authorization-code grant hands out), of a new chain.
+    pub fn authorize(&self) -> String {
+        let token = random_token("SIMRT");
+        let expiry = later(Utc::now(), self.shared.config.refresh_token_lifetime);
+        self.shared.auth().refresh.insert(token.clone(), expiry);
+        token
+    }
+
     /// Applies a control request, as `POST /_sim/control` does.
     pub fn control(&self, control: Control) -> ControlState {
         control::apply(&self.shared, control)
@@ -629,6 +638,8 @@ impl SimHandle {
 struct Auth {
     access: HashMap<String, DateTime<Utc>>,
     refresh: HashMap<String, DateTime<Utc>>,
+    /// Refresh tokens rotated out by a grant (they answer `invalid_grant`).
+    rotated_out: HashSet<String>,
 }
 
 impl Auth {

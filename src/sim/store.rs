@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::SimConfig;
 use super::content::{Content, splitmix64};
-use crate::webex::models::Recording;
+use crate::webex::models::{Recording, RecordingPassword};
 
 /// What is true about one recording: what the archiver should end up with.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -426,7 +426,11 @@ pub(crate) fn build(spec: Spec, world: &World, dice: &mut Dice) -> SimRecording 
         status: Some(spec.status.clone()),
         ..Recording::default()
     };
-    let user_item = Recording { password: Some(password), share_to_me: Some(spec.share_to_me), ..common.clone() };
+    let user_item = Recording {
+        password: Some(RecordingPassword::new(password)),
+        share_to_me: Some(spec.share_to_me),
+        ..common.clone()
+    };
     let admin_item = Recording {
         host_email: Some(host_email.clone()),
         host_display_name: Some(display_name(&host_email)),

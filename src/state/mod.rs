@@ -15,6 +15,7 @@ mod postgres;
 mod sql;
 mod sqlite;
 mod statements;
+mod vault;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -30,12 +31,12 @@ use crate::domain::UnknownName;
 pub use crate::domain::{ArchiveState, CursorKind, RecordingId, ScopeKey};
 use crate::webex::StoreError;
 pub use crate::webex::auth::StoredTokens;
-use crate::webex::auth::TokenStore;
 use crate::webex::gate::SharedPause;
 
 pub use events::Event;
 pub use postgres::PgState;
 pub use sqlite::SqliteState;
+pub use vault::{TokenVault, VaultError};
 
 /// A recording as discovery records it (the domain view of a listing item).
 #[derive(Debug, Clone, PartialEq)]
@@ -643,7 +644,8 @@ pub async fn open(url: &DatabaseUrl, max_connections: u32, acquire_timeout: Dura
 }
 
 // The Webex client shares its Retry-After pause and its OAuth tokens through the state
-// store, which it knows only by these two traits.
+// store, which it knows only by these two traits: `SharedPause` here, `TokenStore` in
+// `vault.rs` (which encrypts the tokens when `database.token_key` is set).
 
 #[async_trait]
 impl SharedPause for State {
@@ -652,22 +654,6 @@ impl SharedPause for State {
     }
     async fn paused_until(&self) -> Result<DateTime<Utc>, StoreError> {
         StateStore::paused_until(self.as_ref()).await.map_err(StoreError::from)
-    }
-}
-
-#[async_trait]
-impl TokenStore for State {
-    async fn load_tokens(&self, client_id: &str) -> Result<Option<StoredTokens>, StoreError> {
-        StateStore::load_tokens(self.as_ref(), client_id).await.map_err(StoreError::from)
-    }
-    async fn store_tokens(&self, client_id: &str, tokens: &StoredTokens) -> Result<(), StoreError> {
-        StateStore::store_tokens(self.as_ref(), client_id, tokens).await.map_err(StoreError::from)
-    }
-    async fn lock_refresh(&self, client_id: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
-        StateStore::lock_refresh(self.as_ref(), client_id, owner, ttl).await.map_err(StoreError::from)
-    }
-    async fn unlock_refresh(&self, client_id: &str, owner: &str) -> Result<(), StoreError> {
-        StateStore::unlock_refresh(self.as_ref(), client_id, owner).await.map_err(StoreError::from)
     }
 }
 

@@ -1088,7 +1088,7 @@ impl<B: Backend> StateStore for B {
             self,
             sql!(
                 "SELECT access_token, access_expires_at, refresh_token, refresh_expires_at, refreshes, \
-                     seed_sha256 \
+                     seed_sha256, refreshed_at \
                  FROM oauth_tokens WHERE client_id = $1 AND refresh_token <> ''"
             ),
             &[Text(client_id)],
@@ -1102,6 +1102,7 @@ impl<B: Backend> StateStore for B {
                 refresh_expires_at: r.opt_time("refresh_expires_at")?,
                 refreshes: r.bigint("refreshes")?,
                 seed_sha256: r.opt_text("seed_sha256")?,
+                obtained_at: r.opt_time("refreshed_at")?,
             })
         })
         .transpose()
@@ -1113,7 +1114,7 @@ impl<B: Backend> StateStore for B {
             sql!(
                 "INSERT INTO oauth_tokens (client_id, access_token, access_expires_at, refresh_token, \
                      refresh_expires_at, refreshes, refreshed_at, seed_sha256) \
-                 VALUES ($1, $2, $3, $4, $5, $6, {now}, $7) \
+                 VALUES ($1, $2, $3, $4, $5, $6, COALESCE($8, {now}), $7) \
                  ON CONFLICT (client_id) DO UPDATE SET access_token = excluded.access_token, \
                      access_expires_at = excluded.access_expires_at, refresh_token = excluded.refresh_token, \
                      refresh_expires_at = excluded.refresh_expires_at, refreshes = excluded.refreshes, \
@@ -1127,6 +1128,7 @@ impl<B: Backend> StateStore for B {
                 OptTime(tokens.refresh_expires_at),
                 Int(tokens.refreshes),
                 OptText(tokens.seed_sha256.as_deref()),
+                OptTime(tokens.obtained_at),
             ],
         )
         .await?;

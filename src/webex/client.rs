@@ -54,7 +54,7 @@ pub enum Listing<'a> {
 
 /// One answer of a listing, unread: discovery reads its items one at a time, borrowed
 /// from the body ([`ListPage::items`]), never as one JSON tree of the whole answer.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ListPage {
     /// The answer's body as received.
     pub body: Bytes,
@@ -62,6 +62,17 @@ pub struct ListPage {
     pub next: Option<Url>,
     /// Webex's trackingId of this response.
     pub tracking_id: Option<String>,
+}
+
+impl std::fmt::Debug for ListPage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // NOTE: the body carries recording passwords: Debug shows only its size.
+        f.debug_struct("ListPage")
+            .field("body_bytes", &self.body.len())
+            .field("next", &self.next.as_ref().map(Url::as_str))
+            .field("tracking_id", &self.tracking_id)
+            .finish()
+    }
 }
 
 impl ListPage {
@@ -529,6 +540,17 @@ pub fn redact_url(url: &Url) -> String {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn a_page_s_debug_shows_no_item() {
+        let page = ListPage {
+            body: Bytes::from_static(br#"{"items":[{"id":"r1","password":"S3cretPw"}]}"#),
+            next: None,
+            tracking_id: Some("t".into()),
+        };
+        let shown = format!("{page:?}");
+        assert!(!shown.contains("S3cretPw") && shown.contains("body_bytes"), "{shown}");
+    }
 
     #[test]
     fn next_link_among_several() {

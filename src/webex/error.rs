@@ -84,6 +84,20 @@ pub enum TokenError {
     /// A success answer without the token fields.
     #[error("unreadable token response")]
     Unreadable(#[source] serde_json::Error),
+    /// The token endpoint said the refresh chain is revoked or expired (`invalid_grant`,
+    /// ...). Final: only a person can authorise the integration again.
+    #[error(
+        "the OAuth refresh token is revoked or expired ({reason}); nothing is archived until the integration is \
+         authorised again: obtain a new refresh token, configure it as webex.oauth.refresh_token (or \
+         webex.oauth.refresh_token_file) and restart; the stored chain is replaced because the configured token changed"
+    )]
+    Revoked {
+        /// What the token endpoint answered (status, its words, trackingId).
+        reason: String,
+    },
+    /// The task that refreshes the tokens ended abnormally (a bug).
+    #[error("the token refresh task ended abnormally")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 impl TokenError {
@@ -104,6 +118,7 @@ impl WebexError {
         match self {
             Self::Status { status, .. } => *status >= 500 || *status == 423 || *status == 429 || *status == 408,
             Self::Network { .. } => true,
+            Self::Token(TokenError::Revoked { .. }) => false,
             Self::Token(_) => true,
             Self::Parse { .. } | Self::Unauthorized { .. } | Self::Cancelled => false,
         }

@@ -43,10 +43,17 @@ pub const SECRET_FIELDS: [&str; 2] = ["password", "temporaryDirectDownloadLinks"
 /// For tools and tests that hold a small page. Discovery reads pages with
 /// [`parse_page`], which borrows each item from the body instead of building a tree of
 /// the whole answer.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Clone, Default, Deserialize, Serialize)]
 pub struct RecordingPage {
     /// The recordings of this page, newest `createTime` first. Required.
     pub items: Vec<Value>,
+}
+
+impl std::fmt::Debug for RecordingPage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // NOTE: items as sent carry recording passwords: Debug shows only how many.
+        f.debug_struct("RecordingPage").field("items", &self.items.len()).finish()
+    }
 }
 
 /// Why a listing answer is not a page.
@@ -387,9 +394,9 @@ pub struct Recording {
     /// Browser playback page.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_link")]
     pub playback_url: Option<String>,
-    /// The recording's password (a secret: never logged, never archived).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_string")]
-    pub password: Option<String>,
+    /// The recording's password (a secret: never logged, never archived; `Debug` hides it).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_password")]
+    pub password: Option<RecordingPassword>,
     /// `MP4`, `ARF`, `UPLOADED`, or a value Webex adds later.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_string")]
     pub format: Option<String>,
@@ -418,6 +425,28 @@ impl Recording {
     /// object; whether the item is usable (id, `createTime`) is [`read_item`]'s decision.
     pub fn from_value(value: &Value) -> Result<Self, serde_json::Error> {
         Self::deserialize(value)
+    }
+}
+
+/// A recording's password, as Webex sends it: a secret that `Debug` never shows.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct RecordingPassword(String);
+
+impl RecordingPassword {
+    /// A password.
+    pub fn new(password: impl Into<String>) -> Self {
+        Self(password.into())
+    }
+    /// The password itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RecordingPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordingPassword(***)")
     }
 }
 
@@ -564,6 +593,10 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
     })
 }
 
+fn lenient_password<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RecordingPassword>, D::Error> {
+    Ok(lenient_string(d)?.map(RecordingPassword))
+}
+
 fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     Ok(match Value::deserialize(d)? {
         Value::Number(n) => n.as_u64().or_else(|| n.as_f64().and_then(whole_u64)),
@@ -634,6 +667,22 @@ fn lenient_links<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DirectDownloa
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_recording_password_never_reaches_debug() {
+        let body = br#"{"id":"r1","createTime":"2026-11-01T10:00:00Z","password":"S3cretPw",
+            "temporaryDirectDownloadLinks":{"recordingDownloadLink":"https://s.example/?ticket=T0pSecret"}}"#;
+        let details = RecordingDetails::parse(body).unwrap();
+        assert_eq!(details.recording.password.as_ref().map(RecordingPassword::expose), Some("S3cretPw"));
+        let page = RecordingPage { items: vec![serde_json::from_slice(body).unwrap()] };
+        let item = read_item(std::str::from_utf8(body).unwrap());
+        let shown = format!("{details:?} {:?} {:#?} {page:?} {item:?}", details.recording, details.recording);
+        assert!(!shown.contains("S3cretPw") && !shown.contains("T0pSecret"), "{shown}");
+        assert!(shown.contains("RecordingPassword(***)"), "{shown}");
+        // Served (by the simulator) and read back, it is the plain string.
+        let served = serde_json::to_value(&details.recording).unwrap();
+        assert_eq!(served["password"], "S3cretPw");
+    }
 
     fn readable(value: Value) -> ReadableItem {
         match read_item(&value.to_string()) {

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use webex_archiver::config::{ConfigError, Credentials, FileKind, Needs, Scope, Settings, Since, Sources};
+use secrecy::ExposeSecret;
+use webex_archiver::config::{ConfigError, Credentials, DatabaseUrl, FileKind, Needs, Scope, Settings, Since, Sources};
 
 const SECRET: &str = "tok-Sup3rSecret-value";
 
@@ -212,4 +213,137 @@ fn config_check_exits_2_naming_the_broken_setting() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("access_token = \"***\"") && !stdout.contains(SECRET), "{stdout}");
     assert!(stdout.contains(&format!("sqlite://{}", dir.path().join("state.db").display())), "{stdout}");
+}
+
+const TOKEN_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
+
+#[test]
+fn the_token_key_is_32_bytes_of_base64_and_never_shown() {
+    let s = load(
+        None,
+        &[("WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN", SECRET), ("WEBEX_ARCHIVER__DATABASE__TOKEN_KEY", TOKEN_KEY)],
+        Needs::Webex,
+    )
+    .unwrap();
+    let key = s.token_key().unwrap().expect("a key");
+    assert_eq!(key.expose().expose_secret(), b"0123456789abcdef0123456789abcdef");
+    let toml = s.to_redacted_toml();
+    for shown in [format!("{s:?}"), toml.clone(), format!("{key:?}")] {
+        assert!(!shown.contains(TOKEN_KEY), "the key leaked into: {shown}");
+    }
+    assert!(toml.contains("token_key = \"***\""), "{toml}");
+
+    for (value, problem) in [("not base64 at all!", "is not base64"), ("c2hvcnQ=", "decodes to 5 bytes, not 32")] {
+        let err = load(
+            None,
+            &[("WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN", SECRET), ("WEBEX_ARCHIVER__DATABASE__TOKEN_KEY", value)],
+            Needs::Webex,
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "database.token_key", "{err}");
+        assert!(err.problem.contains(problem) && err.problem.contains("openssl rand -base64 32"), "{err}");
+        assert!(!err.to_string().contains(value), "{err}");
+    }
+
+    let file = file_with(&format!("{TOKEN_KEY}\n"));
+    let path = file.path().to_str().unwrap();
+    let s = load(None, &[("WEBEX_ARCHIVER__DATABASE__TOKEN_KEY_FILE", path)], Needs::StateOnly).unwrap();
+    assert!(s.token_key().unwrap().is_some());
+    let bad = file_with("c2hvcnQ=");
+    let err =
+        load(None, &[("WEBEX_ARCHIVER__DATABASE__TOKEN_KEY_FILE", bad.path().to_str().unwrap())], Needs::StateOnly)
+            .unwrap_err();
+    assert_eq!(err.key, "database.token_key_file", "{err}");
+}
+
+fn oauth_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut pairs = vec![
+        ("WEBEX_ARCHIVER__WEBEX__OAUTH__CLIENT_ID", "client"),
+        ("WEBEX_ARCHIVER__WEBEX__OAUTH__CLIENT_SECRET", "ClientS3cret"),
+        ("WEBEX_ARCHIVER__WEBEX__OAUTH__REFRESH_TOKEN", SECRET),
+    ];
+    pairs.extend_from_slice(extra);
+    pairs
+}
+
+#[test]
+fn warnings_name_unencrypted_tokens_and_an_unverified_postgres_connection() {
+    let warnings = |pairs: &[(&str, &str)]| load(None, pairs, Needs::Webex).unwrap().warnings();
+
+    let w = warnings(&oauth_env(&[]));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("database.token_key is not set") && w[0].contains("unencrypted"), "{w:?}");
+    assert!(warnings(&oauth_env(&[("WEBEX_ARCHIVER__DATABASE__TOKEN_KEY", TOKEN_KEY)])).is_empty());
+    // A static token: the database keeps no token.
+    assert!(warnings(&[("WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN", SECRET)]).is_empty());
+
+    let db = |url: &'static str| {
+        warnings(&[("WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN", SECRET), ("WEBEX_ARCHIVER__DATABASE__URL", url)])
+    };
+    let w = db("postgres://archiver:DbPassw0rd@db.example:5432/archive");
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("database.url:") && w[0].contains("db.example"), "{w:?}");
+    assert!(w[0].contains("sslmode=verify-full") && !w[0].contains("DbPassw0rd"), "{w:?}");
+    let w = db("postgres://archiver@db.example/archive?sslmode=require");
+    assert!(w.len() == 1 && w[0].contains("(it asks for sslmode=require)"), "{w:?}");
+    for quiet in [
+        "postgres://archiver@db.example/archive?sslmode=verify-full",
+        "postgresql://archiver@db.example/archive?SSLMODE=VERIFY-FULL&application_name=wa",
+        "postgres://archiver@localhost/archive",
+        "postgres://archiver@127.0.0.1:5432/archive",
+        "postgres://archiver@[::1]/archive",
+        "postgres:///archive?host=/var/run/postgresql",
+        "sqlite:///var/lib/webex-archiver/state.db",
+    ] {
+        assert!(db(quiet).is_empty(), "{quiet}: {:?}", db(quiet));
+    }
+}
+
+#[test]
+fn the_redacted_database_url_hides_a_password_parameter_too() {
+    let url = DatabaseUrl::from(
+        "postgres://archiver:UserPassw0rd@db.example/archive?password=ParamPassw0rd&sslmode=verify-full".to_owned(),
+    );
+    for shown in [url.redacted(), format!("{url:?}"), url.to_string()] {
+        assert!(!shown.contains("UserPassw0rd") && !shown.contains("ParamPassw0rd"), "{shown}");
+        assert!(shown.contains("archiver:***@db.example") && shown.contains("password=***"), "{shown}");
+        assert!(shown.contains("sslmode=verify-full"), "{shown}");
+    }
+    let url = DatabaseUrl::from("postgres://db.example/archive?user=a&PASSWORD=ParamPassw0rd".to_owned());
+    assert!(!url.redacted().contains("ParamPassw0rd"), "{}", url.redacted());
+    // Nothing to hide: shown as it is.
+    let plain = "postgres://archiver@db.example/archive?sslmode=verify-full";
+    assert_eq!(DatabaseUrl::from(plain.to_owned()).redacted(), plain);
+    // Through config check too.
+    let s = load(
+        None,
+        &[
+            ("WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN", SECRET),
+            ("WEBEX_ARCHIVER__DATABASE__URL", "postgres://db.example/archive?password=ParamPassw0rd"),
+        ],
+        Needs::Webex,
+    )
+    .unwrap();
+    assert!(!s.to_redacted_toml().contains("ParamPassw0rd"));
+    assert!(!format!("{s:?}").contains("ParamPassw0rd"));
+}
+
+#[test]
+fn config_check_prints_its_warnings_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = binary();
+    command.args(["config", "check", "--data-dir"]).arg(dir.path());
+    for (k, v) in oauth_env(&[("WEBEX_ARCHIVER__DATABASE__URL", "postgres://archiver:DbPassw0rd@db.example/archive")]) {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.starts_with("warning: ")).collect();
+    assert_eq!(warnings.len(), 2, "{stderr}");
+    assert!(warnings[0].contains("database.token_key") && warnings[1].contains("sslmode=verify-full"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for secret in [SECRET, "ClientS3cret", "DbPassw0rd"] {
+        assert!(!stderr.contains(secret) && !stdout.contains(secret), "{secret} leaked");
+    }
 }

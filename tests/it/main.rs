@@ -8,6 +8,7 @@ mod discovery;
 mod errors;
 mod helpers;
 mod hostile;
+mod oauth;
 mod ops;
 mod sim;
 mod state_contract;

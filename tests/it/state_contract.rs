@@ -342,6 +342,7 @@ pub async fn oauth_tokens_persist_and_refreshes_are_serialised(s: TestState) {
         refresh_expires_at: Some(t(30, 0)),
         refreshes: 1,
         seed_sha256: Some("seed".into()),
+        obtained_at: Some(t(2, 0)),
     };
     s.state.store_tokens("client", &tokens).await.unwrap();
     s.state.unlock_refresh("client", "a").await.unwrap();
