@@ -291,9 +291,13 @@ async fn chaos(credentials: Credentials) {
         );
         tokio::time::sleep(Duration::from_millis(rng.random_range(700..2500))).await;
         if rng.random_range(0..3) == 0 {
+            // The next 3 to 11 requests within 5 s are refused, as a real storm ends with
+            // time: a burst that only requests could end would outlive a client that
+            // backs off, since a new one starts every few seconds (no extra draw from
+            // `rng`, so seeds replay the same schedule).
             sim.burst_429(Burst429 {
                 requests: Some(rng.random_range(3..12)),
-                duration: None,
+                duration: Some(Duration::from_secs(5)),
                 retry_after: rng.random_range(1..3),
                 retry_after_format: if rng.random_range(0..2) == 0 {
                     RetryAfterFormat::Seconds
