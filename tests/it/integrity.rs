@@ -49,7 +49,7 @@ async fn corrupted_upload_is_refused_and_retried(server: S3Server, sign_payload:
 
     let flipped = proxy.flipped();
     assert_eq!(flipped.len(), 1, "one upload was corrupted on the way");
-    let truth = h.sim.truth();
+    let truth = h.expected(true);
     let victim = truth.iter().find(|r| flipped[0].contains(&r.id)).expect("the corrupted upload is a recording's");
     let counters = h.sim.counters();
     assert_eq!(
@@ -63,19 +63,20 @@ async fn corrupted_upload_is_refused_and_retried(server: S3Server, sign_payload:
     h.assert_archive_matches(&h.expected(true)).await;
 }
 
-// NOTE: moto checks x-amz-checksum-* on PutObject and UploadPart and stores nothing it
-// refuses. s3s-fs checks it on PutObject only, and after writing the object: the refused
-// bytes stay at the key, so the retry finds a `conflict` (never an archived corruption).
-// Neither s3s-fs nor moto checks signatures: payloads are unsigned here, as over https.
+// NOTE: which servers check x-amz-checksum-*: Garage (2.5) on PutObject and UploadPart,
+// before anything is stored. s3s-fs (0.14) on PutObject only, and after writing the
+// object: the refused bytes stay at the key, so the retry finds a `conflict` (never an
+// archived corruption). moto (5.2) checks nothing (it only requires the header on Object
+// Lock buckets). Payloads are unsigned here, as over https: only the checksum protects them.
 
 #[tokio::test]
 async fn a_byte_flipped_in_a_single_put_is_refused_by_the_store_and_retried() {
-    corrupted_upload_is_refused_and_retried(S3Server::Moto, "never", false).await;
+    corrupted_upload_is_refused_and_retried(S3Server::Garage, "never", false).await;
 }
 
 #[tokio::test]
 async fn a_byte_flipped_in_a_multipart_part_is_refused_by_the_store_and_retried() {
-    corrupted_upload_is_refused_and_retried(S3Server::Moto, "never", true).await;
+    corrupted_upload_is_refused_and_retried(S3Server::Garage, "never", true).await;
 }
 
 #[tokio::test]
@@ -92,7 +93,7 @@ async fn an_object_read_back_with_another_size_is_a_storage_mismatch_and_not_arc
     let report = h.sync().await;
     assert_eq!(report.exit, 1, "{report:?}");
     assert_eq!(report.status.counts.get(&ArchiveState::Archived).copied().unwrap_or(0), 0, "nothing is archived");
-    let truth = h.sim.truth();
+    let truth = h.expected(true);
     assert_eq!(report.status.recent_failures.len(), truth.len());
     for failure in &report.status.recent_failures {
         assert_eq!(failure.state, ArchiveState::Failed);
@@ -131,11 +132,14 @@ print(json.dumps({k: str(v) for k, v in head.items() if k != "ResponseMetadata"}
 
 #[tokio::test]
 async fn uploads_to_an_object_lock_bucket_with_a_default_retention_are_archived() {
-    // Small recordings (one PUT) and large ones (multipart), unsigned as over https:
-    // moto refuses writes to an Object Lock bucket that carry neither Content-MD5 nor an
-    // x-amz-checksum-*.
+    // Small recordings (one PUT) and large ones (multipart), unsigned as over https. AWS
+    // refuses a PUT or part to an Object Lock bucket without Content-MD5 or an
+    // x-amz-checksum-* header; the proxy checks every PUT carries one and translates for
+    // moto, which asks for another header (see `Fault::AwsObjectLockRule`).
     let mut h =
         Harness::start(Backend::Postgres, Store::S3(S3Server::Moto), "admin", config(6, 100_000, 7 * MIB)).await;
+    let proxy = S3Proxy::start(&h.env["AWS_ENDPOINT_URL"], Fault::AwsObjectLockRule).await;
+    h.set("AWS_ENDPOINT_URL", &proxy.endpoint);
     h.set("WEBEX_ARCHIVER__STORAGE__SIGN_PAYLOAD", "never");
     h.set("WEBEX_ARCHIVER__STORAGE__PART_SIZE", &(5 * MIB).to_string());
     let report = h.sync().await;
@@ -144,6 +148,9 @@ async fn uploads_to_an_object_lock_bucket_with_a_default_retention_are_archived(
     assert!(expected.iter().any(|r| r.size_bytes > 5 * MIB), "some uploads are multipart");
     assert!(expected.iter().any(|r| r.size_bytes < 5 * MIB), "some are one PUT");
     h.assert_archive_matches(&expected).await;
+    let (with, without) = proxy.puts_by_checksum();
+    assert_eq!(without, 0, "every PUT and part carries an x-amz-checksum-* header");
+    assert!(with >= 2 * expected.len(), "{with} PUTs with a checksum");
 
     // The objects, seen by another S3 client.
     let bucket = service_env("WA_TEST_MOTO_BUCKET");
@@ -151,13 +158,18 @@ async fn uploads_to_an_object_lock_bucket_with_a_default_retention_are_archived(
     let rows = h.db.state.archived(None).await.unwrap();
     let sizes: BTreeMap<&str, u64> = expected.iter().map(|r| (r.id.as_str(), r.size_bytes)).collect();
     for row in &rows {
+        let size = sizes[row.id.0.as_str()];
         let media = boto3_head(&bucket, store.key(&row.record.media_key).unwrap().as_ref());
-        assert_eq!(media["ContentLength"], sizes[row.id.0.as_str()].to_string(), "{media}");
-        assert!(media.get("ChecksumCRC64NVME").is_some(), "the object keeps the checksum sent: {media}");
+        assert_eq!(media["ContentLength"], size.to_string(), "{media}");
+        assert!(media.get("VersionId").is_some(), "Object Lock buckets are versioned: {media}");
         let metadata = boto3_head(&bucket, store.key(&row.record.metadata_key).unwrap().as_ref());
         // NOTE: moto applies the bucket's default retention to single PUTs only (a known
-        // gap: a multipart upload gets none), so the lock is checked on metadata.json.
-        assert_eq!(metadata["ObjectLockMode"], "GOVERNANCE", "{metadata}");
-        assert!(metadata.get("ObjectLockRetainUntilDate").is_some(), "{metadata}");
+        // gap: a multipart upload gets none).
+        for (object, single_put) in [(&media, size < 5 * MIB), (&metadata, true)] {
+            if single_put {
+                assert_eq!(object["ObjectLockMode"], "GOVERNANCE", "{object}");
+                assert!(object.get("ObjectLockRetainUntilDate").is_some(), "{object}");
+            }
+        }
     }
 }

@@ -21,6 +21,13 @@ pub enum Fault {
     /// Adds `delta` to the `Content-Length` of every successful HEAD answer to a matching
     /// request (a HEAD answer has no body: nothing else changes).
     HeadSize(Matcher, i64),
+    /// Not a fault: stands in for AWS's Object Lock rule where moto's is narrower. AWS
+    /// accepts a PUT to an Object Lock bucket that carries `Content-MD5` or an
+    /// `x-amz-checksum-*` header; moto wants `Content-MD5` or
+    /// `x-amz-sdk-checksum-algorithm` (a header AWS SDKs send beside the checksum). A PUT
+    /// with an `x-amz-checksum-<algorithm>` header gets `x-amz-sdk-checksum-algorithm:
+    /// <algorithm>` added; PUTs are counted with and without a checksum.
+    AwsObjectLockRule,
 }
 
 struct Shared {
@@ -28,6 +35,8 @@ struct Shared {
     /// Targets whose body was corrupted.
     flipped: Mutex<Vec<String>>,
     heads_rewritten: AtomicUsize,
+    puts_with_checksum: AtomicUsize,
+    puts_without_checksum: AtomicUsize,
 }
 
 /// A running proxy; stops when dropped.
@@ -45,7 +54,13 @@ impl S3Proxy {
         let upstream = format!("{}:{}", url.host_str().expect("a host"), url.port_or_known_default().expect("a port"));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let shared = Arc::new(Shared { fault, flipped: Mutex::new(Vec::new()), heads_rewritten: AtomicUsize::new(0) });
+        let shared = Arc::new(Shared {
+            fault,
+            flipped: Mutex::new(Vec::new()),
+            heads_rewritten: AtomicUsize::new(0),
+            puts_with_checksum: AtomicUsize::new(0),
+            puts_without_checksum: AtomicUsize::new(0),
+        });
         let accepting = shared.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -62,6 +77,15 @@ impl S3Proxy {
     /// Targets of the requests whose body was corrupted.
     pub fn flipped(&self) -> Vec<String> {
         self.shared.flipped.lock().unwrap().clone()
+    }
+
+    /// PUT requests (objects and parts) that carried an `x-amz-checksum-*` header, and
+    /// those that did not (counted with [`Fault::AwsObjectLockRule`] only).
+    pub fn puts_by_checksum(&self) -> (usize, usize) {
+        (
+            self.shared.puts_with_checksum.load(Ordering::SeqCst),
+            self.shared.puts_without_checksum.load(Ordering::SeqCst),
+        )
     }
 
     /// HEAD answers whose size was changed.
@@ -121,15 +145,33 @@ async fn relay(mut client: TcpStream, upstream: &str, shared: &Shared) -> std::i
         return Ok(());
     };
     let mut content_length: usize = 0;
-    let (request_line, head) = close_headers(&String::from_utf8_lossy(&buf[..end]), |name, value| {
+    let mut checksum_algorithm: Option<String> = None;
+    let (request_line, mut head) = close_headers(&String::from_utf8_lossy(&buf[..end]), |name, value| {
         if name == "content-length" {
             content_length = value.parse().unwrap_or(0);
+        }
+        if let Some(algorithm) = name.strip_prefix("x-amz-checksum-")
+            && !matches!(algorithm, "algorithm" | "type" | "mode")
+        {
+            checksum_algorithm = Some(algorithm.to_ascii_uppercase());
         }
         None
     });
     let mut words = request_line.split(' ');
     let method = words.next().unwrap_or_default().to_owned();
     let target = words.next().unwrap_or_default().to_owned();
+    if matches!(shared.fault, Fault::AwsObjectLockRule) && method == "PUT" {
+        match &checksum_algorithm {
+            Some(algorithm) => {
+                shared.puts_with_checksum.fetch_add(1, Ordering::SeqCst);
+                let blank = head.len() - 2;
+                head.insert_str(blank, &format!("x-amz-sdk-checksum-algorithm: {algorithm}\r\n"));
+            }
+            None => {
+                shared.puts_without_checksum.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
     let mut body = buf.split_off(end);
     while body.len() < content_length {
         let mut chunk = vec![0u8; 256 * 1024];
