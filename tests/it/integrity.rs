@@ -90,7 +90,9 @@ async fn an_object_read_back_with_another_size_is_a_storage_mismatch_and_not_arc
     h.set("AWS_ENDPOINT_URL", &proxy.endpoint);
     h.set("WEBEX_ARCHIVER__STORAGE__PART_SIZE", &(5 * MIB).to_string());
     h.set("WEBEX_ARCHIVER__ARCHIVE__MAX_ATTEMPTS", "2");
-    let report = h.sync().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let services = h.services(stop.clone()).await;
+    let report = webex_archiver::app::sync(&services, false, &stop).await.expect("sync runs");
     assert_eq!(report.exit, 1, "{report:?}");
     assert_eq!(report.status.counts.get(&ArchiveState::Archived).copied().unwrap_or(0), 0, "nothing is archived");
     let truth = h.expected(true);
@@ -103,6 +105,18 @@ async fn an_object_read_back_with_another_size_is_a_storage_mismatch_and_not_arc
         assert!(message.contains("read back") && message.contains("bytes"), "{message}");
     }
     assert!(proxy.heads_rewritten() >= 2 * truth.len(), "every attempt read its object back");
+    let metrics = services.metrics.encode(chrono::Utc::now());
+    let counted = |line: &str| metrics.lines().find_map(|l| l.strip_prefix(line)).map(str::trim).map(str::to_owned);
+    assert_eq!(
+        counted("webex_archiver_size_mismatches_total{kind=\"storage\"}"),
+        Some((2 * truth.len()).to_string()),
+        "every mismatch is counted"
+    );
+    assert_eq!(
+        counted("webex_archiver_recordings_failed_total{reason=\"storage_mismatch\"}"),
+        Some(truth.len().to_string()),
+        "{metrics}"
+    );
     // The objects that failed their read-back were deleted (they were the attempt's own).
     let store = h.store();
     let left: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(store.list("").unwrap()).await.unwrap();
