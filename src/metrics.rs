@@ -46,7 +46,8 @@ pub struct ApiLabels {
 pub struct MismatchLabel {
     /// `listing` (archived bytes differ from the listing's `sizeBytes`), `content_length`
     /// (a body shorter or longer than its `Content-Length`), `short_without_length` (a
-    /// body without `Content-Length` under 90% of `sizeBytes`).
+    /// body without `Content-Length` under 90% of `sizeBytes`), `storage` (an object read
+    /// back after its upload is not what was sent: another size or `sha256` metadata).
     pub kind: String,
 }
 
@@ -205,7 +206,7 @@ impl Metrics {
         let size_mismatches = Family::<MismatchLabel, Counter>::default();
         registry.register(
             "size_mismatches",
-            "Downloads whose byte count differed from Content-Length or the listing's sizeBytes, by kind",
+            "Downloads whose byte count differed from Content-Length or the listing's sizeBytes, and uploads the store read back otherwise than sent, by kind",
             size_mismatches.clone(),
         );
         let task_panics = Family::<TaskLabel, Counter>::default();

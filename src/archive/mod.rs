@@ -423,6 +423,12 @@ impl Archiver {
                 "conflict",
                 format!("{key} already exists with other content; refusing to overwrite it"),
             ),
+            // The store took the upload but does not hold what was sent: this attempt's
+            // failure (the object was deleted), retried like others.
+            e @ StorageError::Mismatch { .. } => {
+                self.metrics.size_mismatch("storage");
+                AttemptError::transient("storage_mismatch", e)
+            }
             e => {
                 let probe = tokio::time::timeout(Duration::from_secs(30), self.store.probe()).await;
                 if probe.is_ok_and(|r| r.is_ok()) {

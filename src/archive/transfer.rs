@@ -227,7 +227,8 @@ impl<'a> Session<'a> {
                         return Err(e);
                     }
                 };
-                if let Err(e) = upload.finish(&got.sha256).await {
+                // Read back: the store must hold exactly the bytes hashed.
+                if let Err(e) = upload.finish(&got.sha256, got.size).await {
                     return Err(self.storage_failure(e).await);
                 }
                 got

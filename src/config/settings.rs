@@ -141,6 +141,8 @@ pub struct StorageSettings {
     pub allow_http: String,
     /// Payload signing: "auto", "always" or "never".
     pub sign_payload: SignPayload,
+    /// S3 additional checksum sent with every PUT and part: "crc64nvme" or "sha256".
+    pub checksum: ChecksumAlgorithm,
     /// Multipart part size, bytes.
     pub part_size: usize,
     /// Parts in flight per upload.
@@ -161,6 +163,17 @@ pub enum SignPayload {
     Always,
     /// Never.
     Never,
+}
+
+/// The S3 additional checksum (`x-amz-checksum-*`) every PUT and every part carries, so
+/// that the store refuses bytes changed on the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChecksumAlgorithm {
+    /// CRC-64/NVME: cheap, and a whole-object checksum even for multipart uploads.
+    Crc64nvme,
+    /// SHA-256, for stores that do not know CRC-64/NVME.
+    Sha256,
 }
 
 /// Where the first discovery pass starts.

@@ -84,10 +84,12 @@ impl Upload {
         }
     }
 
-    /// Completes the upload. `sha256` is stored as object metadata where the file was
-    /// small enough to be sent in one PUT (multipart uploads cannot know it up front).
-    pub async fn finish(mut self, sha256: &str) -> Result<(), StorageError> {
-        match std::mem::replace(&mut self.state, UploadState::Done) {
+    /// Completes the upload of `size` bytes whose SHA-256 is `sha256`, then reads the
+    /// object back ([`StorageError::Mismatch`] when it is not what was sent). `sha256` is
+    /// stored as object metadata where the file was small enough to be sent in one PUT
+    /// (multipart uploads cannot know it up front).
+    pub async fn finish(mut self, sha256: &str, size: u64) -> Result<(), StorageError> {
+        let metadata = match std::mem::replace(&mut self.state, UploadState::Done) {
             UploadState::Buffering { chunks, .. } => {
                 let options = PutOptions {
                     mode: PutMode::Create,
@@ -100,14 +102,16 @@ impl Upload {
                     .put_opts(&self.key, payload, options)
                     .await
                     .map_err(|e| self.store.error("put", &self.key, e))?;
+                self.store.supports_attributes.then_some(sha256)
             }
             UploadState::Multipart(writer) => {
                 // NOTE: WriteMultipart::finish aborts the upload itself when completing fails.
                 writer.finish().await.map_err(|e| self.store.error("complete multipart upload", &self.key, e))?;
+                None
             }
-            UploadState::Done => {}
-        }
-        Ok(())
+            UploadState::Done => return Ok(()),
+        };
+        self.store.confirm(&self.key, size, metadata).await
     }
 
     /// Abandons the upload, removing uploaded parts (best effort: a store that cannot be

@@ -122,6 +122,7 @@ fn every_bad_setting_is_refused_naming_its_key() {
         (&[token, ("WEBEX_ARCHIVER__HTTP__LISTEN", "everywhere")], "http.listen"),
         (&[token, ("WEBEX_ARCHIVER__LOG__FORMAT", "xml")], "log.format"),
         (&[token, ("WEBEX_ARCHIVER__STORAGE__SIGN_PAYLOAD", "sometimes")], "storage.sign_payload"),
+        (&[token, ("WEBEX_ARCHIVER__STORAGE__CHECKSUM", "md5")], "storage.checksum"),
         (&[], "webex.access_token"),
         (&[("WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN_FILE", "/nonexistent/token")], "webex.access_token_file"),
         (&[("WEBEX_ARCHIVER__WEBEX__OAUTH__CLIENT_ID", "cid")], "webex.oauth.client_secret"),

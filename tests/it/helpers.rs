@@ -114,11 +114,14 @@ impl TestState {
     }
 }
 
-/// The two S3 servers of the test environment.
+/// The S3 servers of the test environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum S3Server {
     S3s,
     Garage,
+    /// moto's S3 server, bucket `WA_TEST_MOTO_BUCKET`: Object Lock with a default
+    /// retention (GOVERNANCE, 1 day).
+    Moto,
 }
 
 impl S3Server {
@@ -126,6 +129,7 @@ impl S3Server {
         let server = match self {
             S3Server::S3s => "S3S",
             S3Server::Garage => "GARAGE",
+            S3Server::Moto => "MOTO",
         };
         service_env(&format!("WA_TEST_{server}_{what}"))
     }

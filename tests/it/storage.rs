@@ -62,7 +62,7 @@ async fn round_trip_signed(server: Option<S3Server>, sign_payload: &str) {
         upload.write(Bytes::copy_from_slice(chunk)).await.unwrap();
     }
     let big_digest = hex::encode(Sha256::digest(&big));
-    upload.finish(&big_digest).await.unwrap();
+    upload.finish(&big_digest, big.len() as u64).await.unwrap();
     assert_eq!(archive.head(&big_key).await.unwrap().unwrap().size, big.len() as u64);
     let read: Vec<Bytes> = archive.get_stream(&big_key).await.unwrap().try_collect().await.unwrap();
     let mut hasher = Sha256::new();
@@ -74,11 +74,22 @@ async fn round_trip_signed(server: Option<S3Server>, sign_payload: &str) {
     // a small streamed upload goes out as one create-only PUT with its digest
     let small_key = archive.key("2026/11/27/rec-2/recording.mp4").unwrap();
     let mut upload = archive.start_upload(&small_key, "video/mp4").await.unwrap();
-    upload.write(Bytes::from_static(b"\0\0\0\x18ftypmp42 tiny")).await.unwrap();
-    upload.finish("feedface").await.unwrap();
+    let tiny = Bytes::from_static(b"\0\0\0\x18ftypmp42 tiny");
+    upload.write(tiny.clone()).await.unwrap();
+    upload.finish("feedface", tiny.len() as u64).await.unwrap();
     if server.is_some() {
         assert_eq!(archive.head(&small_key).await.unwrap().unwrap().sha256.as_deref(), Some("feedface"));
     }
+
+    // an object read back with another size than was written fails the upload and is
+    // deleted, so that a retry can write it again
+    let short_key = archive.key("2026/11/27/rec-4/recording.mp4").unwrap();
+    let mut upload = archive.start_upload(&short_key, "video/mp4").await.unwrap();
+    upload.write(tiny.clone()).await.unwrap();
+    let err = upload.finish("feedface", tiny.len() as u64 + 1).await.unwrap_err();
+    assert!(matches!(err, StorageError::Mismatch { .. }), "{err}");
+    assert!(err.to_string().contains("rec-4/recording.mp4"), "the error names the key: {err}");
+    assert!(archive.head(&short_key).await.unwrap().is_none(), "the object that failed its read-back is gone");
 
     // an aborted upload leaves nothing behind
     let aborted_key = archive.key("2026/11/27/rec-3/recording.mp4").unwrap();
