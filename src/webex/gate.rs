@@ -10,10 +10,12 @@
 //! Whatever Webex (or a proxy) sends, a pause lasts at least [`MIN_PAUSE`] and at most
 //! `webex.max_retry_after` ([`RetryPolicy::pause`]): `Retry-After: 0`, a negative or
 //! unreadable value, a date in the past or one that overflows all become a bounded
-//! pause. While 429s follow each other without a success in between, the pauses grow
-//! exponentially (with jitter) up to [`MAX_GROWN_PAUSE`], and only one request at a time
-//! probes the API (the others wait for its answer), so a server that always answers
-//! `Retry-After: 0` sees a handful of requests a minute, not a tight loop.
+//! pause. A Retry-After of a second or more is honoured as sent. One that means nothing
+//! (absent, `0`, under a second, unreadable) cannot be trusted to space requests: while
+//! such 429s follow each other without a success in between, the pauses grow
+//! exponentially (with jitter) up to [`MAX_GROWN_PAUSE`]. While the API rate limits, only
+//! one request at a time probes it (the others wait for its answer), so a server that
+//! always answers `Retry-After: 0` sees a handful of requests a minute, not a tight loop.
 //!
 //! Replicas share what Webex asked for (bounded), not this growth: a streak is this
 //! process's own (another replica's successes are not seen here), and a long pause
@@ -65,13 +67,16 @@ impl RetryPolicy {
     /// unreadable) and a jitter draw `jitter` in `[0, 1)`.
     ///
     /// The server's value is honoured, but never below [`MIN_PAUSE`] nor above `max`.
-    /// From the second consecutive answer on, the pause is at least 1 s doubled per
-    /// further answer, up to [`MAX_GROWN_PAUSE`] (plus up to 25% jitter), so that
-    /// `Retry-After: 0` cannot make a tight loop.
+    /// When it means nothing (absent, or under [`MIN_PAUSE`]), from the second
+    /// consecutive answer on, the pause is at least 1 s doubled per further answer, up to
+    /// [`MAX_GROWN_PAUSE`] (plus up to 25% jitter), so that `Retry-After: 0` cannot make
+    /// a tight loop. A value of a second or more is the server's own spacing: it is
+    /// followed as sent (growing it would only keep clients away longer than asked).
     pub fn pause(&self, retry_after: Option<Duration>, streak: u32, jitter: f64) -> Duration {
         let max = self.max.max(MIN_PAUSE);
         let asked = retry_after.unwrap_or(DEFAULT_PAUSE);
-        let floor = if streak >= 2 {
+        let meaningful = retry_after.is_some_and(|d| d >= MIN_PAUSE);
+        let floor = if streak >= 2 && !meaningful {
             let grown = MIN_PAUSE.saturating_mul(1u32 << (streak - 2).min(30)).min(MAX_GROWN_PAUSE);
             let jitter = if jitter.is_finite() { jitter.clamp(0.0, 1.0) } else { 0.0 };
             grown.saturating_add(grown.mul_f64(jitter * 0.25).min(max))
@@ -287,6 +292,18 @@ mod tests {
         assert!(jittered > Duration::from_secs(8) && jittered < Duration::from_secs(10), "{jittered:?}");
         // A Retry-After longer than the floor wins.
         assert_eq!(policy.pause(Some(Duration::from_secs(30)), 4, 0.0), Duration::from_secs(30));
+        // So does one absent (5 s) until the growth passes it.
+        assert_eq!(policy.pause(None, 4, 0.0), DEFAULT_PAUSE);
+        assert_eq!(policy.pause(None, 9, 0.0), MAX_GROWN_PAUSE);
+    }
+
+    #[test]
+    fn a_retry_after_of_a_second_or_more_is_followed_as_sent_however_long_the_streak() {
+        let policy = RetryPolicy { max: HOUR };
+        for streak in [1, 2, 5, 10, 1000] {
+            assert_eq!(policy.pause(Some(Duration::from_secs(2)), streak, 0.9), Duration::from_secs(2));
+            assert_eq!(policy.pause(Some(Duration::from_millis(1500)), streak, 0.9), Duration::from_millis(1500));
+        }
     }
 
     /// Records the pauses shared with other replicas.
@@ -311,16 +328,18 @@ mod tests {
         let before = Utc::now();
         let mut local = Duration::ZERO;
         for _ in 0..8 {
-            local = gate.rate_limited(Some(Duration::from_secs(2))).await;
+            local = gate.rate_limited(Some(Duration::ZERO)).await;
         }
-        // The 8th refusal in a row: 32 s or more here...
+        // The 8th `Retry-After: 0` in a row: 32 s or more here...
         assert!(local >= Duration::from_secs(32), "{local:?}");
         assert!(gate.until().await >= RetryPolicy::until(before, Duration::from_secs(32)));
-        // ...but every replica was asked to wait only the 2 s Webex asked for.
+        // ...but every replica was asked to wait only what Webex asked for, bounded (1 s).
         let after = Utc::now();
-        for until in shared.0.lock().unwrap().iter() {
-            assert!(*until >= RetryPolicy::until(before, Duration::from_secs(2)), "{until}");
-            assert!(*until <= RetryPolicy::until(after, Duration::from_secs(2)), "{until}");
+        let shared = shared.0.lock().unwrap();
+        assert_eq!(shared.len(), 8);
+        for until in shared.iter() {
+            assert!(*until >= RetryPolicy::until(before, MIN_PAUSE), "{until}");
+            assert!(*until <= RetryPolicy::until(after, MIN_PAUSE), "{until}");
         }
     }
 
