@@ -216,9 +216,15 @@ async fn shutdown_lets_transfers_finish_within_the_grace_and_releases_the_rest()
     h.set("WEBEX_ARCHIVER__SHUTDOWN__GRACE", "30s");
     let (stop, task, services) = start_run(&h).await;
     let progress = services.archiver.progress();
-    wait_for("transfers under way", Duration::from_secs(30), || {
+    // Both recordings claimed (a stop ends claiming: one still pending at the stop
+    // would rightly stay pending) and bytes flowing.
+    wait_for("both transfers under way", Duration::from_secs(30), || {
         let progress = progress.clone();
-        async move { (progress.bytes.load(std::sync::atomic::Ordering::SeqCst) > 1 << 20).then_some(()) }
+        let state = services.state.clone();
+        async move {
+            let claimed = state.status(0).await.ok()?.counts.get(&ArchiveState::Archiving).copied().unwrap_or(0);
+            (claimed == 2 && progress.bytes.load(std::sync::atomic::Ordering::SeqCst) > 1 << 20).then_some(())
+        }
     })
     .await;
     stop.cancel();
