@@ -672,18 +672,8 @@ impl Discovery {
         let key = &entry.row.key;
         let item = match read_item(&entry.raw) {
             ItemRead::Readable(item) => {
-                let listed_in = ListedIn {
-                    window: entry.window,
-                    tracking_id: entry.row.tracking_id.clone(),
-                    via: Some("quarantine_reread"),
-                };
-                let recorded = self
-                    .state
-                    .release_quarantined(key, Some(&listed(scope, *item, listed_in)), ReleasedHow::Reread)
-                    .await?;
+                self.release_readable(scope, &entry, *item, ReleasedHow::Reread, report).await?;
                 tracing::info!(scope = %scope, key = %key, "a quarantined item reads now; recorded and released");
-                self.metrics.discovered(recorded.new);
-                report.count(recorded);
                 return Ok(true);
             }
             ItemRead::Unreadable(item) => item,
@@ -701,18 +691,8 @@ impl Discovery {
             Err(e) => format!("details: {}", ErrorChain(&e)),
             Ok(details) => match read_with_details(&item, &details) {
                 Some(readable) => {
-                    let listed_in = ListedIn {
-                        window: entry.window,
-                        tracking_id: entry.row.tracking_id.clone(),
-                        via: Some("quarantine_details"),
-                    };
-                    let recorded = self
-                        .state
-                        .release_quarantined(key, Some(&listed(scope, readable, listed_in)), ReleasedHow::Details)
-                        .await?;
+                    self.release_readable(scope, &entry, readable, ReleasedHow::Details, report).await?;
                     tracing::info!(scope = %scope, key = %key, "a quarantined item reads with its details; recorded and released");
-                    self.metrics.discovered(recorded.new);
-                    report.count(recorded);
                     return Ok(true);
                 }
                 None => "details: no readable createTime either".to_owned(),
@@ -721,6 +701,28 @@ impl Discovery {
         tracing::warn!(scope = %scope, key = %key, reason = %item.reason, note = %note, "a quarantined item stays quarantined");
         self.state.note_quarantine_check(key, &note).await?;
         Ok(false)
+    }
+
+    /// Records a quarantined `entry` that now reads as `item` and releases it, in one
+    /// transaction (the `discovered` event names `how` it was read).
+    async fn release_readable(
+        &self,
+        scope: &ScopeKey,
+        entry: &QuarantineEntry,
+        item: ReadableItem,
+        how: ReleasedHow,
+        report: &mut ScopeReport,
+    ) -> Result<(), DiscoveryError> {
+        let via = match how {
+            ReleasedHow::Details => "quarantine_details",
+            _ => "quarantine_reread",
+        };
+        let listed_in = ListedIn { window: entry.window, tracking_id: entry.row.tracking_id.clone(), via: Some(via) };
+        let recorded =
+            self.state.release_quarantined(&entry.row.key, Some(&listed(scope, item, listed_in)), how).await?;
+        self.metrics.discovered(recorded.new);
+        report.count(recorded);
+        Ok(())
     }
 
     /// Renews the scope's discovery lease; an error when another replica took it.
