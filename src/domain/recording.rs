@@ -31,11 +31,15 @@ pub enum ArchiveState {
     Failed,
     /// No download link for this token (e.g. "Prevent downloading"). Final.
     NotDownloadable,
+    /// Deleted or purged in Webex before it could be archived: the source no longer
+    /// serves it. Final.
+    LostAtSource,
 }
 
 impl ArchiveState {
     /// Every state, in life order.
-    pub const ALL: [Self; 5] = [Self::Pending, Self::Archiving, Self::Archived, Self::Failed, Self::NotDownloadable];
+    pub const ALL: [Self; 6] =
+        [Self::Pending, Self::Archiving, Self::Archived, Self::Failed, Self::NotDownloadable, Self::LostAtSource];
 
     /// The name stored in the database and shown by `status`.
     pub fn as_str(self) -> &'static str {
@@ -45,6 +49,7 @@ impl ArchiveState {
             Self::Archived => "archived",
             Self::Failed => "failed",
             Self::NotDownloadable => "not_downloadable",
+            Self::LostAtSource => "lost_at_source",
         }
     }
 
