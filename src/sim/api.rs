@@ -1,6 +1,7 @@
 //! The API host: listings, details, sites, tokens, and the gate in front of them
 //! (tracking ids, bearer tokens, rate limits, faults, counters).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -300,7 +301,7 @@ pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 
 #[derive(Serialize)]
 struct PageOut<'a> {
-    items: Vec<&'a Recording>,
+    items: Vec<Cow<'a, Recording>>,
 }
 
 async fn list_user(
@@ -368,6 +369,23 @@ fn list(shared: &Shared, listing: Listing, raw: Option<&str>, tid: &str) -> Resp
     let topic = q.topic.as_deref().map(str::to_lowercase);
     let meeting = q.meeting_id.as_deref();
     let world = &shared.world;
+    if !store::STATUSES.contains(&status.as_str()) {
+        return bad(&format!("Invalid status: '{status}'."));
+    }
+    // Purged recordings: a Compliance Officer's only, and on the user listing only with
+    // a meetingId (the contract's description of `status`).
+    if status == "purged" {
+        if !shared.config.compliance_officer {
+            return webex_error(
+                StatusCode::FORBIDDEN,
+                tid,
+                "Purged recordings are listed for a Compliance Officer only.",
+            );
+        }
+        if listing == Listing::User && meeting.is_none() {
+            return bad("status=purged needs meetingId.");
+        }
+    }
 
     let store = shared.read_store();
     // Which sorted view to walk, and which extra filters apply.
@@ -414,7 +432,7 @@ fn list(shared: &Shared, listing: Listing, raw: Option<&str>, tid: &str) -> Resp
     }
     let passes = |r: &SimRecording| {
         r.visible_at <= now
-            && r.status == status
+            && store.status_at(r, now) == status
             && meeting.is_none_or(|m| r.matches_meeting(m))
             && host_filter.is_none_or(|h| r.host == h)
             && site_filter.is_none_or(|s| r.site == s)
@@ -462,6 +480,7 @@ fn list(shared: &Shared, listing: Listing, raw: Option<&str>, tid: &str) -> Resp
         let mut items = Vec::with_capacity(page.len());
         for (index, rec) in page.iter().enumerate() {
             let mut item = item_of(rec);
+            item.status = Some(store.status_at(rec, now).to_owned());
             if faults.foreign_url.get(index).copied().unwrap_or(false) {
                 item.download_url = Some(trap_download_url(shared, rec));
             }
@@ -474,11 +493,20 @@ fn list(shared: &Shared, listing: Listing, raw: Option<&str>, tid: &str) -> Resp
         }
         json_response(StatusCode::OK, &serde_json::json!({ "items": items }))
     } else {
+        // An item shows the status it has now (a recycle-bin move changes it).
         let items = page
             .iter()
-            .map(|r| match listing {
-                Listing::User => &r.user_item,
-                Listing::Admin => &r.admin_item,
+            .map(|r| {
+                let item = match listing {
+                    Listing::User => &r.user_item,
+                    Listing::Admin => &r.admin_item,
+                };
+                let now_status = store.status_at(r, now);
+                if item.status.as_deref() == Some(now_status) {
+                    Cow::Borrowed(item)
+                } else {
+                    Cow::Owned(Recording { status: Some(now_status.to_owned()), ..item.clone() })
+                }
             })
             .collect();
         json_response(StatusCode::OK, &PageOut { items })
@@ -555,10 +583,20 @@ async fn details(
         .find(|(k, _)| k == "hostEmail")
         .map(|(_, v)| v.into_owned());
     let now = Utc::now();
-    let rec = {
+    let (rec, status) = {
         let store = shared.read_store();
-        store.get(&id).cloned()
+        let rec = store.get(&id).cloned();
+        let status = rec.as_ref().map(|r| store.status_at(r, now).to_owned());
+        (rec, status)
     };
+    // In the recycle bin: a Compliance Officer still sees it (links included); others
+    // do not. Purged: gone for everyone.
+    let gone = match status.as_deref() {
+        Some("deleted") => !shared.config.compliance_officer,
+        Some("purged") => true,
+        _ => false,
+    };
+    let rec = rec.filter(|_| !gone);
     let world = &shared.world;
     let allowed = rec.as_ref().filter(|r| r.visible_at <= now).filter(|r| match &host_email {
         Some(h) => world.hosts[r.host].eq_ignore_ascii_case(h),
@@ -573,6 +611,7 @@ async fn details(
         shared.counters.fault(f.name());
     }
     let mut recording = rec.user_item.clone();
+    recording.status = status;
     let links = match fault {
         Some(FaultAction::ForeignDownloadUrl) => {
             recording.download_url = Some(trap_download_url(&shared, rec));

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::faults::{Burst429, FaultRule};
+use super::store::BinMove;
 
 /// Everything a simulator run is made of. Deserializable from the scenario TOML
 /// (see the module documentation of [`crate::sim`] for the format).
@@ -47,6 +48,14 @@ pub struct SimConfig {
     pub prevent_downloading_ids: Vec<String>,
     /// Fraction (0..=1) of recordings in the recycle bin (`status = deleted`).
     pub deleted_fraction: f64,
+    /// Moves into (and out of) the recycle bin at given times: `deleted`, `purged`,
+    /// `available`.
+    pub recycle_bin: Vec<BinMove>,
+    /// The token's user is a Compliance Officer: it may list `status=purged` (the admin
+    /// listing; the user listing with a `meetingId` too), and fetch the details (and
+    /// links) of recordings in the recycle bin. Others get 403 for purged listings and
+    /// 404 for the details of a deleted recording.
+    pub compliance_officer: bool,
     /// Relative weights of the recording formats (`MP4`, `ARF`, `UPLOADED`, or any string).
     pub format_weights: BTreeMap<String, u32>,
     /// How long a temporary direct download link (and its tickets) lives.
@@ -120,6 +129,8 @@ impl Default for SimConfig {
             prevent_downloading_fraction: 0.0,
             prevent_downloading_ids: Vec::new(),
             deleted_fraction: 0.0,
+            recycle_bin: Vec::new(),
+            compliance_officer: false,
             format_weights: BTreeMap::from([("MP4".into(), 8), ("ARF".into(), 1), ("UPLOADED".into(), 1)]),
             link_lifetime: Duration::from_secs(3 * 3600),
             access_token_lifetime: Duration::from_secs(14 * 86_400),

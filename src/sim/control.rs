@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::api::json_response;
 use super::config::RateLimit;
 use super::faults::{Burst429, FaultRule};
-use super::store::NewRecording;
+use super::store::{BinMove, NewRecording};
 use super::{Shared, SimError};
 
 /// A change to a running simulator (`POST /_sim/control`, [`super::SimHandle::control`]).
@@ -44,6 +44,9 @@ pub struct Control {
     pub expire_refresh_tokens: bool,
     /// Zero the counters.
     pub reset_counters: bool,
+    /// Move recordings into or out of the recycle bin (`after` counts from now).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recycle_bin: Vec<BinMove>,
 }
 
 /// What `POST /_sim/control` and `GET /_sim/control` answer.
@@ -56,7 +59,14 @@ pub struct ControlState {
     pub link_lifetime: Duration,
 }
 
-pub(crate) fn apply(shared: &Shared, control: Control) -> ControlState {
+pub(crate) fn apply(shared: &Shared, control: Control) -> Result<ControlState, String> {
+    if !control.recycle_bin.is_empty() {
+        let mut store = shared.write_store();
+        let now = chrono::Utc::now();
+        for mv in &control.recycle_bin {
+            store.schedule(mv, now)?;
+        }
+    }
     {
         let mut faults = shared.faults();
         if let Some(rules) = control.faults {
@@ -91,7 +101,7 @@ pub(crate) fn apply(shared: &Shared, control: Control) -> ControlState {
     if control.reset_counters {
         shared.counters.reset();
     }
-    state(shared)
+    Ok(state(shared))
 }
 
 fn state(shared: &Shared) -> ControlState {
@@ -153,7 +163,10 @@ async fn current(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn control(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
     match serde_json::from_slice::<Control>(&body) {
-        Ok(c) => json_response(StatusCode::OK, &apply(&shared, c)),
+        Ok(c) => match apply(&shared, c) {
+            Ok(state) => json_response(StatusCode::OK, &state),
+            Err(e) => json_response(StatusCode::BAD_REQUEST, &serde_json::json!({"error": e})),
+        },
         Err(e) => json_response(StatusCode::BAD_REQUEST, &serde_json::json!({"error": e.to_string()})),
     }
 }

@@ -82,6 +82,7 @@
 //! prevent_downloading_fraction = 0.05
 //! prevent_downloading_ids = []
 //! deleted_fraction = 0.0        # in the recycle bin (status = deleted)
+//! compliance_officer = false    # the token may list purged recordings and fetch deleted ones
 //! format_weights = { MP4 = 8, ARF = 1, UPLOADED = 1 }
 //! link_lifetime = "3h"
 //! access_token_lifetime = "14d"
@@ -91,6 +92,17 @@
 //! # listen = "127.0.0.1:8080"; site_listen = "127.0.0.1:8081"; trap_listen = "127.0.0.2:8082"
 //! # access_token, client_id, client_secret, refresh_token: fixed credentials (default random)
 //! hostile = false               # the hostile preset (below); `simulate --hostile`
+//!
+//! # Moves into (or out of) the recycle bin at given times: status = deleted | purged |
+//! # available; `at` an instant, or `after` a span from the start (now when neither).
+//! # A deleted recording is listed with status=deleted only, and its details answer 404
+//! # except to a Compliance Officer (links included); a purged one is listed with
+//! # status=purged (a Compliance Officer only: 403 otherwise; on the user listing only
+//! # with a meetingId) and its details answer 404 to everyone.
+//! [[recycle_bin]]
+//! id = "0123abcd..."
+//! status = "deleted"
+//! after = "10m"
 //!
 //! [[sites]]
 //! url = "acme.webex.com"
@@ -276,7 +288,7 @@ pub use control::{Control, ControlState};
 pub use counters::{Counters, DownloadCount, Endpoint};
 pub use faults::{Burst429, FaultAction, FaultEndpoint, FaultMedia, FaultRule, ItemVariant, RedirectTarget};
 pub use hostile::{HostileOutcome, HostilePlan, HostileTarget};
-pub use store::{NewRecording, TruthRecording};
+pub use store::{BinMove, NewRecording, TruthRecording};
 pub use trap::{TRAP_BODY_LEN, trap_body};
 
 use counters::CounterState;
@@ -344,6 +356,9 @@ impl Simulator {
         };
         let mut store = Store::new(world.sites.len());
         store::populate(&config, &world, config.end.unwrap_or(now), &mut store);
+        for mv in &config.recycle_bin {
+            store.schedule(mv, now).map_err(SimError::Config)?;
+        }
         let hostile = if config.hostile { Some(hostile::plan(&config, &store, now)?) } else { None };
         let (rules, burst) = match &hostile {
             Some(plan) => {
@@ -551,7 +566,12 @@ impl SimHandle {
     /// One recording's truth, digest included.
     pub fn recording(&self, id: &str) -> Option<TruthRecording> {
         let store = self.shared.read_store();
-        store.get(id).map(|r| TruthRecording { sha256: Some(r.sha256().to_string()), ..TruthRecording::from(&**r) })
+        let now = Utc::now();
+        store.get(id).map(|r| TruthRecording {
+            sha256: Some(r.sha256().to_string()),
+            status: store.status_at(r, now).to_owned(),
+            ..TruthRecording::from(&**r)
+        })
     }
 
     /// The counters so far.
@@ -613,9 +633,17 @@ impl SimHandle {
         token
     }
 
-    /// Applies a control request, as `POST /_sim/control` does.
-    pub fn control(&self, control: Control) -> ControlState {
-        control::apply(&self.shared, control)
+    /// Applies a control request, as `POST /_sim/control` does; a recycle-bin move that
+    /// names no recording or no status is refused (and nothing of the request applied).
+    pub fn control(&self, control: Control) -> Result<ControlState, SimError> {
+        control::apply(&self.shared, control).map_err(SimError::Config)
+    }
+
+    /// Moves recording `id` into (or out of) the recycle bin now: `deleted`, `purged` or
+    /// `available`.
+    pub fn set_status(&self, id: &str, status: &str) -> Result<(), SimError> {
+        let mv = BinMove { id: id.to_owned(), status: status.to_owned(), at: None, after: None };
+        self.control(Control { recycle_bin: vec![mv], ..Control::default() }).map(|_| ())
     }
 
     /// Publishes a recording now (typically with a `create_time` in the past: a late
@@ -685,6 +713,10 @@ impl Shared {
         self.store.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn write_store(&self) -> std::sync::RwLockWriteGuard<'_, Store> {
+        self.store.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn faults(&self) -> std::sync::MutexGuard<'_, FaultState> {
         self.faults.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -707,10 +739,15 @@ impl Shared {
 
     fn truth(&self, digests: bool) -> Vec<TruthRecording> {
         let store = self.read_store();
+        let now = Utc::now();
         store
             .all
             .iter()
-            .map(|r| TruthRecording { sha256: digests.then(|| r.sha256().to_string()), ..TruthRecording::from(&**r) })
+            .map(|r| TruthRecording {
+                sha256: digests.then(|| r.sha256().to_string()),
+                status: store.status_at(r, now).to_owned(),
+                ..TruthRecording::from(&**r)
+            })
             .collect()
     }
 
@@ -733,7 +770,7 @@ impl Shared {
                 .ok_or_else(|| SimError::UnknownHost(email.clone()))?,
         };
         let mut dice = self.dice.lock().unwrap_or_else(|e| e.into_inner());
-        let mut store = self.store.write().unwrap_or_else(|e| e.into_inner());
+        let mut store = self.write_store();
         let id = new.id.clone().unwrap_or_else(|| dice.hex(16));
         if store.contains(&id) {
             return Err(SimError::DuplicateId(id));

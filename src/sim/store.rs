@@ -77,6 +77,29 @@ pub struct NewRecording {
     pub meeting_id: Option<String>,
 }
 
+/// A move of a recording into or out of Webex's recycle bin at a given time: the listings
+/// show it with that `status` from then on (scenario `[[recycle_bin]]`, control
+/// `recycle_bin`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinMove {
+    /// Recording id.
+    pub id: String,
+    /// `deleted` (in the recycle bin), `purged` (removed from it) or `available`
+    /// (restored).
+    pub status: String,
+    /// When, as an instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+    /// When, after the simulator started (scenario) or the control request; used when
+    /// `at` is absent, and "now" when both are.
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub after: Option<std::time::Duration>,
+}
+
+/// The statuses a recording can have.
+pub(crate) const STATUSES: [&str; 3] = ["available", "deleted", "purged"];
+
 /// One recording with its precomputed wire items.
 pub(crate) struct SimRecording {
     pub(crate) serial: u64,
@@ -145,6 +168,8 @@ pub(crate) struct Store {
     /// Per site, newest first.
     pub(crate) per_site: Vec<Vec<Arc<SimRecording>>>,
     next_serial: u64,
+    /// Recycle-bin moves per recording id, in time order.
+    bin: HashMap<String, Vec<(DateTime<Utc>, String)>>,
 }
 
 impl Store {
@@ -156,7 +181,35 @@ impl Store {
             user: Vec::new(),
             per_site: vec![Vec::new(); sites],
             next_serial: 300_000,
+            bin: HashMap::new(),
         }
+    }
+
+    /// Schedules a recycle-bin move, `base` being what `after` counts from.
+    pub(crate) fn schedule(&mut self, mv: &BinMove, base: DateTime<Utc>) -> Result<(), String> {
+        if !STATUSES.contains(&mv.status.as_str()) {
+            return Err(format!("recycle_bin: status {:?} is not one of {STATUSES:?}", mv.status));
+        }
+        if !self.contains(&mv.id) {
+            return Err(format!("recycle_bin: no recording has the id {:?}", mv.id));
+        }
+        let at = match (mv.at, mv.after) {
+            (Some(at), _) => at,
+            (None, Some(after)) => base + ChronoDuration::from_std(after).unwrap_or(ChronoDuration::MAX),
+            (None, None) => base,
+        };
+        let moves = self.bin.entry(mv.id.clone()).or_default();
+        let index = moves.partition_point(|(t, _)| *t <= at);
+        moves.insert(index, (at, mv.status.clone()));
+        Ok(())
+    }
+
+    /// A recording's status at `now`: its last recycle-bin move by then, else its own.
+    pub(crate) fn status_at<'a>(&'a self, rec: &'a SimRecording, now: DateTime<Utc>) -> &'a str {
+        self.bin
+            .get(&rec.id)
+            .and_then(|moves| moves.iter().rev().find(|(t, _)| *t <= now))
+            .map_or(rec.status.as_str(), |(_, status)| status.as_str())
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<&Arc<SimRecording>> {

@@ -136,16 +136,18 @@ async fn a_burst_covers_the_next_n_requests_or_a_time_span() {
     assert_eq!(sim.counters().rate_limited, 2);
 
     // By time: every request within the span (another token is limited too).
-    let control = sim.control(webex_archiver::sim::Control {
-        burst_429: Some(Burst429 {
-            requests: None,
-            duration: Some(Duration::from_millis(2_000)),
-            retry_after: 1,
-            retry_after_format: RetryAfterFormat::Seconds,
-            retry_after_raw: None,
-        }),
-        ..Default::default()
-    });
+    let control = sim
+        .control(webex_archiver::sim::Control {
+            burst_429: Some(Burst429 {
+                requests: None,
+                duration: Some(Duration::from_millis(2_000)),
+                retry_after: 1,
+                retry_after_format: RetryAfterFormat::Seconds,
+                retry_after_raw: None,
+            }),
+            ..Default::default()
+        })
+        .expect("a burst is a valid control");
     assert!(control.faults.is_empty());
     let burst_started = Instant::now();
     assert_webex_error(&sites(&sim).await, 429);

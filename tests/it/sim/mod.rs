@@ -9,6 +9,7 @@ mod downloads;
 mod hostile;
 mod limits;
 mod listing;
+mod recycle_bin;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
