@@ -104,7 +104,8 @@ impl Services {
             owner.clone(),
             metrics.clone(),
         )
-        .with_max_pages_per_window(settings.webex.max_pages_per_window);
+        .with_max_pages_per_window(settings.webex.max_pages_per_window)
+        .with_deletion_sweep(settings.compliance);
         let archiver = Archiver::new(ArchiverParts {
             state: state.clone(),
             webex: webex.clone(),
@@ -296,6 +297,10 @@ pub fn status_json(report: &StatusReport) -> serde_json::Value {
             .map(|(id, t)| serde_json::json!({"id": id, "create_time": t}))
             .unwrap_or_default(),
     );
+    out.insert("deleted_at_source".into(), report.deleted_at_source.into());
+    out.insert("purged_at_source".into(), report.purged_at_source.into());
+    out.insert("under_hold".into(), report.under_hold.into());
+    out.insert("deletion_sweeps".into(), serde_json::to_value(&report.deletion_sweeps).unwrap_or_default());
     out.insert("size_mismatches".into(), report.size_mismatches.into());
     out.insert("lease_expiries".into(), report.lease_expiries.into());
     out.insert("paused_until".into(), serde_json::to_value(report.paused_until).unwrap_or_default());
@@ -329,6 +334,8 @@ pub fn status_text(report: &StatusReport, now: DateTime<Utc>) -> String {
     if report.size_mismatches > 0 {
         let _ = writeln!(out, "  {:<18}{}", "size mismatches", report.size_mismatches);
     }
+    let _ = writeln!(out, "  {:<18}{}", "deleted at source", report.deleted_at_source);
+    let _ = writeln!(out, "  {:<18}{}", "purged at source", report.purged_at_source);
     if let Some(until) = report.paused_until {
         let _ = writeln!(out, "  {:<18}until {until} (Retry-After)", "paused");
     }
@@ -357,6 +364,20 @@ pub fn status_text(report: &StatusReport, now: DateTime<Utc>) -> String {
             c.last_success_at.map_or("never".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
             if c.items_quarantined > 0 { format!("  quarantined {}", c.items_quarantined) } else { String::new() },
             c.last_error.as_ref().map(|e| format!("  last error: {e}")).unwrap_or_default()
+        );
+    }
+    if !report.deletion_sweeps.is_empty() {
+        let _ = writeln!(out, "Deletion sweeps");
+    }
+    for d in &report.deletion_sweeps {
+        let _ = writeln!(
+            out,
+            "  {:<28}{:<9} last success {}  listed {}{}",
+            d.scope.0,
+            d.status.as_str(),
+            d.last_success_at.map_or("never".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
+            d.items_listed,
+            d.last_error.as_ref().map(|e| format!("  note: {e}")).unwrap_or_default()
         );
     }
     if report.quarantined > 0 {

@@ -21,6 +21,17 @@
 //!   again with the current code; an entry with an id but no readable listing is read
 //!   with its recording's details (once per pass, at most [`DETAILS_PER_PASS`] per scope),
 //!   which are authoritative for `createTime`. What reads is recorded and released.
+//!
+//! Deletions at the source: when a scope's sync pass has listed its windows and its
+//! deletion sweep is due (`compliance.deletion_sweep` after the last complete one, and at
+//! once when there is none), the same lease lists `compliance.deletion_horizon` again with
+//! `status=deleted` and, on the admin listing, `status=purged` (30-day windows on the admin
+//! listing, 7-day ones on the user listing, which shows purged recordings only with a
+//! `meetingId`). Each page is recorded like any other (a recording never seen is recorded,
+//! pending: a Compliance Officer's token may still fetch it), and the first time each
+//! recording is seen deleted or purged is recorded with it. The cursors never move with
+//! these listings. A refused `purged` listing (not a Compliance Officer) is noted, not an
+//! error; a failing sweep is the scope's error and is due again within the hour.
 
 use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
@@ -32,13 +43,13 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::config::SyncSettings;
-use crate::domain::{CursorKind, RecordingId, Scope, ScopeKey};
+use crate::config::{ComplianceSettings, SyncSettings};
+use crate::domain::{CursorKind, RecordingId, Scope, ScopeKey, SourceStatus};
 use crate::errors::ErrorChain;
 use crate::metrics::Metrics;
 use crate::state::{
-    Cursor, CursorMove, ListedIn, ListedRecording, PageRecorded, QuarantineEntry, QuarantineKey, QuarantinedItem,
-    ReleasedHow, State, StateError,
+    Cursor, CursorMove, DeletionSweep, ListedIn, ListedRecording, PageRecorded, QuarantineEntry, QuarantineKey,
+    QuarantinedItem, ReleasedHow, State, StateError, SweepEnd,
 };
 use crate::supervise::{TestHook, catch_panic};
 use crate::webex::models::{ItemRead, PageError, ReadableItem, read_item, read_with_details};
@@ -56,6 +67,14 @@ pub const DETAILS_PER_PASS: usize = 100;
 const REREAD_BATCH: u32 = 100;
 /// Windows listed again per scope and pass to find items without a usable id again.
 pub const RELIST_WINDOWS_PER_PASS: usize = 10;
+
+/// Width of a deletion sweep's windows on the admin listing (its longest span).
+const ADMIN_DELETION_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+/// Width of a deletion sweep's windows on the user listing (its default span).
+const USER_DELETION_WINDOW: Duration = Duration::from_secs(7 * 86_400);
+/// A deletion sweep that failed is due again after this (or `compliance.deletion_sweep`
+/// if shorter).
+const DELETION_SWEEP_RETRY: Duration = Duration::from_secs(3_600);
 
 /// Why a pass stopped.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +177,10 @@ pub struct ScopeReport {
     pub quarantined: u64,
     /// Quarantine entries released (their recording is now recorded).
     pub released: u64,
+    /// Items listed by this pass's deletion sweep with `status=deleted`.
+    pub seen_deleted: u64,
+    /// Items listed by this pass's deletion sweep with `status=purged`.
+    pub seen_purged: u64,
     /// Answers that were not a page (each try counted).
     pub bad_pages: u64,
     /// Another replica held the scope, so this pass left it alone.
@@ -205,6 +228,7 @@ pub struct Discovery {
     metrics: Metrics,
     hook: Option<TestHook>,
     max_pages_per_window: u32,
+    compliance: Option<ComplianceSettings>,
 }
 
 /// One scope's pass: what it lists and what drives it. Built once per scope and handed
@@ -219,6 +243,9 @@ struct ScopePass<'a> {
     cancel: &'a CancellationToken,
     /// Told after every window.
     progress: &'a (dyn Fn(&ScopeKey, WindowDone) + Send + Sync),
+    /// The source status listed by a deletion sweep; `None` for the available
+    /// recordings (the only listings that move the cursor).
+    status: Option<SourceStatus>,
 }
 
 /// What a pass lists: up to `end`, from the cursor, which starts at `initial` when it
@@ -273,7 +300,14 @@ impl Discovery {
             metrics,
             max_pages_per_window: DEFAULT_MAX_PAGES_PER_WINDOW,
             hook: None,
+            compliance: None,
         }
+    }
+
+    /// Sweeps each scope for deletions at the source as `settings` say (off without it).
+    pub fn with_deletion_sweep(mut self, settings: ComplianceSettings) -> Self {
+        self.compliance = Some(settings);
+        self
     }
 
     /// Sets `webex.max_pages_per_window` (at least 1).
@@ -346,7 +380,7 @@ impl Discovery {
         let mut reports = Vec::new();
         for scope in self.scopes().await? {
             let mut report = ScopeReport { scope: scope.0.clone(), ..Default::default() };
-            let pass = ScopePass { scope: &scope, kind, cancel, progress };
+            let pass = ScopePass { scope: &scope, kind, cancel, progress, status: None };
             match self.sweep(pass, span, &mut report).await {
                 Ok(()) => reports.push(report),
                 Err(DiscoveryError::Cancelled) => return Err(DiscoveryError::Cancelled),
@@ -388,6 +422,9 @@ impl Discovery {
             if result.is_ok() {
                 result = self.release_relisted(scope, swept_from, span.end, report).await;
             }
+            if result.is_ok() && kind == CursorKind::Sync {
+                result = self.sweep_deletions(pass, report).await;
+            }
             // Items quarantined during this pass: their details, now rather than next pass.
             if !matches!(result, Err(DiscoveryError::Cancelled | DiscoveryError::State(StateError::LostCursor { .. })))
             {
@@ -423,7 +460,7 @@ impl Discovery {
         end: DateTime<Utc>,
         report: &mut ScopeReport,
     ) -> Result<(), DiscoveryError> {
-        let ScopePass { scope, kind, cancel, progress } = pass;
+        let ScopePass { scope, kind, cancel, progress, .. } = pass;
         let mut position = cursor.position;
         let passed_before = cursor.last_success_at.is_some();
         let overlap = if kind == CursorKind::Sync && passed_before { self.settings.overlap } else { Duration::ZERO };
@@ -501,7 +538,7 @@ impl Discovery {
         let listing = listing_of(scope);
         let bad =
             |problem, tracking_id| DiscoveryError::BadPage { scope: scope.clone(), from, to, problem, tracking_id };
-        let mut url = self.webex.list_url(listing, from, to);
+        let mut url = self.webex.list_url_with_status(listing, from, to, pass.status);
         let origin = url.origin();
         let mut fetched: HashSet<Url> = HashSet::new();
         let mut pages = 0u64;
@@ -531,7 +568,12 @@ impl Discovery {
                         items.push(listed(
                             scope,
                             *item,
-                            ListedIn { window: Some((from, to)), tracking_id: tracking_id.clone(), via: None },
+                            ListedIn {
+                                window: Some((from, to)),
+                                tracking_id: tracking_id.clone(),
+                                via: None,
+                                status: pass.status,
+                            },
                         ));
                     }
                     ItemRead::Unreadable(item) => {
@@ -559,9 +601,10 @@ impl Discovery {
                     Ok(next)
                 }
             });
-            // The window's last page moves the cursor, in the same transaction.
+            // The window's last page moves the cursor, in the same transaction (never a
+            // deletion sweep's).
             let cursor_move = match &next {
-                None if to > *position => Some(CursorMove { kind, from: *position, to }),
+                None if to > *position && pass.status.is_none() => Some(CursorMove { kind, from: *position, to }),
                 _ => None,
             };
             let recorded = self.state.record_page(scope, &self.owner, &items, &quarantined, cursor_move).await?;
@@ -571,12 +614,73 @@ impl Discovery {
             self.metrics.discovered(recorded.new);
             report.count(recorded);
             report.quarantined += quarantined.len() as u64;
+            match pass.status {
+                Some(SourceStatus::Deleted) => report.seen_deleted += items.len() as u64,
+                Some(SourceStatus::Purged) => report.seen_purged += items.len() as u64,
+                None => {}
+            }
             match next {
                 None => return Ok(report.new + report.refreshed),
                 Some(Ok(next)) => url = next,
                 Some(Err(problem)) => return Err(bad(problem, tracking_id)),
             }
         }
+    }
+
+    /// The scope's deletion sweep, for each source status its listing offers, when due.
+    async fn sweep_deletions(&self, pass: ScopePass<'_>, report: &mut ScopeReport) -> Result<(), DiscoveryError> {
+        let Some(settings) = self.compliance.filter(|c| !c.deletion_sweep.is_zero()) else { return Ok(()) };
+        let scope = pass.scope;
+        let (statuses, width): (&[SourceStatus], Duration) = match listing_of(scope) {
+            Listing::User => (&[SourceStatus::Deleted], USER_DELETION_WINDOW),
+            Listing::Admin { .. } => (&SourceStatus::ALL, ADMIN_DELETION_WINDOW),
+        };
+        let last = self.state.deletion_sweeps().await?;
+        for &status in statuses {
+            let now = Utc::now().trunc_subsecs(3);
+            let row = last.iter().find(|r| r.scope == *scope && r.status == status);
+            if !deletion_sweep_due(row, settings.deletion_sweep, now) {
+                continue;
+            }
+            let before = (report.seen_deleted, report.seen_purged);
+            let pass = ScopePass { status: Some(status), ..pass };
+            let mut position = now;
+            let mut from = crate::time::before(now, settings.deletion_horizon);
+            let mut result = Ok(());
+            while from < now && result.is_ok() {
+                let to = crate::time::after(from, width).min(now);
+                result = self.list_window(pass, Window { from, to }, &mut position, report).await.map(|_| ());
+                from = to;
+            }
+            let listed = (report.seen_deleted - before.0) + (report.seen_purged - before.1);
+            let end = match &result {
+                Ok(()) => SweepEnd::Done { items: listed as i64 },
+                Err(DiscoveryError::Cancelled) => return Err(DiscoveryError::Cancelled),
+                Err(DiscoveryError::Window { source: WebexError::Status { status: 403, .. }, .. })
+                    if status == SourceStatus::Purged =>
+                {
+                    SweepEnd::NotPermitted(
+                        "Webex refuses this token the purged recordings (a Compliance Officer's token sees them)"
+                            .into(),
+                    )
+                }
+                Err(e) => SweepEnd::Failed(ErrorChain(e).to_string()),
+            };
+            match &end {
+                SweepEnd::Done { items } => {
+                    tracing::info!(scope = %scope, status = status.as_str(), items, "deletion sweep done")
+                }
+                SweepEnd::NotPermitted(why) => tracing::warn!(scope = %scope, status = status.as_str(), "{why}"),
+                SweepEnd::Failed(why) => {
+                    tracing::warn!(scope = %scope, status = status.as_str(), error = %why, "deletion sweep stopped")
+                }
+            }
+            self.state.note_deletion_sweep(scope, status, now, &end).await?;
+            if let SweepEnd::Failed(_) = end {
+                return result;
+            }
+        }
+        Ok(())
     }
 
     /// Reads the scope's unreleased quarantine entries again: one that reads now is
@@ -717,7 +821,8 @@ impl Discovery {
             ReleasedHow::Details => "quarantine_details",
             _ => "quarantine_reread",
         };
-        let listed_in = ListedIn { window: entry.window, tracking_id: entry.row.tracking_id.clone(), via: Some(via) };
+        let listed_in =
+            ListedIn { window: entry.window, tracking_id: entry.row.tracking_id.clone(), via: Some(via), status: None };
         let recorded =
             self.state.release_quarantined(&entry.row.key, Some(&listed(scope, item, listed_in)), how).await?;
         self.metrics.discovered(recorded.new);
@@ -761,6 +866,14 @@ impl Discovery {
 }
 
 /// The listing a scope is swept with.
+/// Whether a deletion sweep is due: never done, or `every` after the last complete one;
+/// after a failed one, not before [`DELETION_SWEEP_RETRY`] (or `every` if shorter).
+fn deletion_sweep_due(row: Option<&DeletionSweep>, every: Duration, now: DateTime<Utc>) -> bool {
+    let Some(row) = row else { return true };
+    let passed = |at: Option<DateTime<Utc>>, after: Duration| at.is_none_or(|at| crate::time::after(at, after) <= now);
+    passed(row.last_success_at, every) && passed(row.last_pass_at, every.min(DELETION_SWEEP_RETRY))
+}
+
 fn listing_of(scope: &ScopeKey) -> Listing<'_> {
     match scope.0.strip_prefix("admin:") {
         Some(site_url) => Listing::Admin { site_url },
@@ -829,5 +942,29 @@ mod tests {
         assert!(!PageProblem::TooManyPages { max: 1 }.worth_retrying());
         assert!(PageProblem::Loop { page: 2 }.worth_retrying());
         assert!(PageProblem::Unreadable("x".into()).worth_retrying());
+    }
+
+    #[test]
+    fn a_deletion_sweep_is_due_first_then_after_its_interval_and_an_hour_after_a_failure() {
+        use chrono::TimeZone;
+        let now = Utc.with_ymd_and_hms(2026, 12, 7, 12, 0, 0).unwrap();
+        let day = Duration::from_secs(86_400);
+        let row = |pass_h: Option<i64>, success_h: Option<i64>| DeletionSweep {
+            scope: ScopeKey::user(),
+            status: SourceStatus::Deleted,
+            last_pass_at: pass_h.map(|h| now - chrono::Duration::hours(h)),
+            last_success_at: success_h.map(|h| now - chrono::Duration::hours(h)),
+            last_error: None,
+            items_listed: 0,
+        };
+        assert!(deletion_sweep_due(None, day, now), "never swept: due at the first pass");
+        assert!(!deletion_sweep_due(Some(&row(Some(23), Some(23))), day, now));
+        assert!(deletion_sweep_due(Some(&row(Some(24), Some(24))), day, now));
+        // The last one failed (no success since): again after an hour, not before.
+        assert!(!deletion_sweep_due(Some(&row(Some(0), Some(30))), day, now));
+        assert!(deletion_sweep_due(Some(&row(Some(1), Some(30))), day, now));
+        assert!(deletion_sweep_due(Some(&row(Some(1), None)), day, now));
+        // An interval shorter than the hour bounds the retry too.
+        assert!(deletion_sweep_due(Some(&row(Some(0), Some(0))), Duration::ZERO, now));
     }
 }

@@ -58,6 +58,13 @@ pub struct TaskLabel {
     pub task: String,
 }
 
+/// Label of a status at the source (`deleted`, `purged`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceStatusLabel {
+    /// `deleted` or `purged`.
+    pub status: String,
+}
+
 /// Label of a discovery scope.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScopeLabel {
@@ -104,6 +111,7 @@ struct Inner {
     bad_pages: Family<ScopeLabel, Counter>,
     pass_failed: Family<ScopeLabel, Gauge>,
     quarantined: Gauge,
+    gone_at_source: Family<SourceStatusLabel, Gauge>,
     expiries: Mutex<TokenExpiries>,
 }
 
@@ -233,6 +241,12 @@ impl Metrics {
             "Listing items that could not be read and wait in quarantine for a person (unreleased entries)",
             quarantined.clone(),
         );
+        let gone_at_source = Family::<SourceStatusLabel, Gauge>::default();
+        registry.register(
+            "recordings_gone_at_source",
+            "Recordings seen deleted (recycle bin) or purged in Webex, archived or not",
+            gone_at_source.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         registry.register("build_info", "Build of the running binary", build_info);
@@ -261,6 +275,7 @@ impl Metrics {
                 bad_pages,
                 pass_failed,
                 quarantined,
+                gone_at_source,
                 expiries: Mutex::new(TokenExpiries::default()),
             }),
         }
@@ -362,6 +377,11 @@ impl Metrics {
     /// Sets the number of unreleased quarantine entries.
     pub fn set_quarantined(&self, n: i64) {
         self.inner.quarantined.set(n);
+    }
+
+    /// Sets the number of recordings seen with `status` (`deleted`, `purged`) at the source.
+    pub fn set_gone_at_source(&self, status: &str, n: i64) {
+        self.inner.gone_at_source.get_or_create(&SourceStatusLabel { status: status.into() }).set(n);
     }
 
     /// Sets whether the last discovery pass of `scope` (its sync cursor) ended in an error.

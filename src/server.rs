@@ -181,6 +181,8 @@ pub fn observe_status(metrics: &Metrics, report: &StatusReport, now: DateTime<Ut
     let age = report.oldest_unarchived.as_ref().map_or(0.0, |(_, t)| (now - *t).num_milliseconds() as f64 / 1e3);
     metrics.set_oldest_unarchived_age(age);
     metrics.set_quarantined(report.quarantined);
+    metrics.set_gone_at_source("deleted", report.deleted_at_source);
+    metrics.set_gone_at_source("purged", report.purged_at_source);
     for cursor in &report.cursors {
         if cursor.kind == CursorKind::Sync {
             metrics.set_pass_failed(&cursor.scope.0, cursor.last_error.is_some());
@@ -223,6 +225,8 @@ mod tests {
         let mut report = StatusReport {
             oldest_unarchived: Some((RecordingId("r1".into()), "2026-11-27T11:59:00Z".parse().unwrap())),
             quarantined: 3,
+            deleted_at_source: 4,
+            purged_at_source: 1,
             cursors: vec![
                 cursor("user", CursorKind::Sync, Some(earlier), Some("boom")),
                 cursor("admin:a", CursorKind::Backfill, None, Some("backfill errors are not the live edge's")),
@@ -242,6 +246,8 @@ mod tests {
         assert_eq!(sample(&text, "webex_archiver_recordings{state=\"not_downloadable\"}"), Some(2.0));
         assert_eq!(sample(&text, "webex_archiver_oldest_unarchived_age_seconds"), Some(60.0));
         assert_eq!(sample(&text, "webex_archiver_quarantined_items"), Some(3.0));
+        assert_eq!(sample(&text, "webex_archiver_recordings_gone_at_source{status=\"deleted\"}"), Some(4.0));
+        assert_eq!(sample(&text, "webex_archiver_recordings_gone_at_source{status=\"purged\"}"), Some(1.0));
         assert_eq!(sample(&text, "webex_archiver_discovery_last_pass_failed{scope=\"user\"}"), Some(1.0));
         assert_eq!(sample(&text, "webex_archiver_discovery_last_pass_failed{scope=\"admin:a\"}"), None);
         assert_eq!(

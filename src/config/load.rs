@@ -211,6 +211,14 @@ impl Settings {
         nonzero(self.sync.poll_interval, "sync.poll_interval")?;
         nonzero(self.sync.discovery_lease, "sync.discovery_lease")?;
 
+        let horizon = self.compliance.deletion_horizon;
+        if horizon < Duration::from_secs(86_400) || horizon > Duration::from_secs(3_650 * 86_400) {
+            return Err(ConfigError::new(
+                "compliance.deletion_horizon",
+                "must be between 1d and 3650d (Webex keeps recordings at most 3,600 days)",
+            ));
+        }
+
         if self.archive.concurrency == 0 {
             return Err(ConfigError::new("archive.concurrency", "must be at least 1"));
         }

@@ -25,6 +25,8 @@ pub struct Settings {
     pub storage: StorageSettings,
     /// Discovery.
     pub sync: SyncSettings,
+    /// Evidence for compliance: deletions at the source.
+    pub compliance: ComplianceSettings,
     /// Transfers.
     pub archive: ArchiveSettings,
     /// Graceful shutdown.
@@ -238,6 +240,18 @@ pub struct SyncSettings {
     /// Discovery lease of one scope.
     #[serde(with = "humantime_serde")]
     pub discovery_lease: Duration,
+}
+
+/// `[compliance]`
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComplianceSettings {
+    /// Time between deletion sweeps of a scope (`0s` = never).
+    #[serde(with = "humantime_serde")]
+    pub deletion_sweep: Duration,
+    /// How far back a deletion sweep lists (by createTime).
+    #[serde(with = "humantime_serde")]
+    pub deletion_horizon: Duration,
 }
 
 /// `[archive]`

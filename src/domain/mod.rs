@@ -9,7 +9,7 @@ mod recording;
 mod scope;
 
 pub use key::{KeyInputs, KeyTemplate};
-pub use recording::{ArchiveState, FileKind, RecordingId};
+pub use recording::{ArchiveState, FileKind, RecordingId, SourceStatus};
 pub use scope::{CursorKind, Scope, ScopeKey};
 
 /// A stored name (a state, a cursor kind) that names nothing known.

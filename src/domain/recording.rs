@@ -62,6 +62,38 @@ impl ArchiveState {
     }
 }
 
+/// A status a recording can have at the source that means it is gone there: Webex's
+/// listings take it as `status` (`available`, the default, is not one of these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceStatus {
+    /// In the recycle bin (restorable for a while).
+    Deleted,
+    /// Removed from the recycle bin: only a Compliance Officer sees it listed.
+    Purged,
+}
+
+impl SourceStatus {
+    /// Both, in the order a deletion sweep lists them.
+    pub const ALL: [Self; 2] = [Self::Deleted, Self::Purged];
+
+    /// The `status` value of the listings, and the name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deleted => "deleted",
+            Self::Purged => "purged",
+        }
+    }
+
+    /// The status named `text`.
+    pub fn parse(text: &str) -> Result<Self, UnknownName> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| UnknownName { what: "source status", name: text.to_owned() })
+    }
+}
+
 /// Which files of a recording are archived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use crate::config::DatabaseUrl;
 use crate::domain::UnknownName;
-pub use crate::domain::{ArchiveState, CursorKind, RecordingId, ScopeKey};
+pub use crate::domain::{ArchiveState, CursorKind, RecordingId, ScopeKey, SourceStatus};
 use crate::webex::StoreError;
 pub use crate::webex::auth::StoredTokens;
 use crate::webex::gate::SharedPause;
@@ -75,6 +75,9 @@ pub struct ListedIn {
     /// How it was found when not by a listing page (`quarantine_reread`,
     /// `quarantine_details`).
     pub via: Option<&'static str>,
+    /// The listing's `status` when it listed recordings gone at the source (a deletion
+    /// sweep): recording the page also records the first time each was seen so.
+    pub status: Option<SourceStatus>,
 }
 
 /// Who asked for a change by hand (`retry`): recorded in the custody log.
@@ -110,6 +113,38 @@ pub struct Cursor {
     /// Items quarantined by this cursor's passes (they could not be read; stored in the
     /// column `items_skipped`, its name from before quarantine existed).
     pub items_quarantined: i64,
+}
+
+/// The last deletion sweep of one scope for one source status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeletionSweep {
+    /// Scope.
+    pub scope: ScopeKey,
+    /// Which listing (`deleted` or `purged`).
+    pub status: SourceStatus,
+    /// Last sweep started.
+    pub last_pass_at: Option<DateTime<Utc>>,
+    /// Last sweep that reached its end (or learnt the listing is not permitted).
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Why the last sweep did not finish, or why the listing is not permitted.
+    pub last_error: Option<String>,
+    /// Items the last complete sweep listed.
+    pub items_listed: i64,
+}
+
+/// How a deletion sweep of one scope and status ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SweepEnd {
+    /// Every window listed: `items` recordings were listed with that status.
+    Done {
+        /// Items listed.
+        items: i64,
+    },
+    /// Webex refuses this token that listing (purged recordings are for Compliance
+    /// Officers): done until the next sweep, with why.
+    NotPermitted(String),
+    /// Stopped by an error: due again at the next pass.
+    Failed(String),
 }
 
 /// Moves a cursor with a page, compare-and-set.
@@ -354,6 +389,14 @@ pub struct StatusReport {
     pub size_mismatches: i64,
     /// Leases that expired with their worker gone, summed.
     pub lease_expiries: i64,
+    /// Recordings seen deleted at the source (in Webex's recycle bin), at any time.
+    pub deleted_at_source: i64,
+    /// Recordings seen purged at the source (removed from the recycle bin).
+    pub purged_at_source: i64,
+    /// Recordings under legal hold. Always 0: legal hold is not built yet.
+    pub under_hold: i64,
+    /// Every deletion sweep's last outcome.
+    pub deletion_sweeps: Vec<DeletionSweep>,
     /// Every cursor.
     pub cursors: Vec<Cursor>,
     /// The latest failures.
@@ -384,7 +427,7 @@ pub struct TokenStatus {
 pub struct FailureRow {
     /// Recording.
     pub id: RecordingId,
-    /// Its state (`failed` or `not_downloadable`).
+    /// Its state (`failed`, `not_downloadable` or `lost_at_source`).
     pub state: ArchiveState,
     /// Short class.
     pub reason: Option<String>,
@@ -572,6 +615,18 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// they are `failed` or `not_downloadable`. Resets their attempts. Returns how many.
     /// Each gets a `retried` event naming `by`.
     async fn retry(&self, ids: Option<&[RecordingId]>, by: &Operator) -> StateResult<u64>;
+
+    /// Every deletion sweep's last outcome.
+    async fn deletion_sweeps(&self) -> StateResult<Vec<DeletionSweep>>;
+
+    /// Records how the deletion sweep of `scope` and `status`, started at `started`, ended.
+    async fn note_deletion_sweep(
+        &self,
+        scope: &ScopeKey,
+        status: SourceStatus,
+        started: DateTime<Utc>,
+        end: &SweepEnd,
+    ) -> StateResult<()>;
 
     // --- custody log ---
 

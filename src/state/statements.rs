@@ -11,10 +11,10 @@ use chrono::{DateTime, Utc};
 use super::events::{self, NewEvent, event_columns, event_from_row};
 use super::sql::{Backend, Cells, Param, Row, Session, Statement, sql};
 use super::{
-    ArchiveState, ArchivedRecord, ArchivedRow, Claim, Cursor, CursorKind, CursorMove, Event, FailureRow,
+    ArchiveState, ArchivedRecord, ArchivedRow, Claim, Cursor, CursorKind, CursorMove, DeletionSweep, Event, FailureRow,
     ListedRecording, Operator, Outcome, PageRecorded, QuarantineEntry, QuarantineKey, QuarantineRow, QuarantinedItem,
-    RecordingId, ReleasedHow, ScopeKey, StateError, StateResult, StateStore, StatusReport, StoredTokens, TokenStatus,
-    unique_by_id, unique_by_key,
+    RecordingId, ReleasedHow, ScopeKey, SourceStatus, StateError, StateResult, StateStore, StatusReport, StoredTokens,
+    SweepEnd, TokenStatus, unique_by_id, unique_by_key,
 };
 use Param::{Bool, Int, Interval, Json, OptInt, OptText, OptTime, Text, Time};
 
@@ -66,6 +66,18 @@ macro_rules! due_again {
     };
 }
 pub(super) use {claim_assignments, claim_columns, due_again, due_recordings};
+
+/// The state a final attempt leaves: `lost_at_source` when Webex has been seen deleting
+/// or purging the recording (it will not serve it again), else `state`.
+macro_rules! lost_or {
+    ($state:literal) => {
+        concat!(
+            "CASE WHEN deleted_at_source IS NOT NULL OR purged_at_source IS NOT NULL THEN 'lost_at_source' ELSE '",
+            $state,
+            "' END"
+        )
+    };
+}
 
 fn cursor_from_row(row: &impl Cells) -> StateResult<Cursor> {
     Ok(Cursor {
@@ -216,9 +228,83 @@ pub(super) fn discovered_events(items: &[&ListedRecording], new: &[String]) -> V
             if let Some(via) = listed_in.via {
                 data["via"] = serde_json::Value::from(via);
             }
+            if let Some(status) = listed_in.status {
+                data["status"] = serde_json::Value::from(status.as_str());
+            }
             NewEvent::of(&item.id.0, "discovered", data)
         })
         .collect()
+}
+
+/// Records the first time each item of a deletion sweep's page was seen deleted or
+/// purged at the source (one statement per item: such pages are listed once a day), with
+/// its event. A recording that had already failed because Webex no longer had it
+/// (`gone`) is now known lost at the source.
+async fn mark_seen_at_source<B: Backend>(
+    s: &mut Session<B>,
+    items: &[&ListedRecording],
+    events: &mut Vec<NewEvent>,
+) -> StateResult<()> {
+    for item in items {
+        let Some(status) = item.listed_in.status else { continue };
+        let id = Text(&item.id.0);
+        let first = match status {
+            SourceStatus::Deleted => {
+                s.execute(
+                    sql!(
+                        "UPDATE recordings SET deleted_at_source = {now}, updated_at = {now} \
+                         WHERE id = $1 AND deleted_at_source IS NULL"
+                    ),
+                    &[id],
+                )
+                .await?
+            }
+            SourceStatus::Purged => {
+                s.execute(
+                    sql!(
+                        "UPDATE recordings SET purged_at_source = {now}, updated_at = {now} \
+                         WHERE id = $1 AND purged_at_source IS NULL"
+                    ),
+                    &[id],
+                )
+                .await?
+            }
+        };
+        if first == 0 {
+            continue;
+        }
+        let window = item.listed_in.window;
+        events.push(NewEvent::of(
+            &item.id.0,
+            match status {
+                SourceStatus::Deleted => "deleted_at_source",
+                SourceStatus::Purged => "purged_at_source",
+            },
+            serde_json::json!({
+                "scope": item.scope.0,
+                "window_from": window.map(|w| w.0),
+                "window_to": window.map(|w| w.1),
+                "tracking_id": item.listed_in.tracking_id,
+            }),
+        ));
+        let lost = s
+            .execute(
+                sql!(
+                    "UPDATE recordings SET state = 'lost_at_source', updated_at = {now} \
+                     WHERE id = $1 AND state = 'failed' AND failure_reason = 'gone'"
+                ),
+                &[id],
+            )
+            .await?;
+        if lost == 1 {
+            events.push(NewEvent::of(
+                &item.id.0,
+                "lost_at_source",
+                serde_json::json!({"reason": "gone", "previous_state": "failed", "status": status.as_str()}),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The `claimed` event of a claim made with lease token `token` (`<owner>/<uuid>`).
@@ -288,6 +374,23 @@ fn finished_event(id: &str, outcome: &Outcome) -> NewEvent {
             NewEvent::of(id, "not_downloadable", serde_json::json!({"reason": reason}))
         }
     }
+}
+
+/// How many rows a final attempt's update changed (0 or 1); when the recording became
+/// `lost_at_source` rather than `previous`, its event says so.
+fn lost_instead(
+    row: Option<&impl Cells>,
+    event: &mut NewEvent,
+    previous: &str,
+    reason: &str,
+    message: &str,
+) -> StateResult<u64> {
+    let Some(row) = row else { return Ok(0) };
+    if row.text("state")? == ArchiveState::LostAtSource.as_str() {
+        event.kind = "lost_at_source";
+        event.data = serde_json::json!({"reason": reason, "message": message, "previous_state": previous});
+    }
+    Ok(1)
 }
 
 /// [`Backend::upsert_quarantine`], one statement per item.
@@ -653,12 +756,15 @@ impl<B: Backend> StateStore for B {
         } else {
             let (recorded, new) = B::upsert_recordings(&mut s, &items).await?;
             events.extend(discovered_events(&items, &new));
+            mark_seen_at_source(&mut s, &items, &mut events).await?;
             recorded
         };
         if !unreadable.is_empty() {
             quarantine_with_events(&mut s, &unreadable, &mut events).await?;
         }
-        move_cursor(&mut s, scope, owner, quarantined.len() as i64, items.len() as i64, cursor_move).await?;
+        // A deletion sweep's items are not the cursor's: it counts what its windows listed.
+        let listed = items.iter().filter(|i| i.listed_in.status.is_none()).count() as i64;
+        move_cursor(&mut s, scope, owner, quarantined.len() as i64, listed, cursor_move).await?;
         events::append(&mut s, &events).await?;
         s.commit().await?;
         Ok(recorded)
@@ -767,7 +873,7 @@ impl<B: Backend> StateStore for B {
 
     async fn finish(&self, id: &RecordingId, token: &str, outcome: &Outcome) -> StateResult<bool> {
         let mut s = Session::begin(self).await?;
-        let event = finished_event(&id.0, outcome);
+        let mut event = finished_event(&id.0, outcome);
         let (id, token) = (Text(&id.0), Text(token));
         let done = match outcome {
             Outcome::Archived(rec) => {
@@ -818,27 +924,34 @@ impl<B: Backend> StateStore for B {
                 .await?
             }
             Outcome::Failed { reason, message } => {
-                s.execute(
-                    sql!(
-                        "UPDATE recordings SET state = 'failed', lease_owner = NULL, lease_expires_at = NULL, \
-                             failure_reason = $3, last_error = $4, updated_at = {now} \
-                         WHERE id = $1 AND lease_owner = $2 AND state = 'archiving'"
-                    ),
-                    &[id, token, Text(reason), Text(message)],
-                )
-                .await?
+                let row = s
+                    .fetch_optional(
+                        sql!(
+                            "UPDATE recordings SET state = ",
+                            lost_or!("failed"),
+                            ", lease_owner = NULL, lease_expires_at = NULL, failure_reason = $3, last_error = $4, \
+                                 updated_at = {now} \
+                             WHERE id = $1 AND lease_owner = $2 AND state = 'archiving' RETURNING state"
+                        ),
+                        &[id, token, Text(reason), Text(message)],
+                    )
+                    .await?;
+                lost_instead(row.as_ref(), &mut event, "failed", reason, message)?
             }
             Outcome::NotDownloadable { reason } => {
-                s.execute(
-                    sql!(
-                        "UPDATE recordings SET state = 'not_downloadable', lease_owner = NULL, \
-                             lease_expires_at = NULL, failure_reason = 'not_downloadable', last_error = $3, \
-                             updated_at = {now} \
-                         WHERE id = $1 AND lease_owner = $2 AND state = 'archiving'"
-                    ),
-                    &[id, token, Text(reason)],
-                )
-                .await?
+                let row = s
+                    .fetch_optional(
+                        sql!(
+                            "UPDATE recordings SET state = ",
+                            lost_or!("not_downloadable"),
+                            ", lease_owner = NULL, lease_expires_at = NULL, failure_reason = 'not_downloadable', \
+                                 last_error = $3, updated_at = {now} \
+                             WHERE id = $1 AND lease_owner = $2 AND state = 'archiving' RETURNING state"
+                        ),
+                        &[id, token, Text(reason)],
+                    )
+                    .await?;
+                lost_instead(row.as_ref(), &mut event, "not_downloadable", "not_downloadable", reason)?
             }
         };
         if done == 1 {
@@ -866,6 +979,80 @@ impl<B: Backend> StateStore for B {
             }
             Some(ids) => self.retry_ids(ids, by).await,
         }
+    }
+
+    async fn deletion_sweeps(&self) -> StateResult<Vec<DeletionSweep>> {
+        let rows = fetch_all(
+            self,
+            sql!(
+                "SELECT scope, status, last_pass_at, last_success_at, last_error, items_listed \
+                 FROM deletion_sweeps ORDER BY scope, status"
+            ),
+            &[],
+        )
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeletionSweep {
+                    scope: ScopeKey(row.text("scope")?),
+                    status: SourceStatus::parse(&row.text("status")?)?,
+                    last_pass_at: row.opt_time("last_pass_at")?,
+                    last_success_at: row.opt_time("last_success_at")?,
+                    last_error: row.opt_text("last_error")?,
+                    items_listed: row.bigint("items_listed")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn note_deletion_sweep(
+        &self,
+        scope: &ScopeKey,
+        status: SourceStatus,
+        started: DateTime<Utc>,
+        end: &SweepEnd,
+    ) -> StateResult<()> {
+        let (scope, status) = (Text(&scope.0), Text(status.as_str()));
+        match end {
+            SweepEnd::Done { items } => {
+                execute(
+                    self,
+                    sql!(
+                        "INSERT INTO deletion_sweeps (scope, status, last_pass_at, last_success_at, last_error, \
+                             items_listed) VALUES ($1, $2, $3, {now}, NULL, $4) \
+                         ON CONFLICT (scope, status) DO UPDATE SET last_pass_at = $3, last_success_at = {now}, \
+                             last_error = NULL, items_listed = $4"
+                    ),
+                    &[scope, status, Time(started), Int(*items)],
+                )
+                .await?
+            }
+            SweepEnd::NotPermitted(why) => {
+                execute(
+                    self,
+                    sql!(
+                        "INSERT INTO deletion_sweeps (scope, status, last_pass_at, last_success_at, last_error) \
+                             VALUES ($1, $2, $3, {now}, $4) \
+                         ON CONFLICT (scope, status) DO UPDATE SET last_pass_at = $3, last_success_at = {now}, \
+                             last_error = $4, items_listed = 0"
+                    ),
+                    &[scope, status, Time(started), Text(why)],
+                )
+                .await?
+            }
+            SweepEnd::Failed(why) => {
+                execute(
+                    self,
+                    sql!(
+                        "INSERT INTO deletion_sweeps (scope, status, last_pass_at, last_error) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (scope, status) DO UPDATE SET last_pass_at = $3, last_error = $4"
+                    ),
+                    &[scope, status, Time(started), Text(why)],
+                )
+                .await?
+            }
+        };
+        Ok(())
     }
 
     async fn history(&self, id: &RecordingId) -> StateResult<Vec<Event>> {
@@ -944,7 +1131,9 @@ impl<B: Backend> StateStore for B {
                          count(CASE WHEN state = 'pending' AND next_attempt_at <= {now} THEN 1 END) AS due_now, \
                          min(CASE WHEN state = 'pending' THEN next_attempt_at END) AS next_due_at, \
                          count(CASE WHEN size_mismatch THEN 1 END) AS size_mismatches, \
-                         CAST(COALESCE(sum(lease_expiries), 0) AS BIGINT) AS lease_expiries \
+                         CAST(COALESCE(sum(lease_expiries), 0) AS BIGINT) AS lease_expiries, \
+                         count(deleted_at_source) AS deleted_at_source, \
+                         count(purged_at_source) AS purged_at_source \
                      FROM recordings"
                 ),
                 &[],
@@ -955,6 +1144,8 @@ impl<B: Backend> StateStore for B {
         report.next_due_at = row.opt_time("next_due_at")?;
         report.size_mismatches = row.bigint("size_mismatches")?;
         report.lease_expiries = row.bigint("lease_expiries")?;
+        report.deleted_at_source = row.bigint("deleted_at_source")?;
+        report.purged_at_source = row.bigint("purged_at_source")?;
         if let Some(row) = s
             .fetch_optional(
                 sql!(
@@ -972,7 +1163,7 @@ impl<B: Backend> StateStore for B {
             .fetch_all(
                 sql!(
                     "SELECT id, state, failure_reason, last_error, attempts, updated_at FROM recordings \
-                     WHERE state IN ('failed', 'not_downloadable') ORDER BY updated_at DESC LIMIT $1"
+                     WHERE state IN ('failed', 'not_downloadable', 'lost_at_source') ORDER BY updated_at DESC LIMIT $1"
                 ),
                 &[Int(i64::from(failures))],
             )
@@ -1002,6 +1193,9 @@ impl<B: Backend> StateStore for B {
             )
             .await?;
         report.recent_quarantine = rows.iter().map(quarantine_from_row).collect::<StateResult<_>>()?;
+        drop(s);
+        report.deletion_sweeps = self.deletion_sweeps().await?;
+        let mut s = Session::connect(self).await?;
         let paused = read_paused_until(&mut s).await?;
         report.paused_until = (paused > Utc::now()).then_some(paused);
         report.oauth = s

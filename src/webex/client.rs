@@ -25,6 +25,7 @@ use super::gate::RateGate;
 use super::hosts::{DownloadHosts, HostNotAllowed};
 use super::models::{ErrorBody, PageError, RecordingDetails, Site, SiteList, parse_page};
 use crate::config::WebexSettings;
+use crate::domain::SourceStatus;
 use crate::metrics::Metrics;
 
 /// Page size of every listing request (the contract's maximum).
@@ -239,6 +240,18 @@ impl WebexClient {
 
     /// The first page URL of a listing window `[from, to)`.
     pub fn list_url(&self, listing: Listing<'_>, from: DateTime<Utc>, to: DateTime<Utc>) -> Url {
+        self.list_url_with_status(listing, from, to, None)
+    }
+
+    /// The first page's URL of a listing of recordings with `status` at the source
+    /// (`deleted`, `purged`); `None` lists the available ones (Webex's default).
+    pub fn list_url_with_status(
+        &self,
+        listing: Listing<'_>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        status: Option<SourceStatus>,
+    ) -> Url {
         let mut url = match listing {
             Listing::User => join_base(&self.base, "recordings"),
             Listing::Admin { .. } => join_base(&self.base, "admin/recordings"),
@@ -250,6 +263,9 @@ impl WebexClient {
             query.append_pair("max", &PAGE_SIZE.to_string());
             if let Listing::Admin { site_url } = listing {
                 query.append_pair("siteUrl", site_url);
+            }
+            if let Some(status) = status {
+                query.append_pair("status", status.as_str());
             }
         }
         url

@@ -187,6 +187,9 @@ impl Setup {
             ("WEBEX_ARCHIVER__STORAGE__URL", format!("file://{}/archive", dir.path().display())),
             // One window per pass.
             ("WEBEX_ARCHIVER__SYNC__SINCE", "2d".into()),
+            // The stand-in upstream answers every listing alike, whatever its `status`:
+            // a deletion sweep would take its pages for the recycle bin.
+            ("WEBEX_ARCHIVER__COMPLIANCE__DELETION_SWEEP", "0s".into()),
             ("WEBEX_ARCHIVER__HTTP__LISTEN", String::new()),
         ] {
             env.insert(k.into(), v);

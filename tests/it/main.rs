@@ -4,6 +4,7 @@
 mod commands;
 mod config;
 mod custody;
+mod deletions;
 mod discovery;
 mod errors;
 mod helpers;
