@@ -14,6 +14,7 @@ use crate::archive::{self, Archiver, ArchiverParts};
 use crate::config::Settings;
 use crate::discovery::{Discovery, ScopeReport};
 use crate::domain::{ArchiveState, RecordingId, Scope};
+use crate::manifest::ManifestWriter;
 use crate::metrics::Metrics;
 use crate::progress::ProgressDisplay;
 use crate::server::{Endpoint, Liveness};
@@ -54,6 +55,8 @@ pub struct Services {
     pub discovery: Discovery,
     /// Archive workers' shared context.
     pub archiver: Archiver,
+    /// Writes the daily manifests when they are due.
+    pub manifests: ManifestWriter,
     /// Metrics registry.
     pub metrics: Metrics,
 }
@@ -106,6 +109,7 @@ impl Services {
         )
         .with_max_pages_per_window(settings.webex.max_pages_per_window)
         .with_deletion_sweep(settings.compliance);
+        let manifests = ManifestWriter::new(state.clone(), store.clone(), owner.clone(), settings.sync.overlap);
         let archiver = Archiver::new(ArchiverParts {
             state: state.clone(),
             webex: webex.clone(),
@@ -116,7 +120,7 @@ impl Services {
             metrics: metrics.clone(),
         })
         .map_err(|e| anyhow::anyhow!("archive.key_template: {e}"))?;
-        Ok(Self { settings, state, store, webex, discovery, archiver, metrics })
+        Ok(Self { settings, state, store, webex, discovery, archiver, manifests, metrics })
     }
 }
 
@@ -148,6 +152,10 @@ pub struct SyncReport {
     pub status: StatusReport,
     /// Recordings left pending or archiving (when interrupted).
     pub left: Vec<RecordingId>,
+    /// Daily manifests written by this run (`manifests/YYYY/MM/DD[.n].json`).
+    pub manifests: Vec<String>,
+    /// Why writing the daily manifests stopped, if it did.
+    pub manifest_error: Option<String>,
     /// Exit status: 0 all archived or not downloadable, 1 otherwise.
     pub exit: u8,
 }
@@ -210,6 +218,17 @@ async fn finish_sync(
             .await;
     }
     display.finish();
+    let (manifests, manifest_error) = if discover_only || stop.is_cancelled() {
+        (Vec::new(), None)
+    } else {
+        match services.manifests.write_due(Utc::now()).await {
+            Ok(written) => (written.into_iter().map(|m| m.key).collect(), None),
+            Err(e) => {
+                tracing::error!(error = %crate::errors::ErrorChain(&e), "writing the daily manifests stopped");
+                (Vec::new(), Some(crate::errors::ErrorChain(&e).to_string()))
+            }
+        }
+    };
     let status = services.state.status(20).await?;
     let left: Vec<RecordingId> = if discover_only {
         Vec::new()
@@ -218,12 +237,17 @@ async fn finish_sync(
     };
     let failed = status.counts.get(&ArchiveState::Failed).copied().unwrap_or(0);
     // Quarantined listing items are recordings not archived either, until a person looks.
-    let exit = if discovery_error.is_some() || failed > 0 || !left.is_empty() || status.quarantined > 0 {
+    let exit = if discovery_error.is_some()
+        || manifest_error.is_some()
+        || failed > 0
+        || !left.is_empty()
+        || status.quarantined > 0
+    {
         EXIT_INCOMPLETE
     } else {
         0
     };
-    Ok(SyncReport { scopes, discovery_error, status, left, exit })
+    Ok(SyncReport { scopes, discovery_error, status, left, manifests, manifest_error, exit })
 }
 
 fn pending_total(status: &StatusReport) -> u64 {
@@ -248,6 +272,12 @@ pub fn report_sync(report: &SyncReport) {
     );
     if let Some(e) = &report.discovery_error {
         eprintln!("discovery stopped: {e}");
+    }
+    for key in &report.manifests {
+        eprintln!("manifest written: {key}");
+    }
+    if let Some(e) = &report.manifest_error {
+        eprintln!("daily manifests stopped: {e}");
     }
     if report.status.quarantined > 0 {
         eprintln!(
@@ -428,6 +458,19 @@ pub async fn verify(settings: &Settings, sample: Option<u32>, json: bool) -> any
     Ok(if report.clean() { 0 } else { EXIT_INCOMPLETE })
 }
 
+/// `webex-archiver verify --manifests [--all]`: walk the daily manifests; 1 on a problem.
+pub async fn verify_manifests(settings: &Settings, digests: bool, json: bool) -> anyhow::Result<u8> {
+    let state = open_state(settings).await?;
+    let store = Store::from_settings(&settings.storage).context("building the archive store")?;
+    let report = crate::manifest::verify_manifests(&state, &store, digests).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::manifest::manifest_report_text(&report));
+    }
+    Ok(if report.intact() { 0 } else { EXIT_INCOMPLETE })
+}
+
 /// `webex-archiver verify --log`: check the custody log's hash chains; 1 on a break.
 pub async fn verify_log(settings: &Settings, json: bool) -> anyhow::Result<u8> {
     let state = open_state(settings).await?;
@@ -602,6 +645,11 @@ async fn discovery_loop(services: &Services, stop: &CancellationToken) {
             Err(e) => {
                 tracing::error!(error = %crate::errors::ErrorChain(&e), "discovery pass failed; the next pass starts again from the cursor")
             }
+        }
+        // The days whose recordings are all settled get their manifest (errors are
+        // logged; the next pass tries again).
+        if let Err(e) = services.manifests.write_due(Utc::now()).await {
+            tracing::error!(error = %crate::errors::ErrorChain(&e), "writing the daily manifests stopped; the next pass tries again");
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

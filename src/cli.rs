@@ -79,6 +79,10 @@ pub struct VerifyArgs {
     /// Check the custody log's hash chains instead of the objects (exit 1 on a break).
     #[arg(long, conflicts_with_all = ["sample", "all"])]
     pub log: bool,
+    /// Walk the daily manifests' chain and check every object they list is there with its
+    /// size (with `--all`, its SHA-256 too); exit 1 on a problem.
+    #[arg(long, conflicts_with_all = ["sample", "log"])]
+    pub manifests: bool,
 }
 
 /// `history` flags.

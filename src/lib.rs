@@ -12,6 +12,7 @@ pub mod demo;
 pub mod discovery;
 pub mod domain;
 pub mod errors;
+pub mod manifest;
 pub mod metrics;
 pub mod progress;
 pub mod server;

@@ -59,6 +59,7 @@ fn main() -> ExitCode {
             Command::Config(ConfigCommand::Check(_)) => app::config_check(&settings),
             Command::Status(args) => app::status(&settings, args.json).await,
             Command::Verify(args) if args.log => app::verify_log(&settings, args.json).await,
+            Command::Verify(args) if args.manifests => app::verify_manifests(&settings, args.all, args.json).await,
             Command::Verify(args) => app::verify(&settings, args.sample, args.json).await,
             Command::History(args) => app::history(&settings, args.id, args.json).await,
             Command::Retry(args) => app::retry(&settings, (!args.failed).then_some(args.ids)).await,

@@ -190,7 +190,8 @@ async fn hash_object(store: &Store, relative: &str) -> Result<Option<(String, u6
     Ok(Some((hex::encode(hasher.finalize()), size)))
 }
 
-/// Objects whose directory belongs to no recording of the database.
+/// Objects whose directory belongs to no recording of the database (the daily
+/// manifests, which `verify --manifests` checks, aside).
 async fn unclaimed(store: &Store, claimed: &HashSet<String>) -> Result<Vec<String>, VerifyError> {
     let keys: Vec<String> = store
         .list("")?
@@ -198,7 +199,8 @@ async fn unclaimed(store: &Store, claimed: &HashSet<String>) -> Result<Vec<Strin
         .try_collect()
         .await?;
     let mut out = BTreeSet::new();
-    for key in keys {
+    let manifests = format!("{}/", crate::manifest::MANIFEST_DIR);
+    for key in keys.into_iter().filter(|k| !k.starts_with(&manifests)) {
         let dir = key.rsplit_once('/').map_or("", |(dir, _)| dir);
         if !claimed.contains(dir) {
             out.insert(key);

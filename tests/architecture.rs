@@ -40,9 +40,9 @@ const LAYERS: &[(&[&str], &[&str])] = &[
     // else (see THROUGH), and only the entry points (demo, cli) use it.
     (&["sim"], &["webex"]),
     // The pipeline: discovery lists recordings into the state, archive streams them from
-    // Webex into the store.
+    // Webex into the store, manifest writes the daily manifests of what archive stored.
     (
-        &["discovery", "archive"],
+        &["discovery", "archive", "manifest"],
         &["config", "domain", "errors", "metrics", "state", "storage", "supervise", "time", "webex"],
     ),
     // What watches the pipeline: verify re-reads what archive wrote (its metadata.json
@@ -56,6 +56,7 @@ const LAYERS: &[(&[&str], &[&str])] = &[
             "discovery",
             "domain",
             "errors",
+            "manifest",
             "metrics",
             "state",
             "storage",
@@ -74,6 +75,7 @@ const LAYERS: &[(&[&str], &[&str])] = &[
             "discovery",
             "domain",
             "errors",
+            "manifest",
             "metrics",
             "progress",
             "server",
@@ -97,6 +99,7 @@ const LAYERS: &[(&[&str], &[&str])] = &[
             "discovery",
             "domain",
             "errors",
+            "manifest",
             "metrics",
             "progress",
             "server",

@@ -147,6 +147,42 @@ pub enum SweepEnd {
     Failed(String),
 }
 
+/// A daily manifest written: one link of the manifests' chain.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ManifestRow {
+    /// Order of writing (1, 2, ...).
+    pub seq: i64,
+    /// The UTC day of createTime it covers, `YYYY-MM-DD`.
+    pub day: String,
+    /// 0 for `DD.json`, n for the supplement `DD.n.json`.
+    pub part: i64,
+    /// Object key, relative to the storage prefix.
+    pub key: String,
+    /// SHA-256 (hex) of the object's bytes.
+    pub sha256: String,
+    /// SHA-256 of the manifest written before it.
+    pub prev_sha256: Option<String>,
+    /// Recordings listed.
+    pub recordings: i64,
+    /// Files listed (`metadata.json` included).
+    pub files: i64,
+    /// When it was written.
+    pub written_at: DateTime<Utc>,
+}
+
+/// An archived recording that no manifest lists yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unmanifested {
+    /// Recording.
+    pub id: RecordingId,
+    /// Its createTime.
+    pub create_time: DateTime<Utc>,
+    /// Its stored files (`metadata.json`'s `files`).
+    pub files: serde_json::Value,
+    /// Key of its `metadata.json`.
+    pub metadata_key: String,
+}
+
 /// Moves a cursor with a page, compare-and-set.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CursorMove {
@@ -627,6 +663,30 @@ pub trait StateStore: Send + Sync + fmt::Debug {
         started: DateTime<Utc>,
         end: &SweepEnd,
     ) -> StateResult<()>;
+
+    // --- daily manifests ---
+
+    /// Takes the manifest writer's lock for `ttl` (one replica writes at a time).
+    async fn lock_manifests(&self, owner: &str, ttl: Duration) -> StateResult<bool>;
+    /// Releases it.
+    async fn unlock_manifests(&self, owner: &str) -> StateResult<()>;
+    /// Up to `limit` manifests after position `after`, in the order written.
+    async fn manifests(&self, after: i64, limit: u32) -> StateResult<Vec<ManifestRow>>;
+    /// The last manifest written.
+    async fn last_manifest(&self) -> StateResult<Option<ManifestRow>>;
+    /// The earliest createTime in `[from, before)` of an archived recording no manifest
+    /// lists.
+    async fn next_unmanifested(&self, from: DateTime<Utc>, before: DateTime<Utc>)
+    -> StateResult<Option<DateTime<Utc>>>;
+    /// Whether a recording with createTime in `[from, to)` is pending or archiving.
+    async fn unsettled(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StateResult<bool>;
+    /// The archived recordings with createTime in `[from, to)` no manifest lists, by id.
+    async fn unmanifested(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StateResult<Vec<Unmanifested>>;
+    /// How many manifests cover `day` (`YYYY-MM-DD`) already.
+    async fn manifest_parts(&self, day: &str) -> StateResult<i64>;
+    /// Records a manifest written (its `seq` is taken as the next one, which it returns)
+    /// and that it lists `ids`, in one transaction.
+    async fn record_manifest(&self, manifest: &ManifestRow, ids: &[RecordingId]) -> StateResult<i64>;
 
     // --- custody log ---
 

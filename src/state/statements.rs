@@ -12,9 +12,9 @@ use super::events::{self, NewEvent, event_columns, event_from_row};
 use super::sql::{Backend, Cells, Param, Row, Session, Statement, sql};
 use super::{
     ArchiveState, ArchivedRecord, ArchivedRow, Claim, Cursor, CursorKind, CursorMove, DeletionSweep, Event, FailureRow,
-    ListedRecording, Operator, Outcome, PageRecorded, QuarantineEntry, QuarantineKey, QuarantineRow, QuarantinedItem,
-    RecordingId, ReleasedHow, ScopeKey, SourceStatus, StateError, StateResult, StateStore, StatusReport, StoredTokens,
-    SweepEnd, TokenStatus, unique_by_id, unique_by_key,
+    ListedRecording, ManifestRow, Operator, Outcome, PageRecorded, QuarantineEntry, QuarantineKey, QuarantineRow,
+    QuarantinedItem, RecordingId, ReleasedHow, ScopeKey, SourceStatus, StateError, StateResult, StateStore,
+    StatusReport, StoredTokens, SweepEnd, TokenStatus, Unmanifested, unique_by_id, unique_by_key,
 };
 use Param::{Bool, Int, Interval, Json, OptInt, OptText, OptTime, Text, Time};
 
@@ -77,6 +77,20 @@ macro_rules! lost_or {
             "' END"
         )
     };
+}
+
+fn manifest_from_row(row: &impl Cells) -> StateResult<ManifestRow> {
+    Ok(ManifestRow {
+        seq: row.bigint("seq")?,
+        day: row.text("day")?,
+        part: row.int("part")?,
+        key: row.text("key")?,
+        sha256: row.text("sha256")?,
+        prev_sha256: row.opt_text("prev_sha256")?,
+        recordings: row.bigint("recordings")?,
+        files: row.bigint("files")?,
+        written_at: row.time("written_at")?,
+    })
 }
 
 fn cursor_from_row(row: &impl Cells) -> StateResult<Cursor> {
@@ -1053,6 +1067,130 @@ impl<B: Backend> StateStore for B {
             }
         };
         Ok(())
+    }
+
+    async fn lock_manifests(&self, owner: &str, ttl: Duration) -> StateResult<bool> {
+        let locked = execute(
+            self,
+            sql!(
+                "UPDATE manifest_lock SET owner = $1, expires_at = {now} + $2 \
+                 WHERE id = 1 AND (owner IS NULL OR owner = $1 OR expires_at < {now})"
+            ),
+            &[Text(owner), Interval(ttl)],
+        )
+        .await?;
+        Ok(locked == 1)
+    }
+
+    async fn unlock_manifests(&self, owner: &str) -> StateResult<()> {
+        execute(
+            self,
+            sql!("UPDATE manifest_lock SET owner = NULL, expires_at = NULL WHERE id = 1 AND owner = $1"),
+            &[Text(owner)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn manifests(&self, after: i64, limit: u32) -> StateResult<Vec<ManifestRow>> {
+        let rows = fetch_all(
+            self,
+            sql!("SELECT * FROM manifests WHERE seq > $1 ORDER BY seq LIMIT $2"),
+            &[Int(after), Int(i64::from(limit))],
+        )
+        .await?;
+        rows.iter().map(manifest_from_row).collect()
+    }
+
+    async fn last_manifest(&self) -> StateResult<Option<ManifestRow>> {
+        let row = fetch_optional(self, sql!("SELECT * FROM manifests ORDER BY seq DESC LIMIT 1"), &[]).await?;
+        row.as_ref().map(manifest_from_row).transpose()
+    }
+
+    async fn next_unmanifested(
+        &self,
+        from: DateTime<Utc>,
+        before: DateTime<Utc>,
+    ) -> StateResult<Option<DateTime<Utc>>> {
+        let row = fetch_one(
+            self,
+            sql!(
+                "SELECT min(create_time) AS t FROM recordings \
+                 WHERE state = 'archived' AND manifest_seq IS NULL AND create_time >= $1 AND create_time < $2"
+            ),
+            &[Time(from), Time(before)],
+        )
+        .await?;
+        row.opt_time("t")
+    }
+
+    async fn unsettled(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StateResult<bool> {
+        let row = fetch_one(
+            self,
+            sql!(
+                "SELECT EXISTS (SELECT 1 FROM recordings WHERE state IN ('pending', 'archiving') \
+                     AND create_time >= $1 AND create_time < $2) AS unsettled"
+            ),
+            &[Time(from), Time(to)],
+        )
+        .await?;
+        row.bool("unsettled")
+    }
+
+    async fn unmanifested(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StateResult<Vec<Unmanifested>> {
+        let rows = fetch_all(
+            self,
+            sql!(
+                "SELECT id, create_time, files, metadata_key FROM recordings \
+                 WHERE state = 'archived' AND manifest_seq IS NULL AND create_time >= $1 AND create_time < $2 \
+                 ORDER BY id"
+            ),
+            &[Time(from), Time(to)],
+        )
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Unmanifested {
+                    id: RecordingId(row.text("id")?),
+                    create_time: row.time("create_time")?,
+                    files: row.json("files")?,
+                    metadata_key: row.text("metadata_key")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn manifest_parts(&self, day: &str) -> StateResult<i64> {
+        fetch_one(self, sql!("SELECT count(*) AS n FROM manifests WHERE day = $1"), &[Text(day)]).await?.bigint("n")
+    }
+
+    async fn record_manifest(&self, manifest: &ManifestRow, ids: &[RecordingId]) -> StateResult<i64> {
+        let mut s = Session::begin(self).await?;
+        let seq =
+            s.fetch_one(sql!("SELECT COALESCE(max(seq), 0) + 1 AS seq FROM manifests"), &[]).await?.bigint("seq")?;
+        s.execute(
+            sql!(
+                "INSERT INTO manifests (seq, day, part, key, sha256, prev_sha256, recordings, files, written_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ),
+            &[
+                Int(seq),
+                Text(&manifest.day),
+                Int(manifest.part),
+                Text(&manifest.key),
+                Text(&manifest.sha256),
+                OptText(manifest.prev_sha256.as_deref()),
+                Int(manifest.recordings),
+                Int(manifest.files),
+                Time(manifest.written_at),
+            ],
+        )
+        .await?;
+        for id in ids {
+            s.execute(sql!("UPDATE recordings SET manifest_seq = $2 WHERE id = $1"), &[Text(&id.0), Int(seq)]).await?;
+        }
+        s.commit().await?;
+        Ok(seq)
     }
 
     async fn history(&self, id: &RecordingId) -> StateResult<Vec<Event>> {

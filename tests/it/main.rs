@@ -10,6 +10,7 @@ mod errors;
 mod helpers;
 mod hostile;
 mod integrity;
+mod manifests;
 mod oauth;
 mod ops;
 mod proxy;
