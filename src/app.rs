@@ -450,6 +450,32 @@ pub async fn verify(settings: &Settings, sample: Option<u32>, json: bool) -> any
     let state = open_state(settings).await?;
     let store = Store::from_settings(&settings.storage).context("building the archive store")?;
     let report = crate::verify::verify(&state, &store, sample).await?;
+    let (user, host) = crate::config::operator_identity();
+    let problems: Vec<(RecordingId, serde_json::Value)> =
+        [("missing", &report.missing), ("corrupt", &report.corrupt), ("metadata", &report.metadata)]
+            .into_iter()
+            .flat_map(|(what, list)| {
+                list.iter().map(move |p| {
+                    (
+                        RecordingId(p.recording_id.clone()),
+                        serde_json::json!({"problem": what, "key": p.key, "detail": p.detail}),
+                    )
+                })
+            })
+            .collect();
+    let summary = serde_json::json!({
+        "what": "objects",
+        "sample": sample,
+        "checked": report.checked,
+        "ok": report.ok,
+        "missing": report.missing.len(),
+        "corrupt": report.corrupt.len(),
+        "metadata": report.metadata.len(),
+        "unclaimed": report.unclaimed.len(),
+        "user": user,
+        "host": host,
+    });
+    state.record_verification(summary, &problems).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -463,6 +489,17 @@ pub async fn verify_manifests(settings: &Settings, digests: bool, json: bool) ->
     let state = open_state(settings).await?;
     let store = Store::from_settings(&settings.storage).context("building the archive store")?;
     let report = crate::manifest::verify_manifests(&state, &store, digests).await?;
+    let (user, host) = crate::config::operator_identity();
+    let summary = serde_json::json!({
+        "what": "manifests",
+        "digests": digests,
+        "manifests": report.manifests,
+        "files": report.files,
+        "problems": report.problems,
+        "user": user,
+        "host": host,
+    });
+    state.record_verification(summary, &[]).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -690,6 +690,15 @@ pub trait StateStore: Send + Sync + fmt::Debug {
 
     // --- custody log ---
 
+    /// Records a verification in the custody log: a `verified` event of no recording
+    /// with `summary`, and a `verify_problem` event for each recording with a problem
+    /// (`problems`: recording id and what is wrong), in one transaction.
+    async fn record_verification(
+        &self,
+        summary: serde_json::Value,
+        problems: &[(RecordingId, serde_json::Value)],
+    ) -> StateResult<()>;
+
     /// A recording's events, oldest first.
     async fn history(&self, id: &RecordingId) -> StateResult<Vec<Event>>;
 

@@ -1193,6 +1193,19 @@ impl<B: Backend> StateStore for B {
         Ok(seq)
     }
 
+    async fn record_verification(
+        &self,
+        summary: serde_json::Value,
+        problems: &[(RecordingId, serde_json::Value)],
+    ) -> StateResult<()> {
+        let mut events = vec![NewEvent { recording_id: None, kind: "verified", data: summary }];
+        events.extend(problems.iter().map(|(id, data)| NewEvent::of(&id.0, "verify_problem", data.clone())));
+        let mut s = Session::begin(self).await?;
+        events::append(&mut s, &events).await?;
+        s.commit().await?;
+        Ok(())
+    }
+
     async fn history(&self, id: &RecordingId) -> StateResult<Vec<Event>> {
         let rows = fetch_all(
             self,

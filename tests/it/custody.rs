@@ -322,3 +322,40 @@ async fn quarantine_opens_are_recorded_once_on_sqlite() {
 async fn quarantine_opens_are_recorded_once_on_postgres() {
     quarantine_opens_are_recorded_once(Backend::Postgres).await;
 }
+
+/// `verify` leaves its result in the custody log: one `verified` event with the counts
+/// and who ran it, and a `verify_problem` event on each recording with a problem.
+#[tokio::test]
+async fn a_verification_is_recorded_with_each_problem_on_its_recording() {
+    let config = SimConfig { recordings: 3, seed: 31, ..Default::default() };
+    let h = Harness::start(Backend::Sqlite, Store::Local, "admin", config).await;
+    assert_eq!(h.sync().await.exit, 0);
+    let state = &h.db.state;
+    let rows = state.archived(None).await.unwrap();
+    let victim = &rows[0];
+    let store = h.store();
+    store.delete(&store.key(&victim.record.media_key).unwrap()).await.unwrap();
+
+    let settings = crate::helpers::settings_from_env(h.env.clone(), webex_archiver::config::Needs::StateOnly);
+    assert_eq!(webex_archiver::app::verify(&settings, None, true).await.unwrap(), 1, "a missing file is a problem");
+    let events = state.history(&victim.id).await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last.kind, "verify_problem");
+    assert_eq!(last.data["problem"], "missing");
+    assert_eq!(last.data["key"], victim.record.media_key);
+    for other in &rows[1..] {
+        assert_ne!(types(state, &other.id.0).await.last().map(String::as_str), Some("verify_problem"));
+    }
+    let all = state.events_after(0, 1000).await.unwrap();
+    let verified: Vec<_> = all.iter().filter(|e| e.kind == "verified").collect();
+    assert_eq!(verified.len(), 1);
+    let summary = &verified[0].data;
+    assert_eq!(
+        (summary["what"].as_str(), summary["checked"].as_u64(), summary["missing"].as_u64()),
+        (Some("objects"), Some(3), Some(1))
+    );
+    assert!(summary["user"].is_string() && summary["host"].is_string(), "{summary}");
+    assert_eq!(verified[0].recording_id, None);
+    let log = verify_log(state).await.unwrap();
+    assert!(log.intact(), "{}", webex_archiver::verify::log_report_text(&log));
+}
