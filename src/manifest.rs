@@ -85,7 +85,7 @@ pub struct ManifestFile {
     pub sha256: String,
     /// Bytes.
     pub size: u64,
-    /// The store's version id (null: the storage layer does not return it yet).
+    /// The store's version id (null where the bucket is not versioned).
     pub version_id: Option<String>,
 }
 
@@ -205,7 +205,7 @@ impl ManifestWriter {
             .put_create(&location, bytes.clone(), "application/json", Some(&sha256_hex(&bytes)))
             .await
         {
-            Ok(()) => (bytes, manifest),
+            Ok(_) => (bytes, manifest),
             Err(StorageError::AlreadyExists { .. }) => self.adopt(&key, &manifest).await?,
             Err(e) => return Err(e.into()),
         };
@@ -262,22 +262,23 @@ impl ManifestWriter {
                 key: text("key")?,
                 sha256: text("sha256")?,
                 size,
-                version_id: None,
+                version_id: entry.get("version_id").and_then(|v| v.as_str()).map(str::to_owned),
             });
         }
-        let metadata = match self.store.get_bytes(&self.store.key(&recording.metadata_key)?).await {
-            Ok(bytes) => bytes,
-            Err(StorageError::NotFound { .. }) => {
-                return Err(bad(format!("its metadata.json ({}) is not in the store", recording.metadata_key)));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let (metadata, metadata_version) =
+            match self.store.get_versioned(&self.store.key(&recording.metadata_key)?).await {
+                Ok(read) => read,
+                Err(StorageError::NotFound { .. }) => {
+                    return Err(bad(format!("its metadata.json ({}) is not in the store", recording.metadata_key)));
+                }
+                Err(e) => return Err(e.into()),
+            };
         files.push(ManifestFile {
             kind: "metadata".into(),
             key: recording.metadata_key.clone(),
             sha256: sha256_hex(&metadata),
             size: metadata.len() as u64,
-            version_id: None,
+            version_id: metadata_version,
         });
         Ok(ManifestRecording { id: recording.id.0.clone(), files })
     }

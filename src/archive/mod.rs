@@ -372,37 +372,53 @@ impl Archiver {
             archiver_version: env!("CARGO_PKG_VERSION").into(),
         };
         let metadata_key = format!("{dir}/{METADATA_FILE}");
-        let metadata = self.store_metadata(&metadata_key, metadata).await?;
+        let (metadata, metadata_version) = self.store_metadata(&metadata_key, metadata).await?;
+        // The row's `files`: metadata.json's, each with the store's version id.
+        let files: Vec<serde_json::Value> = metadata
+            .files
+            .iter()
+            .map(|entry| {
+                let mut value = serde_json::to_value(entry).unwrap_or_default();
+                let version = files.iter().find(|f| f.entry.key == entry.key).and_then(|f| f.version.clone());
+                value["version_id"] = serde_json::Value::from(version);
+                value
+            })
+            .collect();
         Ok(ArchivedRecord {
             object_prefix: dir,
             media_key: main.entry.key.clone(),
             metadata_key,
             sha256: main.entry.sha256.clone(),
             bytes: i64::try_from(main.entry.size).unwrap_or(i64::MAX),
-            files: serde_json::to_value(&metadata.files).unwrap_or_default(),
+            files: serde_json::Value::Array(files),
             size_mismatch,
             archived_at: metadata.archived_at,
+            metadata_version,
         })
     }
 
     /// Writes `metadata.json` create-only. One already there is adopted when it describes
     /// the same files; anything else is a conflict.
-    async fn store_metadata(&self, relative: &str, metadata: Metadata) -> Result<Metadata, AttemptError> {
+    async fn store_metadata(
+        &self,
+        relative: &str,
+        metadata: Metadata,
+    ) -> Result<(Metadata, Option<String>), AttemptError> {
         let key = self.store.key(relative).map_err(AttemptError::storage_final)?;
         let body = serde_json::to_vec_pretty(&metadata)
             .map_err(|e| AttemptError::failed("metadata", AttemptError::context("metadata.json", e)))?;
         let digest = transfer::sha256_hex(&body);
         match self.store.put_create(&key, Bytes::from(body), "application/json", Some(&digest)).await {
-            Ok(()) => Ok(metadata),
+            Ok(version) => Ok((metadata, version)),
             Err(StorageError::AlreadyExists { key: shown }) => {
-                let existing = match self.store.get_bytes(&key).await {
-                    Ok(bytes) => bytes,
+                let (existing, version) = match self.store.get_versioned(&key).await {
+                    Ok(read) => read,
                     Err(e) => return Err(self.storage_failure(e).await),
                 };
                 match serde_json::from_slice::<Metadata>(&existing) {
                     Ok(found) if found.recording_id == metadata.recording_id && found.files == metadata.files => {
                         tracing::info!(key = %shown, "adopting the metadata.json already stored for the same files");
-                        Ok(found)
+                        Ok((found, version))
                     }
                     _ => Err(AttemptError::failed(
                         "conflict",

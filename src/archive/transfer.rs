@@ -31,6 +31,8 @@ const MIN_SHARE_WITHOUT_LENGTH: f64 = 0.9;
 #[derive(Debug, Clone)]
 pub(crate) struct StoredFile {
     pub(crate) entry: FileEntry,
+    /// The store's version id (versioned buckets only).
+    pub(crate) version: Option<String>,
 }
 
 /// What a download produced.
@@ -194,7 +196,7 @@ impl<'a> Session<'a> {
             Ok(existing) => existing,
             Err(e) => return Err(self.storage_failure(e).await),
         };
-        let downloaded = match existing {
+        let (downloaded, version) = match existing {
             Some(info) => {
                 // A previous attempt (or another replica) stored it: compare, never overwrite.
                 let got = self.receive(response, kind, Sink::HashOnly).await?;
@@ -213,7 +215,7 @@ impl<'a> Session<'a> {
                     ));
                 }
                 tracing::info!(recording_id = %self.claim.id, key = %relative, "adopting the identical object already stored");
-                got
+                (got, info.version)
             }
             None => {
                 let mut upload = match store.start_upload(&key, &content_type).await {
@@ -228,10 +230,10 @@ impl<'a> Session<'a> {
                     }
                 };
                 // Read back: the store must hold exactly the bytes hashed.
-                if let Err(e) = upload.finish(&got.sha256, got.size).await {
-                    return Err(self.storage_failure(e).await);
+                match upload.finish(&got.sha256, got.size).await {
+                    Ok(version) => (got, version),
+                    Err(e) => return Err(self.storage_failure(e).await),
                 }
-                got
             }
         };
         Ok(StoredFile {
@@ -242,6 +244,7 @@ impl<'a> Session<'a> {
                 size: downloaded.size,
                 content_type: downloaded.content_type,
             },
+            version,
         })
     }
 

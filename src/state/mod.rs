@@ -372,6 +372,9 @@ pub struct ArchivedRecord {
     pub size_mismatch: bool,
     /// When it was archived.
     pub archived_at: DateTime<Utc>,
+    /// The store's version id of `metadata.json` (versioned buckets; recorded in the
+    /// `archived` event, not in the row: the files' version ids are in `files`).
+    pub metadata_version: Option<String>,
 }
 
 /// How an attempt ended.

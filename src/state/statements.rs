@@ -132,6 +132,7 @@ fn archived_from_row(row: &impl Cells) -> StateResult<ArchivedRecord> {
         files: row.json("files")?,
         size_mismatch: row.bool("size_mismatch")?,
         archived_at: row.time("archived_at")?,
+        metadata_version: None,
     })
 }
 
@@ -340,8 +341,7 @@ pub(super) fn retried_event(id: &str, by: &Operator) -> NewEvent {
 fn finished_event(id: &str, outcome: &Outcome) -> NewEvent {
     match outcome {
         Outcome::Archived(rec) => {
-            // NOTE: the store's version ids are not returned by `storage` yet: null until
-            // they are plumbed through `put_create` and `Upload::finish`.
+            // The store's version ids: null where the bucket is not versioned.
             let files: Vec<serde_json::Value> = rec
                 .files
                 .as_array()
@@ -354,7 +354,7 @@ fn finished_event(id: &str, outcome: &Outcome) -> NewEvent {
                                 "key": f.get("key"),
                                 "sha256": f.get("sha256"),
                                 "size": f.get("size"),
-                                "version_id": null,
+                                "version_id": f.get("version_id"),
                             })
                         })
                         .collect()
@@ -371,7 +371,7 @@ fn finished_event(id: &str, outcome: &Outcome) -> NewEvent {
                     "bytes": rec.bytes,
                     "size_mismatch": rec.size_mismatch,
                     "files": files,
-                    "metadata_version_id": null,
+                    "metadata_version_id": rec.metadata_version,
                 }),
             )
         }

@@ -117,6 +117,8 @@ pub struct ObjectInfo {
     pub size: u64,
     /// The `sha256` user metadata, when the object carries it.
     pub sha256: Option<String>,
+    /// The store's version id of the current version (versioned buckets only).
+    pub version: Option<String>,
 }
 
 /// The object store holding the archive (filled by `archive::Archiver`): a bucket (or
@@ -247,20 +249,22 @@ impl Store {
             Ok(result) => Ok(Some(ObjectInfo {
                 size: result.meta.size,
                 sha256: result.attributes.get(&Attribute::Metadata(SHA256_METADATA.into())).map(|v| v.to_string()),
+                version: result.meta.version.clone(),
             })),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.error("head", key, e)),
         }
     }
 
-    /// Writes a small object only if nothing is at `key` (see the module docs).
+    /// Writes a small object only if nothing is at `key` (see the module docs). Returns
+    /// the version id the store gave it (versioned buckets only).
     pub async fn put_create(
         &self,
         key: &Path,
         bytes: Bytes,
         content_type: &str,
         sha256: Option<&str>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Option<String>, StorageError> {
         if self.head(key).await?.is_some() {
             return Err(StorageError::AlreadyExists { key: self.describe(key) });
         }
@@ -270,8 +274,13 @@ impl Store {
             ..Default::default()
         };
         let size = bytes.len() as u64;
-        self.objects.put_opts(key, PutPayload::from(bytes), options).await.map_err(|e| self.error("put", key, e))?;
-        self.confirm(key, size, sha256).await
+        let put = self
+            .objects
+            .put_opts(key, PutPayload::from(bytes), options)
+            .await
+            .map_err(|e| self.error("put", key, e))?;
+        self.confirm(key, size, sha256).await?;
+        Ok(put.version)
     }
 
     /// Makes sure an object just written is what was written: reads it back (see the
@@ -300,8 +309,14 @@ impl Store {
 
     /// The whole content of a small object.
     pub async fn get_bytes(&self, key: &Path) -> Result<Bytes, StorageError> {
+        Ok(self.get_versioned(key).await?.0)
+    }
+
+    /// The whole content of a small object and the version id read (versioned buckets).
+    pub async fn get_versioned(&self, key: &Path) -> Result<(Bytes, Option<String>), StorageError> {
         let result = self.objects.get(key).await.map_err(|e| self.error("get", key, e))?;
-        result.bytes().await.map_err(|e| self.error("get", key, e))
+        let version = result.meta.version.clone();
+        Ok((result.bytes().await.map_err(|e| self.error("get", key, e))?, version))
     }
 
     /// The content of an object as a stream of chunks.

@@ -88,8 +88,9 @@ impl Upload {
     /// object back ([`StorageError::Mismatch`] when it is not what was sent). `sha256` is
     /// stored as object metadata where the file was small enough to be sent in one PUT
     /// (multipart uploads cannot know it up front).
-    pub async fn finish(mut self, sha256: &str, size: u64) -> Result<(), StorageError> {
-        let metadata = match std::mem::replace(&mut self.state, UploadState::Done) {
+    /// Returns the version id the store gave the object (versioned buckets only).
+    pub async fn finish(mut self, sha256: &str, size: u64) -> Result<Option<String>, StorageError> {
+        let (metadata, put) = match std::mem::replace(&mut self.state, UploadState::Done) {
             UploadState::Buffering { chunks, .. } => {
                 let options = PutOptions {
                     mode: PutMode::Create,
@@ -97,21 +98,24 @@ impl Upload {
                     ..Default::default()
                 };
                 let payload: PutPayload = chunks.into_iter().collect();
-                self.store
+                let put = self
+                    .store
                     .objects
                     .put_opts(&self.key, payload, options)
                     .await
                     .map_err(|e| self.store.error("put", &self.key, e))?;
-                self.store.supports_attributes.then_some(sha256)
+                (self.store.supports_attributes.then_some(sha256), put)
             }
             UploadState::Multipart(writer) => {
                 // NOTE: WriteMultipart::finish aborts the upload itself when completing fails.
-                writer.finish().await.map_err(|e| self.store.error("complete multipart upload", &self.key, e))?;
-                None
+                let put =
+                    writer.finish().await.map_err(|e| self.store.error("complete multipart upload", &self.key, e))?;
+                (None, put)
             }
-            UploadState::Done => return Ok(()),
+            UploadState::Done => return Ok(None),
         };
-        self.store.confirm(&self.key, size, metadata).await
+        self.store.confirm(&self.key, size, metadata).await?;
+        Ok(put.version)
     }
 
     /// Abandons the upload, removing uploaded parts (best effort: a store that cannot be

@@ -177,6 +177,12 @@ async fn uploads_to_an_object_lock_bucket_with_a_default_retention_are_archived(
         assert_eq!(media["ContentLength"], size.to_string(), "{media}");
         assert!(media.get("VersionId").is_some(), "Object Lock buckets are versioned: {media}");
         let metadata = boto3_head(&bucket, store.key(&row.record.metadata_key).unwrap().as_ref());
+        // The exact versions written are in the custody log (and the row's files).
+        let events = h.db.state.history(&row.id).await.unwrap();
+        let archived = &events.iter().find(|e| e.kind == "archived").expect("an archived event").data;
+        assert_eq!(archived["files"][0]["version_id"], media["VersionId"], "{archived}");
+        assert_eq!(archived["metadata_version_id"], metadata["VersionId"], "{archived}");
+        assert_eq!(row.record.files[0]["version_id"], media["VersionId"]);
         // NOTE: moto applies the bucket's default retention to single PUTs only (a known
         // gap: a multipart upload gets none).
         for (object, single_put) in [(&media, size < 5 * MIB), (&metadata, true)] {
@@ -186,4 +192,16 @@ async fn uploads_to_an_object_lock_bucket_with_a_default_retention_are_archived(
             }
         }
     }
+    // The daily manifests carry the same version ids.
+    let mut listed = 0;
+    for key in &report.manifests {
+        let bytes = store.get_bytes(&store.key(key).unwrap()).await.unwrap();
+        let manifest: webex_archiver::manifest::Manifest = serde_json::from_slice(&bytes).unwrap();
+        for file in manifest.recordings.iter().flat_map(|r| &r.files) {
+            let head = boto3_head(&bucket, store.key(&file.key).unwrap().as_ref());
+            assert_eq!(file.version_id.as_deref(), head["VersionId"].as_str(), "{key}: {}", file.key);
+            listed += 1;
+        }
+    }
+    assert!(listed > 0, "the manifests written list files: {:?}", report.manifests);
 }

@@ -42,6 +42,7 @@ fn archived_record(prefix: &str) -> ArchivedRecord {
         files: serde_json::json!([{"kind": "recording"}]),
         size_mismatch: false,
         archived_at: Utc::now(),
+        metadata_version: None,
     }
 }
 
