@@ -17,7 +17,7 @@ use sqlx::{Postgres, Row, Transaction};
 use super::events;
 use super::sql::{Backend, Call, Cells, Now, Param, Session, sql};
 use super::statements::{
-    claim_assignments, claim_columns, claim_from_row, claimed_event, due_again, due_recordings, retried_event,
+    Upserted, claim_assignments, claim_columns, claim_from_row, claimed_event, due_again, due_recordings, retried_event,
 };
 use super::{
     Claim, ListedRecording, Operator, PageRecorded, QuarantinedItem, RecordingId, ReleasedHow, StateResult, millis,
@@ -120,10 +120,7 @@ impl Backend for PgState {
     }
 
     /// One statement for the whole page, and one for its quarantine releases.
-    async fn upsert_recordings(
-        s: &mut Session<Self>,
-        items: &[&ListedRecording],
-    ) -> StateResult<(PageRecorded, Vec<String>)> {
+    async fn upsert_recordings(s: &mut Session<Self>, items: &[&ListedRecording]) -> StateResult<Upserted> {
         let mut recorded = PageRecorded::default();
         let mut new = Vec::new();
         let mut ids = Vec::with_capacity(items.len());
@@ -188,16 +185,20 @@ impl Backend for PgState {
         let done = sqlx::query(
             sql!(
                 "UPDATE quarantine SET released_at = {now}, released_how = $2 \
-                 WHERE recording_id = ANY($1) AND released_at IS NULL"
+                 WHERE recording_id = ANY($1) AND released_at IS NULL RETURNING recording_id"
             )
             .text::<Self>(),
         )
         .bind(&ids)
         .bind(ReleasedHow::Listed.as_str())
-        .execute(s.connection())
+        .fetch_all(s.connection())
         .await?;
-        recorded.released = done.rows_affected();
-        Ok((recorded, new))
+        recorded.released = done.len() as u64;
+        let mut released: Vec<String> =
+            done.iter().map(|row| row.try_get::<String, _>("recording_id")).collect::<Result<_, _>>()?;
+        released.sort();
+        released.dedup();
+        Ok(Upserted { recorded, new, released })
     }
 
     /// One statement for the page's unreadable items.

@@ -44,7 +44,8 @@ use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Pool, Transaction};
 
-use super::{Claim, ListedRecording, Operator, PageRecorded, QuarantinedItem, RecordingId, StateResult, statements};
+use super::{Claim, ListedRecording, Operator, QuarantinedItem, RecordingId, StateResult, statements};
+use statements::Upserted;
 
 /// A statement written once for both backends: `$1`, `$2`, ... for parameters and
 /// `{now}` for the current time. Declare it with [`sql!`], which keeps it in a
@@ -225,11 +226,12 @@ pub(super) trait Backend: fmt::Debug + Send + Sync + Sized + 'static {
 
     /// Inserts recordings or refreshes their listing fields (never their archive state),
     /// and releases their open quarantine entries. `items` has no id twice. Also returns
-    /// the ids of the recordings it inserted (their `discovered` events follow).
+    /// the ids of the recordings it inserted (their `discovered` events follow) and of
+    /// those whose quarantine entry it released (their `quarantine_released` events).
     fn upsert_recordings(
         s: &mut Session<Self>,
         items: &[&ListedRecording],
-    ) -> impl Future<Output = StateResult<(PageRecorded, Vec<String>)>> + Send {
+    ) -> impl Future<Output = StateResult<Upserted>> + Send {
         statements::upsert_recordings_one_by_one(s, items)
     }
 

@@ -170,13 +170,40 @@ fn listed_params(item: &ListedRecording) -> [Param<'_>; 10] {
     ]
 }
 
+/// What [`Backend::upsert_recordings`] did.
+#[derive(Debug, Default)]
+pub(super) struct Upserted {
+    /// Counts.
+    pub(super) recorded: PageRecorded,
+    /// Ids of the recordings inserted.
+    pub(super) new: Vec<String>,
+    /// Ids of the recordings whose open quarantine entry was released.
+    pub(super) released: Vec<String>,
+}
+
+impl Upserted {
+    /// The `discovered` events of the new recordings, then the `quarantine_released`
+    /// events of the entries released.
+    pub(super) fn events(&self, items: &[&ListedRecording]) -> Vec<NewEvent> {
+        let mut events = discovered_events(items, &self.new);
+        events.extend(self.released.iter().map(|id| released_event(id, id, ReleasedHow::Listed)));
+        events
+    }
+}
+
+/// The `quarantine_released` event of entry `key` (of recording `id`), released `how`.
+pub(super) fn released_event(id: &str, key: &str, how: ReleasedHow) -> NewEvent {
+    NewEvent::of(id, "quarantine_released", serde_json::json!({"key": key, "how": how.as_str()}))
+}
+
 /// [`Backend::upsert_recordings`], one statement (or two) per item.
 pub(super) async fn upsert_recordings_one_by_one<B: Backend>(
     s: &mut Session<B>,
     items: &[&ListedRecording],
-) -> StateResult<(PageRecorded, Vec<String>)> {
+) -> StateResult<Upserted> {
     let mut recorded = PageRecorded::default();
     let mut new = Vec::new();
+    let mut released = Vec::new();
     // Most pages release nothing: skip a statement per item when no entry is open.
     let open =
         s.fetch_one(sql!("SELECT EXISTS (SELECT 1 FROM quarantine WHERE released_at IS NULL) AS open"), &[]).await?;
@@ -212,7 +239,7 @@ pub(super) async fn upsert_recordings_one_by_one<B: Backend>(
         if !open {
             continue;
         }
-        recorded.released += s
+        let done = s
             .execute(
                 sql!(
                     "UPDATE quarantine SET released_at = {now}, released_how = $2 \
@@ -221,8 +248,12 @@ pub(super) async fn upsert_recordings_one_by_one<B: Backend>(
                 &[Text(&item.id.0), Text(ReleasedHow::Listed.as_str())],
             )
             .await?;
+        if done > 0 {
+            recorded.released += done;
+            released.push(item.id.0.clone());
+        }
     }
-    Ok((recorded, new))
+    Ok(Upserted { recorded, new, released })
 }
 
 /// The `discovered` events of the recordings of `items` whose ids are `new`.
@@ -768,10 +799,10 @@ impl<B: Backend> StateStore for B {
         let recorded = if items.is_empty() {
             PageRecorded::default()
         } else {
-            let (recorded, new) = B::upsert_recordings(&mut s, &items).await?;
-            events.extend(discovered_events(&items, &new));
+            let upserted = B::upsert_recordings(&mut s, &items).await?;
+            events.extend(upserted.events(&items));
             mark_seen_at_source(&mut s, &items, &mut events).await?;
-            recorded
+            upserted.recorded
         };
         if !unreadable.is_empty() {
             quarantine_with_events(&mut s, &unreadable, &mut events).await?;
@@ -827,14 +858,28 @@ impl<B: Backend> StateStore for B {
                 &[Text(&key.0), Text(how.as_str())],
             )
             .await?;
+        let mut events = Vec::new();
+        if released > 0 {
+            let id =
+                recording.map(|r| r.id.0.clone()).or_else(|| (!key.0.starts_with("sha256:")).then(|| key.0.clone()));
+            events.push(match id {
+                Some(id) => released_event(&id, &key.0, how),
+                None => NewEvent {
+                    recording_id: None,
+                    kind: "quarantine_released",
+                    data: serde_json::json!({"key": key.0, "how": how.as_str()}),
+                },
+            });
+        }
         let mut recorded = match recording {
             Some(recording) => {
-                let (recorded, new) = B::upsert_recordings(&mut s, &[recording]).await?;
-                events::append(&mut s, &discovered_events(&[recording], &new)).await?;
-                recorded
+                let upserted = B::upsert_recordings(&mut s, &[recording]).await?;
+                events.extend(upserted.events(&[recording]));
+                upserted.recorded
             }
             None => PageRecorded::default(),
         };
+        events::append(&mut s, &events).await?;
         recorded.released += released;
         s.commit().await?;
         Ok(recorded)

@@ -305,12 +305,13 @@ async fn quarantine_opens_are_recorded_once(backend: Backend) {
     s.state.release_quarantined(&with_id.key, Some(&from_details), ReleasedHow::Details).await.unwrap();
     let history = s.state.history(&RecordingId("q1".into())).await.unwrap();
     let kinds: Vec<&str> = history.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(kinds, ["quarantined", "discovered"]);
-    assert_eq!(history[1].data["via"], "quarantine_details");
-    assert_eq!(history[1].prev_sha256.as_deref(), Some(history[0].sha256.as_str()));
+    assert_eq!(kinds, ["quarantined", "quarantine_released", "discovered"]);
+    assert_eq!((history[1].data["key"].as_str(), history[1].data["how"].as_str()), (Some("q1"), Some("details")));
+    assert_eq!(history[2].data["via"], "quarantine_details");
+    assert_eq!(history[2].prev_sha256.as_deref(), Some(history[1].sha256.as_str()));
     let log = verify_log(&s.state).await.unwrap();
     assert!(log.intact(), "{}", webex_archiver::verify::log_report_text(&log));
-    assert_eq!((log.events, log.recordings), (3, 1));
+    assert_eq!((log.events, log.recordings), (4, 1));
 }
 
 #[tokio::test]

@@ -390,6 +390,10 @@ async fn an_item_with_an_unreadable_create_time_is_recorded_from_its_details() {
     assert_eq!(gone.recording_id, Some(RecordingId("r-gone".into())));
     assert_eq!(gone.reason, "the item has no createTime");
     assert!(gone.check_note.as_deref().is_some_and(|n| n.contains("404")), "{gone:?}");
+    // The release is in r-bad's custody log, after its quarantine and its discovery.
+    let kinds: Vec<String> =
+        setup.db.state.history(&RecordingId("r-bad".into())).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["quarantined", "quarantine_released", "discovered"], "{kinds:?}");
 
     let recorded = setup.recorded().await;
     assert_eq!(recorded.len(), 2);
