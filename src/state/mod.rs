@@ -23,7 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::stream::BoxStream;
 use serde::Serialize;
 
 use crate::config::DatabaseUrl;
@@ -487,6 +488,120 @@ pub struct ArchivedRow {
     pub record: ArchivedRecord,
 }
 
+/// One UTC day of `createTime` in the attestation report: what the recordings created
+/// that day became. Counted by the database (`GROUP BY` the day).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayCounts {
+    /// The UTC day.
+    pub date: NaiveDate,
+    /// Recordings of that day recorded from Webex's listings.
+    pub listed: i64,
+    /// Of which archived.
+    pub archived: i64,
+    /// Bytes of every file stored for the archived ones (`files[].size`, without
+    /// `metadata.json`).
+    pub bytes: i64,
+    /// Of which final `not_downloadable`.
+    pub not_downloadable: i64,
+    /// Of which `failed` (a person must look).
+    pub failed: i64,
+    /// Of which `pending` or `archiving`.
+    pub unfinished: i64,
+    /// Of which final `lost_at_source`.
+    pub lost_at_source: i64,
+    /// Recordings seen deleted (in the recycle bin) at the source, whatever their state.
+    pub deleted_at_source: i64,
+    /// Recordings seen purged at the source, whatever their state.
+    pub purged_at_source: i64,
+}
+
+/// Which recordings of a period [`ReportSnapshot::recordings`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportSelection {
+    /// Every recording.
+    All,
+    /// Those neither archived nor final for a stated reason: `pending`, `archiving`,
+    /// `failed`.
+    Gaps,
+    /// Those final for a stated reason other than being archived: `not_downloadable`,
+    /// `lost_at_source`.
+    FinalNotArchived,
+    /// Those archived or final for a stated reason (everything but the gaps).
+    Final,
+}
+
+/// A recording's row in the attestation report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportRecording {
+    /// Webex id.
+    pub id: RecordingId,
+    /// Its state.
+    pub state: ArchiveState,
+    /// When Webex produced it.
+    pub create_time: DateTime<Utc>,
+    /// Site host name.
+    pub site_url: Option<String>,
+    /// Host e-mail.
+    pub host_email: Option<String>,
+    /// The stored files (archived ones only): `recording`, `audio`, `transcript`, then
+    /// `metadata` (its key only).
+    pub files: Vec<ReportFile>,
+    /// When it was archived.
+    pub archived_at: Option<DateTime<Utc>>,
+    /// First seen deleted at the source.
+    pub deleted_at_source: Option<DateTime<Utc>>,
+    /// First seen purged at the source.
+    pub purged_at_source: Option<DateTime<Utc>>,
+    /// Short class of the last failure (`failure_reason`), for a person reading a gap.
+    pub reason: Option<String>,
+}
+
+/// One stored file of an archived recording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ReportFile {
+    /// `recording`, `audio`, `transcript` or `metadata`.
+    pub kind: String,
+    /// Object key, relative to the storage prefix.
+    pub key: String,
+    /// Hex SHA-256 of the content (none recorded for `metadata.json`).
+    pub sha256: Option<String>,
+    /// Bytes (none recorded for `metadata.json`).
+    pub size: Option<u64>,
+}
+
+/// An unreleased quarantine entry whose listing window overlaps a period (or that has no
+/// recorded window): a listed item that could not be read, for the attestation report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportQuarantine {
+    /// The entry's key (the recording id, or `sha256:...`).
+    pub key: QuarantineKey,
+    /// Scope whose listing sent it.
+    pub scope: ScopeKey,
+    /// Why it could not be read.
+    pub reason: String,
+    /// The JSON text as sent, without the password.
+    pub raw: String,
+    /// The listing window `[from, to)` whose page last sent it, when known.
+    pub window: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// First listed.
+    pub first_seen_at: DateTime<Utc>,
+}
+
+/// One consistent, read-only view of the database for the attestation report of the
+/// period `[from, to)` (by `createTime`): every read sees the same snapshot, so the day
+/// counts agree with the rows whatever the daemon does meanwhile.
+#[async_trait]
+pub trait ReportSnapshot: Send {
+    /// The counts of each UTC day of the period that has recordings, in date order.
+    async fn days(&mut self) -> StateResult<Vec<DayCounts>>;
+    /// Unreleased quarantine entries whose window overlaps the period, or that have no
+    /// window, in key order.
+    async fn quarantine(&mut self) -> StateResult<Vec<ReportQuarantine>>;
+    /// The recordings of the period that `selection` names, by `createTime` then id, as
+    /// the database sends them (none is held beyond the one being read).
+    fn recordings(&mut self, selection: ReportSelection) -> BoxStream<'_, StateResult<ReportRecording>>;
+}
+
 /// Errors of the state layer. Like every error enum of the project, a variant with a
 /// source does not repeat it in its message: print them with
 /// [`crate::errors::ErrorChain`].
@@ -732,6 +847,9 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// The directory keys of every recording that has written (or is writing) objects,
     /// to find unclaimed objects.
     async fn archived_prefixes(&self) -> StateResult<HashSet<String>>;
+
+    /// A read-only snapshot of the period `[from, to)` for the attestation report.
+    async fn report(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StateResult<Box<dyn ReportSnapshot>>;
 
     /// Recordings not in a final state (pending or archiving).
     async fn unfinished(&self, limit: u32) -> StateResult<Vec<(RecordingId, ArchiveState, Option<String>)>>;

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
 use sqlx::postgres::types::PgInterval;
 use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::query::Query;
@@ -93,6 +94,14 @@ impl Backend for PgState {
     type Db = Postgres;
     const SLOT: usize = 0;
     const NOW: Now = Now::Sql("now()");
+    const EXPRESSIONS: &'static [(&'static str, &'static str)] = &[
+        ("{create_date}", "to_char(create_time AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
+        (
+            "{files_size}",
+            "CASE WHEN jsonb_typeof(files) = 'array' THEN (SELECT COALESCE(sum(CAST(f.value ->> 'size' AS BIGINT)), 0) \
+             FROM jsonb_array_elements(files) AS f) END",
+        ),
+    ];
 
     fn pool(&self) -> &PgPool {
         &self.pool
@@ -100,6 +109,12 @@ impl Backend for PgState {
 
     async fn begin(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
         self.pool.begin().await
+    }
+
+    async fn begin_read(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
+        // NOTE: without REPEATABLE READ each statement would see its own snapshot, and a
+        // report's day counts could disagree with its rows.
+        self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await
     }
 
     async fn run_migrations(&self) -> StateResult<()> {
@@ -117,6 +132,10 @@ impl Backend for PgState {
 
     async fn fetch_optional(conn: &mut PgConnection, call: Call<'_>) -> sqlx::Result<Option<PgRow>> {
         query(call).fetch_optional(conn).await
+    }
+
+    fn fetch<'c>(conn: &'c mut PgConnection, call: Call<'c>) -> BoxStream<'c, sqlx::Result<PgRow>> {
+        query(call).fetch(conn)
     }
 
     /// One statement for the whole page, and one for its quarantine releases.

@@ -6,6 +6,9 @@
 //!
 //! - **Placeholders:** none. Statements use `$1`, `$2`, ...: Postgres's own style, which
 //!   the SQLite driver also accepts (it binds `$NNN` by number).
+//! - **Expressions written differently:** a few named expressions (`{create_date}`,
+//!   `{files_size}`, see [`Backend::EXPRESSIONS`]) are rendered in each database's own
+//!   words, as `{now}` is.
 //! - **"Now":** statements write `{now}`. Postgres renders it `now()`, so time comes
 //!   from the database and replicas agree on leases; SQLite renders it as one more
 //!   parameter, bound to the host's clock read once per [`Session`] (one operation),
@@ -41,10 +44,12 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Pool, Transaction};
 
-use super::{Claim, ListedRecording, Operator, QuarantinedItem, RecordingId, StateResult, statements};
+use super::{Claim, ListedRecording, Operator, QuarantinedItem, RecordingId, StateError, StateResult, statements};
 use statements::Upserted;
 
 /// A statement written once for both backends: `$1`, `$2`, ... for parameters and
@@ -73,7 +78,7 @@ impl Statement {
 
     /// The statement as backend `B` runs it, rendered on first use.
     fn rendered<B: Backend>(&'static self) -> &'static Rendered {
-        self.rendered[B::SLOT].get_or_init(|| render(self.text, B::NOW))
+        self.rendered[B::SLOT].get_or_init(|| render(&expand(self.text, B::EXPRESSIONS), B::NOW))
     }
 
     /// The SQL text for backend `B`, to bind by hand (a backend's own batch forms).
@@ -111,6 +116,11 @@ fn render(text: &str, now: Now) -> Rendered {
         Now::Param => (format!("${}", arity + 1), text.contains("{now}")),
     };
     Rendered { sql: text.replace("{now}", &now_text), arity, binds_now }
+}
+
+/// A statement with each named expression of `expressions` written out.
+fn expand(text: &str, expressions: &[(&str, &str)]) -> String {
+    expressions.iter().fold(text.to_owned(), |text, (name, expression)| text.replace(name, expression))
 }
 
 /// The highest `$n` of a statement.
@@ -200,12 +210,20 @@ pub(super) trait Backend: fmt::Debug + Send + Sync + Sized + 'static {
     const SLOT: usize;
     /// How statements say "now".
     const NOW: Now;
+    /// Expressions the two databases write differently, by the name statements use:
+    /// `{create_date}`, the UTC day of `create_time` as `YYYY-MM-DD` text; `{files_size}`,
+    /// the sum of the `size` members of the JSON array `files` (0 for an empty array,
+    /// NULL when `files` is not an array).
+    const EXPRESSIONS: &'static [(&'static str, &'static str)];
 
     /// The connection pool.
     fn pool(&self) -> &Pool<Self::Db>;
     /// Begins the transaction of a read-then-write sequence (claiming, moving a cursor
     /// with its page, taking a lease that may not exist yet).
     fn begin(&self) -> impl Future<Output = sqlx::Result<Transaction<'static, Self::Db>>> + Send;
+    /// Begins a read-only transaction that sees one snapshot of the database from its
+    /// first statement to its end, and takes no write lock (the attestation report).
+    fn begin_read(&self) -> impl Future<Output = sqlx::Result<Transaction<'static, Self::Db>>> + Send;
     /// Applies the embedded migrations.
     fn run_migrations(&self) -> impl Future<Output = StateResult<()>> + Send;
 
@@ -221,6 +239,9 @@ pub(super) trait Backend: fmt::Debug + Send + Sync + Sized + 'static {
         conn: &mut Connection<Self>,
         call: Call<'_>,
     ) -> impl Future<Output = sqlx::Result<Option<Row<Self>>>> + Send;
+
+    /// Runs a query; its rows as they arrive, none held beyond the one being read.
+    fn fetch<'c>(conn: &'c mut Connection<Self>, call: Call<'c>) -> BoxStream<'c, sqlx::Result<Row<Self>>>;
 
     // --- batch forms: portable by default ---
 
@@ -282,6 +303,11 @@ impl<B: Backend> Session<B> {
         Ok(Self { conn: Held::Transaction(backend.begin().await?), now: Utc::now() })
     }
 
+    /// A read-only transaction on one snapshot (see [`Backend::begin_read`]).
+    pub(super) async fn read(backend: &B) -> StateResult<Self> {
+        Ok(Self { conn: Held::Transaction(backend.begin_read().await?), now: Utc::now() })
+    }
+
     /// Commits the transaction (nothing to do for a pooled connection).
     pub(super) async fn commit(self) -> StateResult<()> {
         if let Held::Transaction(tx) = self.conn {
@@ -332,6 +358,16 @@ impl<B: Backend> Session<B> {
         Ok(B::fetch_optional(self.connection(), call).await?)
     }
 
+    /// Runs a query; its rows as they arrive.
+    pub(super) fn fetch<'s>(
+        &'s mut self,
+        statement: &'static Statement,
+        params: &'s [Param<'s>],
+    ) -> BoxStream<'s, StateResult<Row<B>>> {
+        let call = self.call(statement, params);
+        B::fetch(self.connection(), call).map(|row| row.map_err(StateError::from)).boxed()
+    }
+
     /// Runs a query that returns a row.
     pub(super) async fn fetch_one(
         &mut self,
@@ -355,6 +391,21 @@ mod tests {
         let sqlite = render(text, Now::Param);
         assert_eq!(sqlite.sql, "UPDATE t SET a = $2, at = $4 + $3 WHERE id = $1 AND until < $4");
         assert_eq!((sqlite.arity, sqlite.binds_now), (3, true));
+    }
+
+    #[test]
+    fn named_expressions_are_written_in_each_database_s_words() {
+        let text = "SELECT {create_date} AS day, {files_size} AS size FROM recordings WHERE id = $1";
+        let pg = render(&expand(text, super::super::PgState::EXPRESSIONS), Now::Sql("now()"));
+        assert!(pg.sql.contains("to_char(create_time AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day"), "{}", pg.sql);
+        assert!(pg.sql.contains("jsonb_array_elements(files)"), "{}", pg.sql);
+        let sqlite = render(&expand(text, super::super::SqliteState::EXPRESSIONS), Now::Param);
+        assert!(sqlite.sql.contains("strftime('%Y-%m-%d', create_time / 1000, 'unixepoch') AS day"), "{}", sqlite.sql);
+        assert!(sqlite.sql.contains("json_each(files)"), "{}", sqlite.sql);
+        for rendered in [pg, sqlite] {
+            assert!(!rendered.sql.contains('{'), "every name is written out: {}", rendered.sql);
+            assert_eq!(rendered.arity, 1);
+        }
     }
 
     #[test]

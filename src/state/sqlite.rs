@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
 use sqlx::query::Query;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -119,6 +120,14 @@ impl Backend for SqliteState {
     type Db = Sqlite;
     const SLOT: usize = 1;
     const NOW: Now = Now::Param;
+    const EXPRESSIONS: &'static [(&'static str, &'static str)] = &[
+        ("{create_date}", "strftime('%Y-%m-%d', create_time / 1000, 'unixepoch')"),
+        (
+            "{files_size}",
+            "CASE WHEN json_type(files) = 'array' THEN (SELECT COALESCE(sum(CAST(json_extract(f.value, '$.size') \
+             AS INTEGER)), 0) FROM json_each(files) AS f) END",
+        ),
+    ];
 
     fn pool(&self) -> &SqlitePool {
         &self.pool
@@ -128,6 +137,12 @@ impl Backend for SqliteState {
         // NOTE: BEGIN IMMEDIATE takes the write lock up front, so a read-then-write
         // transaction cannot fail half-way because another writer got there first.
         self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    async fn begin_read(&self) -> sqlx::Result<Transaction<'static, Sqlite>> {
+        // NOTE: a deferred transaction takes no lock until it reads; in WAL mode it then
+        // reads one snapshot to its end while writers go on.
+        self.pool.begin_with("BEGIN DEFERRED").await
     }
 
     async fn run_migrations(&self) -> StateResult<()> {
@@ -147,5 +162,9 @@ impl Backend for SqliteState {
 
     async fn fetch_optional(conn: &mut SqliteConnection, call: Call<'_>) -> sqlx::Result<Option<SqliteRow>> {
         query(call).fetch_optional(conn).await
+    }
+
+    fn fetch<'c>(conn: &'c mut SqliteConnection, call: Call<'c>) -> BoxStream<'c, sqlx::Result<SqliteRow>> {
+        query(call).fetch(conn)
     }
 }

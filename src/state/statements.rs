@@ -6,15 +6,18 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
 
 use super::events::{self, NewEvent, event_columns, event_from_row};
 use super::sql::{Backend, Cells, Param, Row, Session, Statement, sql};
 use super::{
-    ArchiveState, ArchivedRecord, ArchivedRow, Claim, Cursor, CursorKind, CursorMove, DeletionSweep, Event, FailureRow,
-    ListedRecording, ManifestRow, Operator, Outcome, PageRecorded, QuarantineEntry, QuarantineKey, QuarantineRow,
-    QuarantinedItem, RecordingId, ReleasedHow, ScopeKey, SourceStatus, StateError, StateResult, StateStore,
-    StatusReport, StoredTokens, SweepEnd, TokenStatus, Unmanifested, unique_by_id, unique_by_key,
+    ArchiveState, ArchivedRecord, ArchivedRow, Claim, Cursor, CursorKind, CursorMove, DayCounts, DeletionSweep, Event,
+    FailureRow, ListedRecording, ManifestRow, Operator, Outcome, PageRecorded, QuarantineEntry, QuarantineKey,
+    QuarantineRow, QuarantinedItem, RecordingId, ReleasedHow, ReportFile, ReportQuarantine, ReportRecording,
+    ReportSelection, ReportSnapshot, ScopeKey, SourceStatus, StateError, StateResult, StateStore, StatusReport,
+    StoredTokens, SweepEnd, TokenStatus, Unmanifested, unique_by_id, unique_by_key,
 };
 use Param::{Bool, Int, Interval, Json, OptInt, OptText, OptTime, Text, Time};
 
@@ -647,6 +650,152 @@ async fn move_cursor<B: Backend>(
         None => {}
     }
     Ok(())
+}
+
+/// The columns of a [`ReportRecording`], as a literal for `sql!`. `files` is JSON `null`
+/// rather than SQL NULL when absent (one reader for both databases).
+macro_rules! report_columns {
+    () => {
+        "SELECT id, state, create_time, site_url, host_email, COALESCE(files, 'null') AS files, media_key, \
+             metadata_key, sha256, bytes, archived_at, deleted_at_source, purged_at_source, failure_reason \
+         FROM recordings WHERE create_time >= $1 AND create_time < $2"
+    };
+}
+
+/// The attestation report's snapshot of the period whose bounds are `period` (`$1`, `$2`).
+struct Snapshot<B: Backend> {
+    session: Session<B>,
+    period: [Param<'static>; 2],
+}
+
+#[async_trait]
+impl<B: Backend> ReportSnapshot for Snapshot<B> {
+    async fn days(&mut self) -> StateResult<Vec<DayCounts>> {
+        let rows = self
+            .session
+            .fetch_all(
+                sql!(
+                    "SELECT {create_date} AS day, count(*) AS listed, \
+                         count(CASE WHEN state = 'archived' THEN 1 END) AS archived, \
+                         CAST(COALESCE(sum(CASE WHEN state = 'archived' THEN COALESCE({files_size}, bytes) END), 0) \
+                             AS BIGINT) AS bytes, \
+                         count(CASE WHEN state = 'not_downloadable' THEN 1 END) AS not_downloadable, \
+                         count(CASE WHEN state = 'failed' THEN 1 END) AS failed, \
+                         count(CASE WHEN state IN ('pending', 'archiving') THEN 1 END) AS unfinished, \
+                         count(CASE WHEN state = 'lost_at_source' THEN 1 END) AS lost_at_source, \
+                         count(deleted_at_source) AS deleted_at_source, \
+                         count(purged_at_source) AS purged_at_source \
+                     FROM recordings WHERE create_time >= $1 AND create_time < $2 \
+                     GROUP BY day ORDER BY day"
+                ),
+                &self.period,
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let day = row.text("day")?;
+                Ok(DayCounts {
+                    date: NaiveDate::parse_from_str(&day, "%Y-%m-%d")
+                        .map_err(|e| StateError::Corrupt(format!("the day {day:?} of a createTime: {e}")))?,
+                    listed: row.bigint("listed")?,
+                    archived: row.bigint("archived")?,
+                    bytes: row.bigint("bytes")?,
+                    not_downloadable: row.bigint("not_downloadable")?,
+                    failed: row.bigint("failed")?,
+                    unfinished: row.bigint("unfinished")?,
+                    lost_at_source: row.bigint("lost_at_source")?,
+                    deleted_at_source: row.bigint("deleted_at_source")?,
+                    purged_at_source: row.bigint("purged_at_source")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn quarantine(&mut self) -> StateResult<Vec<ReportQuarantine>> {
+        let rows = self
+            .session
+            .fetch_all(
+                sql!(
+                    "SELECT key, scope, reason, raw, window_from, window_to, first_seen_at FROM quarantine \
+                     WHERE released_at IS NULL \
+                       AND (window_from IS NULL OR window_to IS NULL OR (window_from < $2 AND window_to > $1)) \
+                     ORDER BY key"
+                ),
+                &self.period,
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ReportQuarantine {
+                    key: QuarantineKey(row.text("key")?),
+                    scope: ScopeKey(row.text("scope")?),
+                    reason: row.text("reason")?,
+                    raw: row.text("raw")?,
+                    window: row.opt_time("window_from")?.zip(row.opt_time("window_to")?),
+                    first_seen_at: row.time("first_seen_at")?,
+                })
+            })
+            .collect()
+    }
+
+    fn recordings(&mut self, selection: ReportSelection) -> BoxStream<'_, StateResult<ReportRecording>> {
+        let statement = match selection {
+            ReportSelection::All => sql!(report_columns!(), " ORDER BY create_time, id"),
+            ReportSelection::Gaps => {
+                sql!(report_columns!(), " AND state IN ('pending', 'archiving', 'failed') ORDER BY create_time, id")
+            }
+            ReportSelection::FinalNotArchived => {
+                sql!(report_columns!(), " AND state IN ('not_downloadable', 'lost_at_source') ORDER BY create_time, id")
+            }
+            ReportSelection::Final => sql!(
+                report_columns!(),
+                " AND state IN ('archived', 'not_downloadable', 'lost_at_source') ORDER BY create_time, id"
+            ),
+        };
+        let Self { session, period } = self;
+        session.fetch(statement, &period[..]).map(|row| row.and_then(|row| report_recording_from_row(&row))).boxed()
+    }
+}
+
+/// A recording's report row from a row of [`report_columns!`].
+fn report_recording_from_row(row: &impl Cells) -> StateResult<ReportRecording> {
+    let id = RecordingId(row.text("id")?);
+    let state = ArchiveState::parse(&row.text("state")?)?;
+    let mut files = Vec::new();
+    if state == ArchiveState::Archived {
+        match row.json("files")? {
+            serde_json::Value::Array(stored) => {
+                for file in stored {
+                    files.push(
+                        serde_json::from_value::<ReportFile>(file)
+                            .map_err(|e| StateError::Corrupt(format!("the stored files of recording {id}: {e}")))?,
+                    );
+                }
+            }
+            // Archived before `files` was kept: the recording file is all it has.
+            _ => files.push(ReportFile {
+                kind: crate::domain::FileKind::Recording.as_str().to_owned(),
+                key: row.text("media_key")?,
+                sha256: Some(row.text("sha256")?),
+                size: Some(u64::try_from(row.bigint("bytes")?).unwrap_or(0)),
+            }),
+        }
+        if let Some(key) = row.opt_text("metadata_key")? {
+            files.push(ReportFile { kind: "metadata".to_owned(), key, sha256: None, size: None });
+        }
+    }
+    Ok(ReportRecording {
+        id,
+        state,
+        create_time: row.time("create_time")?,
+        site_url: row.opt_text("site_url")?,
+        host_email: row.opt_text("host_email")?,
+        files,
+        archived_at: row.opt_time("archived_at")?,
+        deleted_at_source: row.opt_time("deleted_at_source")?,
+        purged_at_source: row.opt_time("purged_at_source")?,
+        reason: row.opt_text("failure_reason")?,
+    })
 }
 
 async fn read_cursors<B: Backend>(s: &mut Session<B>) -> StateResult<Vec<Cursor>> {
@@ -1435,6 +1584,11 @@ impl<B: Backend> StateStore for B {
         let rows =
             fetch_all(self, sql!("SELECT object_prefix FROM recordings WHERE object_prefix IS NOT NULL"), &[]).await?;
         rows.iter().map(|r| r.text("object_prefix")).collect()
+    }
+
+    async fn report(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StateResult<Box<dyn ReportSnapshot>> {
+        let session = Session::read(self).await?;
+        Ok(Box::new(Snapshot { session, period: [Time(from), Time(to)] }))
     }
 
     async fn unfinished(&self, limit: u32) -> StateResult<Vec<(RecordingId, ArchiveState, Option<String>)>> {
