@@ -565,6 +565,42 @@ pub fn history_json(id: &RecordingId, events: &[state::Event]) -> serde_json::Va
     serde_json::json!({"id": id, "events": events})
 }
 
+/// `webex-archiver report`: the attestation report of `period` in `format`, on stdout or
+/// into `out`; 1 when the period has a gap. A report that could not be finished leaves
+/// no file behind (an auditor must never be handed half of one).
+pub async fn report(
+    settings: &Settings,
+    period: crate::report::Period,
+    format: crate::report::Format,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<u8> {
+    use std::io::BufWriter;
+    let state = open_state(settings).await?;
+    let written = match out {
+        None => crate::report::write(&state, period, format, BufWriter::new(std::io::stdout())).await,
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("--out {}: cannot create the file", path.display()))?;
+            let written = crate::report::write(&state, period, format, BufWriter::new(file)).await;
+            // Only a regular file is removed (never /dev/null or a pipe).
+            if written.is_err() && std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+                let _ = std::fs::remove_file(path);
+            }
+            written
+        }
+    };
+    let summary = written.context("making the report")?;
+    eprintln!(
+        "report {} to {}: {} recording(s), {} archived, {} gap(s)",
+        period.from.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        period.to.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        summary.recordings,
+        summary.archived,
+        summary.gaps
+    );
+    Ok(if summary.gaps > 0 { EXIT_INCOMPLETE } else { 0 })
+}
+
 /// `webex-archiver retry`: make failed recordings due again.
 pub async fn retry(settings: &Settings, ids: Option<Vec<String>>) -> anyhow::Result<u8> {
     let state = open_state(settings).await?;

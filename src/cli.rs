@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
 /// Keeps a complete, verifiable archive of Webex meeting recordings in S3-compatible storage.
@@ -44,6 +45,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// A recording's custody log: what happened to it, oldest first (exit 1 when none).
     History(HistoryArgs),
+    /// The attestation report of a period, per UTC day of createTime and per recording,
+    /// from the database alone (exit 1 when the period has a gap).
+    Report(ReportArgs),
     /// Run the Webex API simulator (for tests, demos, benchmarks); needs no settings.
     Simulate(crate::sim::SimulateArgs),
     /// Archive a simulated Webex org into the embedded default and check the result.
@@ -93,6 +97,31 @@ pub struct HistoryArgs {
     /// Print `{"id", "events": [...]}` as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `report` flags.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Start of the period (included): a day (2026-03-01, its start in UTC) or an RFC 3339 time.
+    #[arg(long, value_name = "T", value_parser = crate::report::parse_time)]
+    pub from: DateTime<Utc>,
+    /// End of the period (excluded): a day (2026-04-01, its start in UTC) or an RFC 3339 time.
+    #[arg(long, value_name = "T", value_parser = crate::report::parse_time)]
+    pub to: DateTime<Utc>,
+    /// The form: json (for scripts), csv (one row per recording), html (one self-contained page).
+    #[arg(long, value_enum, default_value_t = crate::report::Format::Json)]
+    pub format: crate::report::Format,
+    /// Write the report to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+impl ReportArgs {
+    /// The period the flags name, or why they name none (one message naming the flags).
+    pub fn period(&self) -> Result<crate::report::Period, String> {
+        crate::report::Period::new(self.from, self.to)
+            .map_err(|e| format!("--from {} --to {}: {e}", self.from, self.to))
+    }
 }
 
 /// `sync` flags.

@@ -15,6 +15,7 @@ pub mod errors;
 pub mod manifest;
 pub mod metrics;
 pub mod progress;
+pub mod report;
 pub mod server;
 pub mod shutdown;
 pub mod sim;

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::process::ExitCode;
 
 use chrono::Utc;
-use clap::Parser;
+use clap::{CommandFactory as _, Parser};
 use tokio_util::sync::CancellationToken;
 use webex_archiver::cli::{Cli, Command, ConfigCommand};
 use webex_archiver::config::{LogFormat, LogSettings, Needs, Settings, Sources};
@@ -44,6 +44,10 @@ fn main() -> ExitCode {
         Command::Migrate | Command::Status(_) | Command::Retry(_) | Command::Verify(_) | Command::History(_) => {
             Needs::StateOnly
         }
+        Command::Report(args) => match args.period() {
+            Ok(_) => Needs::StateOnly,
+            Err(e) => Cli::command().error(clap::error::ErrorKind::ArgumentConflict, e).exit(),
+        },
     };
     let settings = match Settings::load(&sources, needs) {
         Ok(settings) => settings,
@@ -62,6 +66,10 @@ fn main() -> ExitCode {
             Command::Verify(args) if args.manifests => app::verify_manifests(&settings, args.all, args.json).await,
             Command::Verify(args) => app::verify(&settings, args.sample, args.json).await,
             Command::History(args) => app::history(&settings, args.id, args.json).await,
+            Command::Report(args) => {
+                let period = args.period().map_err(anyhow::Error::msg)?;
+                app::report(&settings, period, args.format, args.out.as_deref()).await
+            }
             Command::Retry(args) => app::retry(&settings, (!args.failed).then_some(args.ids)).await,
             Command::Run => {
                 let abort = CancellationToken::new();
