@@ -47,9 +47,9 @@ const LAYERS: &[(&[&str], &[&str])] = &[
     ),
     // What watches the pipeline: verify re-reads what archive wrote (its metadata.json
     // layout), progress shows discovery's windows and archive's counters, server answers
-    // /healthz /readyz /metrics.
+    // /healthz /readyz /metrics, report attests what the state holds for a period.
     (
-        &["verify", "progress", "server"],
+        &["verify", "progress", "server", "report"],
         &[
             "archive",
             "config",
@@ -78,6 +78,7 @@ const LAYERS: &[(&[&str], &[&str])] = &[
             "manifest",
             "metrics",
             "progress",
+            "report",
             "server",
             "shutdown",
             "state",
@@ -102,6 +103,7 @@ const LAYERS: &[(&[&str], &[&str])] = &[
             "manifest",
             "metrics",
             "progress",
+            "report",
             "server",
             "shutdown",
             "sim",

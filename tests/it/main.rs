@@ -14,6 +14,7 @@ mod manifests;
 mod oauth;
 mod ops;
 mod proxy;
+mod report;
 mod sim;
 mod state_contract;
 mod storage;
