@@ -58,6 +58,7 @@ h2 { font-size: 18px; margin: 30px 0 8px; padding-bottom: 4px; border-bottom: 1p
 p.note { color: var(--muted); font-size: 12.5px; margin: 6px 0; }
 p.none { font-size: 15px; color: var(--ok); font-weight: 600; }
 table { border-collapse: collapse; width: 100%; font-size: 12.5px; }
+table.gaps, table.recordings { table-layout: fixed; }
 thead { display: table-header-group; }
 th { background: var(--head); text-align: left; font-weight: 600; padding: 6px 8px;
   border-bottom: 1px solid var(--line); vertical-align: bottom; }
@@ -68,17 +69,19 @@ td.zero { color: var(--faint); }
 td.alert { color: var(--gap); font-weight: 600; }
 tr.has-gaps td:first-child { box-shadow: inset 3px 0 0 var(--gap); }
 tfoot td { font-weight: 600; border-top: 2px solid var(--ink); background: var(--head); }
-td.when { white-space: nowrap; font-variant-numeric: tabular-nums; }
+td.when { font-variant-numeric: tabular-nums; }
 code { font: 11.5px/1.35 ui-monospace, "SFMono-Regular", Menlo, Consolas, "Liberation Mono", monospace;
   overflow-wrap: anywhere; }
-.file { margin-bottom: 3px; }
-.file .kind { display: inline-block; min-width: 70px; color: var(--muted); }
-.sha { color: var(--muted); }
+.file { display: grid; grid-template-columns: 70px minmax(0, 1fr); margin-bottom: 4px; }
+.file .kind { color: var(--muted); }
+.file .digest { color: var(--muted); }
+.file .digest code { color: var(--muted); }
 .state { display: inline-block; padding: 0 6px; border-radius: 3px; font-size: 11.5px; white-space: nowrap;
   border: 1px solid var(--line); }
 .state.archived { color: var(--ok); border-color: #b9dcc6; background: var(--ok-bg); }
 .state.gap { color: var(--gap); border-color: #efc2be; background: var(--gap-bg); }
 .sub { color: var(--muted); }
+.nowrap { white-space: nowrap; }
 figure { margin: 0; }
 figcaption { color: var(--muted); font-size: 12.5px; margin-top: 4px; }
 .legend { display: flex; gap: 18px; font-size: 12.5px; margin: 4px 0 6px; flex-wrap: wrap; }
@@ -97,12 +100,9 @@ footer dd { margin: 0 0 0 0; }
 const BODY_END: &str = "</main></body></html>\n";
 const TABLE_END: &str = "</tbody></table>";
 
-fn when(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S").to_string()
-}
-
-fn opt_when(t: Option<DateTime<Utc>>) -> String {
-    t.map_or_else(|| "—".to_owned(), when)
+/// A time in a table cell: the day, and the time of day under it.
+fn when_cell(t: DateTime<Utc>) -> Markup {
+    html! { (t.format("%Y-%m-%d")) br; span.sub { (t.format("%H:%M:%S")) } }
 }
 
 /// `1234567` as `1,234,567`.
@@ -246,11 +246,15 @@ fn head(overview: &Overview, generated: DateTime<Utc>) -> Markup {
             h1 { "Coverage of the recording archive" }
             p.period {
                 "Recordings created from "
-                strong data-period="from" { (period.from.to_rfc3339_opts(SecondsFormat::AutoSi, true)) }
+                strong data-period="from" data-value=(period.from.to_rfc3339_opts(SecondsFormat::AutoSi, true)) {
+                    (period.from.format("%Y-%m-%d %H:%M:%S UTC"))
+                }
                 " up to (not including) "
-                strong data-period="to" { (period.to.to_rfc3339_opts(SecondsFormat::AutoSi, true)) }
+                strong data-period="to" data-value=(period.to.to_rfc3339_opts(SecondsFormat::AutoSi, true)) {
+                    (period.to.format("%Y-%m-%d %H:%M:%S UTC"))
+                }
                 " — " (overview.days.len()) " UTC day" @if overview.days.len() != 1 { "s" }
-                ", " (period.first_day()) " to " (last.date_naive()) "."
+                ", " span.nowrap { (period.first_day()) " to " (last.date_naive()) } "."
             }
             p.meta {
                 "Generated " (generated.format("%Y-%m-%d %H:%M:%S UTC"))
@@ -318,6 +322,10 @@ fn gaps_heading(overview: &Overview) -> Markup {
 fn gaps_table_head() -> Markup {
     html! {
         (PreEscaped("<table class=\"gaps\">"))
+        colgroup {
+            col style="width: 11%"; col style="width: 28%"; col style="width: 9%"; col style="width: 18%";
+            col style="width: 34%";
+        }
         thead { tr {
             th { "Created (UTC)" } th { "Recording id or quarantine key" } th { "State" }
             th { "Site · host" } th { "Why it is a gap" }
@@ -340,7 +348,7 @@ fn gap_reason(r: &ReportRecording) -> String {
 fn gap_row(r: &ReportRecording) -> Markup {
     html! {
         tr data-gap=(r.id.0) {
-            td.when { (when(r.create_time)) }
+            td.when { (when_cell(r.create_time)) }
             td { code { (r.id.0) } }
             td { span.state.gap { (r.state.as_str()) } }
             td { (site_host(r)) }
@@ -351,11 +359,13 @@ fn gap_row(r: &ReportRecording) -> Markup {
 
 fn quarantined_row(gap: &QuarantinedGap) -> Markup {
     let (when_text, basis) = match gap.attribution {
-        Attribution::CreateTime(t) => (when(t), None),
+        Attribution::CreateTime(t) => (t.format("%Y-%m-%d %H:%M:%S").to_string(), None),
         Attribution::Window(from, to) => {
             (format!("{} – {}", from.format("%Y-%m-%d"), to.format("%Y-%m-%d")), Some("listing window"))
         }
-        Attribution::FirstSeen(t) => (when(t), Some("first listed; createTime unknown")),
+        Attribution::FirstSeen(t) => {
+            (t.format("%Y-%m-%d %H:%M:%S").to_string(), Some("first listed; createTime unknown"))
+        }
     };
     html! {
         tr data-gap=(gap.entry.key.0) {
@@ -405,6 +415,11 @@ fn bars(days: &[Day]) -> (Vec<Bar>, bool) {
     (bars, per_month)
 }
 
+/// A coordinate to the hundredth, enough for a drawing and short to write.
+fn r2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
 /// The smallest of 1, 2, 5 × 10^k that is at least `x`.
 fn nice(x: f64) -> f64 {
     let x = x.max(1.0);
@@ -421,11 +436,11 @@ fn coverage(overview: &Overview) -> Markup {
     let (bars, per_month) = bars(&overview.days);
     let n = bars.len().max(1) as f64;
     let slot = (W - LEFT - RIGHT) / n;
-    let width = (slot * 0.78).max(0.5);
+    let width = r2((slot * 0.78).max(0.5));
     let max = bars.iter().map(|b| b.listed).max().unwrap_or(0) as f64;
     let step = nice(max / 4.0);
     let top = (max / step).ceil().max(1.0) * step;
-    let y = |v: f64| TOP + PLOT - v / top * PLOT;
+    let y = |v: f64| r2(TOP + PLOT - v / top * PLOT);
     let base = TOP + PLOT;
     let ticks: Vec<f64> = (0..=((top / step).round() as i64)).map(|i| i as f64 * step).collect();
     let unit = if per_month { "month" } else { "day" };
@@ -469,7 +484,7 @@ fn coverage(overview: &Overview) -> Markup {
                     text x=(LEFT - 6.0) y=(y(*tick) + 3.5) text-anchor="end" { (grouped(*tick as i64)) }
                 }
                 @for (i, bar) in bars.iter().enumerate() {
-                    @let x = LEFT + i as f64 * slot + (slot - width) / 2.0;
+                    @let x = r2(LEFT + i as f64 * slot + (slot - width) / 2.0);
                     @let archived_top = y(bar.archived as f64);
                     @let settled_top = y((bar.archived + bar.settled) as f64);
                     @let gaps_top = y((bar.archived + bar.settled + bar.gaps) as f64);
@@ -480,26 +495,29 @@ fn coverage(overview: &Overview) -> Markup {
                         }
                         rect x=(x) y=(base - PLOT) width=(width) height=(PLOT) fill="transparent" {}
                         @if bar.archived > 0 {
-                            rect x=(x) y=(archived_top) width=(width) height=(base - archived_top) fill="#2f7d4f" {}
+                            rect x=(x) y=(archived_top) width=(width) height=(r2(base - archived_top)) fill="#2f7d4f" {}
                         }
                         @if bar.settled > 0 {
-                            rect x=(x) y=(settled_top) width=(width) height=(archived_top - settled_top)
+                            rect x=(x) y=(settled_top) width=(width) height=(r2(archived_top - settled_top))
                                 fill="#8792a5" {}
                         }
                         @if bar.gaps > 0 {
-                            rect x=(x) y=(gaps_top) width=(width) height=(settled_top - gaps_top) fill="#b3261e" {}
+                            rect x=(x) y=(gaps_top) width=(width) height=(r2(settled_top - gaps_top)) fill="#b3261e" {}
                             // A mark under the axis, so that one gap among thousands shows.
                             rect x=(x) y=(base + 3.0) width=(width.max(1.5)) height="5" fill="#b3261e" {}
                         }
                     }
                 }
                 @for (i, label) in &labelled {
-                    @let x = LEFT + *i as f64 * slot + slot / 2.0;
+                    @let x = r2(LEFT + *i as f64 * slot + slot / 2.0);
                     line x1=(x) x2=(x) y1=(base) y2=(base + 12.0) stroke="#c5cad3" stroke-width="1" {}
                     text x=(x) y=(base + 22.0) text-anchor="middle" { (label) }
                 }
                 @for (i, label) in &months {
-                    text x=(LEFT + *i as f64 * slot + 1.0) y=(base + 38.0) text-anchor="start" { (label) }
+                    @let x = r2(LEFT + *i as f64 * slot + 1.0);
+                    // A label near the right edge ends there instead of being cut.
+                    @let anchor = if x + 60.0 > W - RIGHT { "end" } else { "start" };
+                    text x=(if anchor == "end" { W - RIGHT } else { x }) y=(base + 38.0) text-anchor=(anchor) { (label) }
                 }
             }
             figcaption {
@@ -602,10 +620,14 @@ fn recordings_heading(overview: &Overview, list_archived: bool) -> Markup {
 fn recordings_table_head() -> Markup {
     html! {
         (PreEscaped("<table class=\"recordings\">"))
+        colgroup {
+            col style="width: 9%"; col style="width: 19%"; col style="width: 15%"; col style="width: 36%";
+            col style="width: 9%"; col style="width: 12%";
+        }
         thead { tr {
-            th { "Created (UTC)" } th { "Recording id" } th { "State" } th { "Site · host" }
-            th { "Stored files: key, SHA-256, size" } th { "Archived at" } th { "Deleted at source" }
-            th { "Retained until" } th { "Legal hold" }
+            th { "Created (UTC)" } th { "Recording id · state" } th { "Site · host" }
+            th { "Stored files: key under the storage prefix, SHA-256, size" } th { "Archived at" }
+            th { "Deleted at source · retention · legal hold" }
         } }
         (PreEscaped("<tbody>"))
     }
@@ -615,33 +637,35 @@ fn recording_row(r: &ReportRecording) -> Markup {
     let archived = r.state == ArchiveState::Archived;
     html! {
         tr data-recording=(r.id.0) {
-            td.when { (when(r.create_time)) }
-            td { code { (r.id.0) } }
-            td { span.state.archived[archived] { (r.state.as_str()) } }
+            td.when { (when_cell(r.create_time)) }
+            td { code { (r.id.0) } br; span.state.archived[archived] { (r.state.as_str()) } }
             td { (site_host(r)) }
             td {
                 @for file in &r.files {
                     div.file {
-                        span.kind { (file.kind) } code { (file.key) }
-                        @if let Some(sha) = &file.sha256 { br; span.sha { "SHA-256 " code { (sha) } } }
-                        @if let Some(size) = file.size {
-                            " · " (grouped(i64::try_from(size).unwrap_or(i64::MAX))) " bytes"
+                        span.kind { (file.kind) }
+                        div {
+                            code { (file.key) }
+                            @if file.sha256.is_some() || file.size.is_some() {
+                                div.digest {
+                                    @if let Some(sha) = &file.sha256 { "SHA-256 " code { (sha) } }
+                                    @if let Some(size) = file.size {
+                                        " · " (grouped(i64::try_from(size).unwrap_or(i64::MAX))) " bytes"
+                                    }
+                                }
+                            }
                         }
                     }
                 }
-                @if r.files.is_empty() { span.sub { "—" } }
+                @if r.files.is_empty() { span.sub { "no file stored" } }
             }
-            td.when { (opt_when(r.archived_at)) }
-            td.when {
-                @if r.deleted_at_source.is_none() && r.purged_at_source.is_none() { "—" }
-                @if let Some(t) = r.deleted_at_source { "deleted " (when(t)) }
-                @if let Some(t) = r.purged_at_source {
-                    @if r.deleted_at_source.is_some() { br; }
-                    "purged " (when(t))
-                }
+            td.when { @if let Some(t) = r.archived_at { (when_cell(t)) } @else { "—" } }
+            td {
+                @if let Some(t) = r.deleted_at_source { "deleted " (t.format("%Y-%m-%d %H:%M:%S")) br; }
+                @if let Some(t) = r.purged_at_source { "purged " (t.format("%Y-%m-%d %H:%M:%S")) br; }
+                @if r.deleted_at_source.is_none() && r.purged_at_source.is_none() { "not deleted" br; }
+                span.sub { "retained until —" br; "legal hold: no" }
             }
-            td { "—" }
-            td { "no" }
         }
     }
 }
