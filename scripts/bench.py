@@ -34,7 +34,7 @@ MIB = 1 << 20
 GIB = 1 << 30
 MB = 1_000_000
 MIN_FREE_GIB = 30
-SCENARIOS = ("throughput", "memory", "discovery", "efficiency", "hostile")
+SCENARIOS = ("throughput", "memory", "discovery", "efficiency", "hostile", "report")
 CONCURRENCY = 4
 
 # Targets: (key, comparison, threshold, text shown in the table).
@@ -47,6 +47,8 @@ TARGETS = {
     "discovery_per_s_postgres": (">=", 10_000, "≥ 10,000/s"),
     "api_calls_per_recording": ("<=", 1.05, "≤ 1.05 beyond the download"),
     "hostile_peak_rss_mib_160mib_page": ("<=", 128, "≤ 128 MiB"),
+    "report_json_s": ("<=", 30, "≤ 30 s"),
+    "report_html_s": ("<=", 30, "≤ 30 s"),
 }
 
 
@@ -369,8 +371,10 @@ def summarize_log(path: str) -> dict:
 RUN_SEQ = 0
 
 
-def run_archiver(args: list[str], env: dict, workdir: str, label: str, timeout: float = 900) -> dict:
-    """Runs the archiver under /usr/bin/time -v; returns wall, CPU, peak RSS, exit, log summary."""
+def run_archiver(args: list[str], env: dict, workdir: str, label: str, timeout: float = 900,
+                 ok_exits: tuple = (0,)) -> dict:
+    """Runs the archiver under /usr/bin/time -v; returns wall, CPU, peak RSS, exit, log summary
+    (and the stderr file). An exit status outside `ok_exits` is an error."""
     global RUN_SEQ
     RUN_SEQ += 1
     stem = os.path.join(workdir, f"run{RUN_SEQ:03d}-{label}")
@@ -385,12 +389,12 @@ def run_archiver(args: list[str], env: dict, workdir: str, label: str, timeout: 
             raise RuntimeError(f"{label}: webex-archiver {' '.join(args)} took over {timeout:.0f} s")
         wall = time.monotonic() - t0
         CHILDREN.remove(proc)
-    res = {"wall_s": wall, "exit": rc, **parse_time_v(timef), "log": summarize_log(logf)}
+    res = {"wall_s": wall, "exit": rc, **parse_time_v(timef), "log": summarize_log(logf), "stderr": logf}
     keep = os.environ.get("WA_BENCH_KEEP_LOGS")
     if keep:
         os.makedirs(keep, exist_ok=True)
         shutil.copy(logf, keep)
-    if rc != 0:
+    if rc not in ok_exits:
         with open(logf, errors="replace") as f:
             tail = f.read()[-2000:]
         raise RuntimeError(f"{label}: webex-archiver {' '.join(args)} exited {rc}:\n{tail}")
@@ -856,6 +860,111 @@ def scenario_discovery(opts, root: str, workdir: str) -> dict:
     }
 
 
+# The report scenario's year: one row per recording, created evenly over 2025 (UTC), in
+# a realistic mix of states, as the archiver would have left them. `r` is i % 1000.
+REPORT_FILL = """
+INSERT INTO recordings (id, scope, site_url, host_email, meeting_id, topic, format, create_time, size_bytes,
+    listing, state, attempts, lease_owner, lease_expires_at, failure_reason, last_error, object_prefix, media_key,
+    metadata_key, sha256, bytes, files, archived_at, deleted_at_source, purged_at_source)
+SELECT id, 'admin:acme.webex.com', 'acme.webex.com', 'host' || (i % 700) || '@acme.example', md5('m' || i),
+    'Weekly sync ' || (i % 97), 'MP4', t, size, jsonb_build_object('id', id, 'createTime', t),
+    state, CASE WHEN state = 'pending' THEN 0 ELSE 1 END,
+    CASE WHEN state = 'archiving' THEN 'bench/lease' END,
+    CASE WHEN state = 'archiving' THEN now() + interval '2 minutes' END,
+    CASE state WHEN 'failed' THEN 'http_4xx' WHEN 'not_downloadable' THEN 'not_downloadable' END,
+    CASE state WHEN 'failed' THEN 'Webex answered 404 (trackingId bench)' END,
+    CASE WHEN state = 'archived' THEN dir END,
+    CASE WHEN state = 'archived' THEN dir || '/recording.mp4' END,
+    CASE WHEN state = 'archived' THEN dir || '/metadata.json' END,
+    CASE WHEN state = 'archived' THEN sha END,
+    CASE WHEN state = 'archived' THEN size END,
+    CASE WHEN state = 'archived' THEN
+        jsonb_build_array(jsonb_build_object('kind', 'recording', 'key', dir || '/recording.mp4', 'sha256', sha,
+            'size', size, 'content_type', 'video/mp4'))
+        || CASE WHEN i % 10 = 0 THEN jsonb_build_array(jsonb_build_object('kind', 'transcript',
+            'key', dir || '/transcript.vtt', 'sha256', md5('v' || i) || md5('w' || i), 'size', 20000 + i % 5000,
+            'content_type', 'text/vtt')) ELSE '[]'::jsonb END
+    END,
+    CASE WHEN state = 'archived' THEN t + interval '2 hours' END,
+    CASE WHEN i % 100 < 3 OR state = 'lost_at_source' THEN t + interval '30 days' END,
+    CASE WHEN i % 100 = 0 OR state = 'lost_at_source' THEN t + interval '60 days' END
+FROM (
+    SELECT i, id, t, size, sha, to_char(t, 'YYYY/MM/DD') || '/' || id AS dir,
+        CASE WHEN r < 960 THEN 'archived' WHEN r < 980 THEN 'not_downloadable' WHEN r < 988 THEN 'failed'
+             WHEN r < 993 THEN 'lost_at_source' WHEN r < 999 THEN 'pending' ELSE 'archiving' END AS state
+    FROM (
+        SELECT i, i % 1000 AS r, md5('r' || i) AS id,
+            timestamptz '2025-01-01 00:00:00+00' + (i::float8 / {n}) * interval '365 days' AS t,
+            (20000000 + (i % 997) * 131071)::bigint AS size, md5('a' || i) || md5('b' || i) AS sha
+        FROM generate_series(0, {n} - 1) AS i
+    ) AS numbered
+) AS rows;
+INSERT INTO quarantine (key, recording_id, scope, reason, raw, window_from, window_to)
+SELECT 'sha256:' || md5('q' || k) || md5('x' || k), NULL, 'admin:acme.webex.com', 'no id',
+    '{"topic": "unreadable"}', timestamptz '2025-01-01 00:00:00+00' + k * interval '30 days',
+    timestamptz '2025-01-01 00:00:00+00' + (k + 1) * interval '30 days'
+FROM generate_series(0, 11) AS k;
+ANALYZE recordings;
+ANALYZE quarantine;
+"""
+
+
+def scenario_report(opts, root: str, workdir: str) -> dict:
+    """Issue 14's figure: `report` of a year of 1,000,000 recordings on Postgres (JSON to
+    /dev/null, and the HTML page), from a database filled by one INSERT ... SELECT
+    generate_series."""
+    n = 100_000 if opts.quick else 1_000_000
+    db = PgDb()
+    runs = []
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WEBEX_ARCHIVER__")}
+        env.update({"WEBEX_ARCHIVER__DATABASE__URL": db.url, "WEBEX_ARCHIVER__LOG__FORMAT": "json",
+                    "RUST_LOG": "warn"})
+        run_archiver(["migrate"], env, workdir, "report-migrate")
+        t0 = time.monotonic()
+        subprocess.run(["psql", db.url, "-X", "-q", "-v", "ON_ERROR_STOP=1"], input=REPORT_FILL.replace("{n}", str(n)),
+                       text=True, check=True, stdout=subprocess.DEVNULL,
+                       env=dict(os.environ, PGOPTIONS="-c client_min_messages=warning"))
+        fill_s = time.monotonic() - t0
+        log(f"report: filled {n:,} recordings in {fill_s:.0f} s")
+        page = os.path.join(workdir, "report.html")
+        period = ["--from", "2025-01-01", "--to", "2026-01-01"]
+        for rep in range(opts.runs):
+            run = {"run": rep + 1}
+            for form, out in (("json", "/dev/null"), ("html", page)):
+                # Exit 1: the year has gaps (failed, pending, archiving, quarantined), as real years do.
+                res = run_archiver(["report", *period, "--format", form, "--out", out], env, workdir,
+                                   f"report-{form}-r{rep + 1}", ok_exits=(0, 1))
+                with open(res["stderr"], errors="replace") as f:
+                    said = re.search(r"report .*: (\d+) recording\(s\), (\d+) archived, (\d+) gap", f.read())
+                if not said:
+                    raise RuntimeError(f"report {form}: no summary line on stderr")
+                run.update({f"{form}_s": res["wall_s"], f"{form}_max_rss_mib": res["max_rss_kib"] / 1024,
+                            f"{form}_cpu_s": res["user_s"] + res["sys_s"], "rows": int(said.group(1)),
+                            "gaps": int(said.group(3)), f"{form}_exit": res["exit"]})
+            run["html_bytes"] = os.path.getsize(page)
+            os.remove(page)
+            if run["rows"] != n:
+                raise RuntimeError(f"report counted {run['rows']} recordings, the database has {n}")
+            runs.append(run)
+            log(f"report run {rep + 1}/{opts.runs}: JSON {run['json_s']:.1f} s ({run['json_max_rss_mib']:.0f} MiB), "
+                f"HTML {run['html_s']:.1f} s ({run['html_bytes'] / MB:.1f} MB, {run['html_max_rss_mib']:.0f} MiB), "
+                f"{run['rows']:,} recordings, {run['gaps']:,} gaps")
+    finally:
+        db.close()
+    col = lambda k: [r[k] for r in runs]
+    return {
+        "params": {"recordings": n, "fill_s": fill_s},
+        "report_json_s": median(col("json_s")),
+        "report_html_s": median(col("html_s")),
+        "report_rows": runs[-1]["rows"] if runs else None,
+        "report_json_max_rss_mib": median(col("json_max_rss_mib")),
+        "report_html_max_rss_mib": median(col("html_max_rss_mib")),
+        "report_html_mb": median([r["html_bytes"] / MB for r in runs]),
+        "report_runs": runs,
+    }
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -878,12 +987,18 @@ def machine() -> dict:
 
     commit = git("rev-parse", "HEAD")
     dirty = bool(git("status", "--porcelain", "--", "src", "migrations", "Cargo.toml", "Cargo.lock"))
+    def version(*cmd):
+        try:
+            return subprocess.run(list(cmd), capture_output=True, text=True).stdout.strip()
+        except FileNotFoundError:  # `--only report` needs neither rclone nor Garage
+            return "not installed"
+
     return {
         "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kib / (1 << 20), 1),
         "kernel": platform.release(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "git_commit": commit + (" (sources modified)" if dirty else ""), "git_branch": git("rev-parse", "--abbrev-ref", "HEAD"),
-        "rclone": (subprocess.run(["rclone", "version"], capture_output=True, text=True).stdout.splitlines() or ["?"])[0],
-        "garage": subprocess.run([GARAGE, "--version"], capture_output=True, text=True).stdout.strip(),
+        "rclone": (version("rclone", "version").splitlines() or ["?"])[0],
+        "garage": version(GARAGE, "--version"),
     }
 
 
@@ -935,6 +1050,12 @@ ROWS = [
     ("details_calls_per_recording", "… of which details calls per recording", "calls", ("throughput", "details_per_recording")),
     ("api_calls_per_recording_at_scale", "API calls per recording at the discovery scenario's scale (details + listing share)",
      "calls", None),
+    ("report_json_s", "`report --format json` of a year of 1,000,000 recordings (Postgres)", "s", ("report", "json_s")),
+    ("report_html_s", "`report --format html` of the same year", "s", ("report", "html_s")),
+    ("report_rows", "… recordings in that year", "recordings", None),
+    ("report_json_max_rss_mib", "Peak RSS of the JSON report", "MiB", ("report", "json_max_rss_mib")),
+    ("report_html_max_rss_mib", "Peak RSS of the HTML report", "MiB", ("report", "html_max_rss_mib")),
+    ("report_html_mb", "Size of the HTML page", "MB", None),
 ]
 
 
@@ -1012,7 +1133,7 @@ def main() -> int:
     BIN = os.environ.get("WA_BENCH_BIN") or os.path.join(REPO, "target/release/webex-archiver")
     GARAGE = os.environ.get("WA_BENCH_GARAGE") or shutil.which("garage") or "garage"
     PG_ADMIN = os.environ.get("WA_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    for tool in (BIN, GARAGE):
+    for tool in (BIN, GARAGE) if opts.only != "report" else (BIN,):
         if not os.access(tool, os.X_OK):
             raise SystemExit(f"bench: {tool} is missing (run scripts/bench, which builds and installs it)")
     out_dir = os.getcwd()
@@ -1021,7 +1142,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    wanted = [opts.only] if opts.only else ["throughput", "memory", "discovery", "hostile"]
+    wanted = [opts.only] if opts.only else ["throughput", "memory", "discovery", "hostile", "report"]
     if "efficiency" in wanted:
         wanted = ["throughput"]
     workdir = tempfile.mkdtemp(prefix="wa-bench.", dir=root)
@@ -1031,7 +1152,7 @@ def main() -> int:
     try:
         for name in wanted:
             fn = {"throughput": scenario_throughput, "memory": scenario_memory, "discovery": scenario_discovery,
-                  "hostile": scenario_hostile}[name]
+                  "hostile": scenario_hostile, "report": scenario_report}[name]
             log(f"scenario {name}: {opts.runs} run(s)")
             t0 = time.monotonic()
             try:
