@@ -598,6 +598,9 @@ pub async fn report(
         summary.archived,
         summary.gaps
     );
+    for behind in &summary.listing_behind {
+        eprintln!("warning: recordings of the period may be missing from the report: {behind}");
+    }
     Ok(if summary.gaps > 0 { EXIT_INCOMPLETE } else { 0 })
 }
 

@@ -49,6 +49,8 @@ h2 { font-size: 18px; margin: 30px 0 8px; padding-bottom: 4px; border-bottom: 1p
 .verdict.ok strong { color: var(--ok); }
 .verdict.gaps { background: var(--gap-bg); border-color: #efc2be; }
 .verdict.gaps strong { color: var(--gap); }
+.verdict.caution { background: #fdf6e3; border-color: #ecd9a0; }
+.verdict.caution strong { color: #8a6100; }
 .totals { display: grid; grid-template-columns: repeat(auto-fill, minmax(160px, 1fr)); gap: 10px; margin: 0; }
 .totals div { border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px; }
 .totals dt { font-size: 12px; color: var(--muted); }
@@ -277,6 +279,23 @@ fn head(overview: &Overview, generated: DateTime<Utc>) -> Markup {
                 (grouped(t.failed)) " failed, "
                 (grouped(t.quarantined)) " listed but unreadable (quarantined). Each is listed below."
             }
+        }
+        @match overview.listing_behind() {
+            None => div.verdict.caution {
+                strong { "Listing not started" }
+                "No discovery pass has run on this database: it knows no recording Webex may hold for this period."
+            },
+            Some(behind) if !behind.is_empty() => div.verdict.caution {
+                strong { "Listing not complete for this period" }
+                "Discovery has not yet listed up to the end of the period: recordings created after these instants "
+                "are not known to the archiver yet. "
+                @for (i, (scope, up_to)) in behind.iter().enumerate() {
+                    @if i > 0 { "; " }
+                    code { (scope.0) } " up to " span.nowrap { (up_to.format("%Y-%m-%d %H:%M:%S UTC")) }
+                }
+                "."
+            },
+            Some(_) => {}
         }
         dl.totals {
             (total("listed", "Listed by Webex", t.listed, grouped(t.listed), None, false))

@@ -25,7 +25,8 @@ use std::io::Write;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::Serialize;
 
-use crate::state::{DayCounts, ReportQuarantine, ReportSnapshot, State, StateError};
+use crate::domain::CursorKind;
+use crate::state::{Cursor, DayCounts, ReportQuarantine, ReportSnapshot, ScopeKey, State, StateError};
 
 /// The longest period a report covers, in days (a hundred years): a mistyped year
 /// should not make a report of every day since the first century.
@@ -259,11 +260,14 @@ pub struct Overview {
     pub totals: Day,
     /// Quarantine entries attributed to the period, in key order.
     pub quarantined: Vec<QuarantinedGap>,
+    /// How far each scope's live listing (its `sync` cursor) has reached, in scope order.
+    pub listed_up_to: Vec<(ScopeKey, DateTime<Utc>)>,
 }
 
 impl Overview {
-    /// Reads the day counts and the quarantine entries of `snapshot`.
-    async fn read(snapshot: &mut dyn ReportSnapshot, period: Period) -> Result<Self, StateError> {
+    /// Reads the day counts and the quarantine entries of `snapshot`; `cursors` say how far
+    /// discovery has listed.
+    async fn read(snapshot: &mut dyn ReportSnapshot, period: Period, cursors: &[Cursor]) -> Result<Self, StateError> {
         let mut days: Vec<Day> = period.days().map(Day::empty).collect();
         let first = period.first_day();
         let index = |date: NaiveDate| usize::try_from((date - first).num_days()).ok();
@@ -283,7 +287,16 @@ impl Overview {
         }
         let mut totals = Day::empty(first);
         days.iter().for_each(|day| totals.add(day));
-        Ok(Self { period, days, totals, quarantined })
+        let listed_up_to =
+            cursors.iter().filter(|c| c.kind == CursorKind::Sync).map(|c| (c.scope.clone(), c.position)).collect();
+        Ok(Self { period, days, totals, quarantined, listed_up_to })
+    }
+
+    /// Scopes whose listing has not reached the end of the period (recordings created
+    /// after their position are not known yet), or `None` when no listing has run at all.
+    pub fn listing_behind(&self) -> Option<Vec<&(ScopeKey, DateTime<Utc>)>> {
+        (!self.listed_up_to.is_empty())
+            .then(|| self.listed_up_to.iter().filter(|(_, up_to)| *up_to < self.period.to).collect())
     }
 
     /// Gaps in the period.
@@ -301,6 +314,9 @@ pub struct Summary {
     pub archived: i64,
     /// Gaps: recordings pending, archiving or failed, and quarantined items.
     pub gaps: i64,
+    /// Why recordings of the period may not all be known yet: scopes whose listing has not
+    /// reached the period's end (or that no discovery pass has run).
+    pub listing_behind: Vec<String>,
 }
 
 /// Why a report could not be made.
@@ -328,15 +344,27 @@ pub async fn write(
     format: Format,
     mut out: impl Write + Send,
 ) -> Result<Summary, ReportError> {
+    // Read before the snapshot: a cursor only moves forward, so it is never shown ahead of
+    // the recordings the report holds.
+    let cursors = state.cursors().await?;
     let mut snapshot = state.report(period.from, period.to).await?;
-    let overview = Overview::read(snapshot.as_mut(), period).await?;
+    let overview = Overview::read(snapshot.as_mut(), period, &cursors).await?;
     match format {
         Format::Json => json::write(snapshot.as_mut(), &overview, &mut out).await?,
         Format::Csv => csv::write(snapshot.as_mut(), &mut out).await?,
         Format::Html => html::write(snapshot.as_mut(), &overview, Utc::now(), &mut out).await?,
     }
     out.flush().map_err(ReportError::output)?;
-    Ok(Summary { recordings: overview.totals.listed, archived: overview.totals.archived, gaps: overview.gaps() })
+    let listing_behind = match overview.listing_behind() {
+        None => vec!["no discovery pass has run".to_owned()],
+        Some(behind) => behind.iter().map(|(scope, up_to)| format!("{scope} is listed only up to {up_to}")).collect(),
+    };
+    Ok(Summary {
+        recordings: overview.totals.listed,
+        archived: overview.totals.archived,
+        gaps: overview.gaps(),
+        listing_behind,
+    })
 }
 
 #[cfg(test)]

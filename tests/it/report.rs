@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use webex_archiver::state::{
-    ArchivedRecord, ListedRecording, Outcome, QuarantinedItem, RecordingId, ReleasedHow, ScopeKey, State,
+    ArchivedRecord, CursorKind, ListedRecording, Outcome, QuarantinedItem, RecordingId, ReleasedHow, ScopeKey, State,
 };
 
 use crate::helpers::{Backend, TestState};
@@ -168,6 +168,9 @@ async fn march(backend: Backend) -> TestState {
         .listed_in(at(1, 0, 0, 0), at(8, 0, 0, 0));
     state.record_page(&scope, "o", &later, &[unreadable_no_id, unreadable_time, released.clone()], None).await.unwrap();
     state.release_quarantined(&released.key, None, ReleasedHow::Relisted).await.unwrap();
+    // Discovery has listed up to March 3, noon.
+    let cursor = state.acquire_cursor(&scope, CursorKind::Sync, "o", LEASE, at(3, 12, 0, 0), None).await.unwrap();
+    assert!(cursor.is_some());
     seen_deleted(&s, backend, "del", at(15, 0, 0, 0), Some(at(16, 0, 0, 0)), false).await;
     seen_deleted(&s, backend, "a2", at(15, 1, 0, 0), None, false).await;
     seen_deleted(&s, backend, "lost", at(15, 2, 0, 0), Some(at(17, 0, 0, 0)), true).await;
@@ -501,6 +504,18 @@ async fn the_rendered_page_shows_the_json_numbers(backend: Backend, from: &str, 
     assert!(!source.contains("<script"), "the hostile id is escaped, not markup");
     assert!(!dom.contains("<script"), "and Chromium built no script from it");
 
+    // The listing has not reached the end of any period tested here: the page says so.
+    assert!(dom.contains("Listing not complete for this period"), "{dom}");
+    assert!(dom.contains("admin:acme.webex.com</code> up to <span class=\"nowrap\">2026-03-03 12:00:00 UTC"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "warning: recordings of the period may be missing from the report: admin:acme.webex.com \
+        is listed only up to 2026-03-03 12:00:00 UTC"
+        ),
+        "{stderr}"
+    );
+
     // Every day's numbers equal the JSON form's.
     let mut shown: BTreeMap<(String, String), i64> = BTreeMap::new();
     for e in elements.iter().filter(|e| e.attributes.contains_key("data-day")) {
@@ -572,6 +587,24 @@ async fn the_rendered_page_shows_the_json_numbers(backend: Backend, from: &str, 
 }
 
 #[tokio::test]
+async fn a_page_of_a_period_the_listing_has_passed_has_no_caution_and_one_without_any_listing_has_one() {
+    let s = march(Backend::Sqlite).await;
+    let page = |from: &str, to: &str| {
+        let out = report_of(&s.url, &["--from", from, "--to", to, "--format", "html"]);
+        (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (html, stderr) = page("2026-03-01", "2026-03-03T12:00:00Z");
+    assert!(!html.contains("Listing not"), "listed up to the end of the period");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let empty = TestState::new(Backend::Sqlite).await;
+    let out = report_of(&empty.url, &["--from", "2026-03-01", "--to", "2026-03-02", "--format", "html"]);
+    let html = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "no gap in an empty database");
+    assert!(html.contains("Listing not started") && html.contains("No gaps"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no discovery pass has run"));
+}
+
+#[tokio::test]
 async fn the_html_page_with_gaps_shows_the_json_numbers_in_chromium_on_postgres() {
     the_rendered_page_shows_the_json_numbers(Backend::Postgres, "2026-03-01", "2026-03-04").await;
 }
@@ -584,4 +617,60 @@ async fn the_html_page_of_a_month_shows_the_json_numbers_in_chromium_on_sqlite()
 #[tokio::test]
 async fn the_html_page_without_gaps_says_so_in_chromium() {
     the_rendered_page_shows_the_json_numbers(Backend::Sqlite, "2026-03-10", "2026-03-11").await;
+}
+
+#[tokio::test]
+async fn a_page_of_more_archived_recordings_than_it_lists_counts_them_and_says_so() {
+    let s = TestState::new(Backend::Postgres).await;
+    use sqlx::Connection;
+    let mut db = sqlx::PgConnection::connect(&s.url).await.unwrap();
+    // One more archived recording than the page lists one by one (10,000), and one
+    // not downloadable.
+    sqlx::query(
+        "INSERT INTO recordings (id, scope, create_time, listing, state, media_key, metadata_key, sha256, bytes, \
+             files, archived_at) \
+         SELECT 'bulk-' || i, 'user', timestamptz '2026-05-01 00:00:00+00' + i * interval '1 second', '{}', \
+             'archived', 'k/' || i, 'k/' || i || '/metadata.json', 'ab', 10, \
+             jsonb_build_array(jsonb_build_object('kind', 'recording', 'key', 'k/' || i, 'sha256', 'ab', 'size', 10)), \
+             now() \
+         FROM generate_series(1, 10001) AS i",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    s.state
+        .record_page(&ScopeKey::user(), "o", &[listed("nd", at(1, 0, 0, 0) + chrono::Duration::days(61))], &[], None)
+        .await
+        .unwrap();
+    finish_all(&s.state, &BTreeMap::from([("nd", Outcome::NotDownloadable { reason: "prevented".into() })])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("may.html");
+    let out = binary(&s.url)
+        .args(["report", "--from", "2026-05-01", "--to", "2026-05-02", "--format", "html", "--out"])
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(&page).unwrap();
+    let elements = elements(&html);
+    let rows: Vec<&str> =
+        elements.iter().filter_map(|e| e.attributes.get("data-recording")).map(String::as_str).collect();
+    assert_eq!(rows, ["nd"], "archived recordings are counted, not listed");
+    assert!(
+        html.contains("This period has 10,001 archived recordings, more than this page lists one by one"),
+        "{html}"
+    );
+    let archived: Vec<&str> = elements
+        .iter()
+        .filter(|e| {
+            e.attributes.get("data-field").is_some_and(|f| f == "archived")
+                || e.attributes.get("data-total").is_some_and(|f| f == "archived")
+        })
+        .map(|e| e.attributes["data-value"].as_str())
+        .collect();
+    assert_eq!(archived, ["10001", "10001", "10001"], "the total, the day and the day table's total");
+    // The JSON form still carries every row.
+    let (json, code) = json_report(&s.url, "2026-05-01", "2026-05-02");
+    assert_eq!(code, Some(0));
+    assert_eq!(json["recordings"].as_array().unwrap().len(), 10_002);
 }
