@@ -14,7 +14,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use webex_archiver::state::{
-    ArchivedRecord, CursorKind, ListedRecording, Outcome, QuarantinedItem, RecordingId, ReleasedHow, ScopeKey, State,
+    ArchivedRecord, CursorKind, ListedRecording, Outcome, QuarantinedItem, RecordingId, ReleasedHow, ScopeKey,
+    SourceStatus, State,
 };
 
 use crate::helpers::{Backend, TestState};
@@ -65,48 +66,15 @@ fn archived(id: &str, files: &[(&str, u64)]) -> Outcome {
     })
 }
 
-/// Sets what the deletion sweep would record (and, with `lost`, its final state).
-async fn seen_deleted(
-    s: &TestState,
-    backend: Backend,
-    id: &str,
-    deleted: DateTime<Utc>,
-    purged: Option<DateTime<Utc>>,
-    lost: bool,
-) {
-    let state = if lost { "lost_at_source" } else { "" };
-    match backend {
-        Backend::Postgres => {
-            use sqlx::Connection;
-            let mut db = sqlx::PgConnection::connect(&s.url).await.unwrap();
-            sqlx::query(
-                "UPDATE recordings SET deleted_at_source = $2, purged_at_source = $3, \
-                 state = CASE WHEN $4 = '' THEN state ELSE $4 END WHERE id = $1",
-            )
-            .bind(id)
-            .bind(deleted)
-            .bind(purged)
-            .bind(state)
-            .execute(&mut db)
-            .await
-            .unwrap();
-        }
-        Backend::Sqlite => {
-            use sqlx::Connection;
-            let mut db = sqlx::SqliteConnection::connect(&s.url).await.unwrap();
-            sqlx::query(
-                "UPDATE recordings SET deleted_at_source = $2, purged_at_source = $3, \
-                 state = CASE WHEN $4 = '' THEN state ELSE $4 END WHERE id = $1",
-            )
-            .bind(id)
-            .bind(deleted.timestamp_millis())
-            .bind(purged.map(|t| t.timestamp_millis()))
-            .bind(state)
-            .execute(&mut db)
-            .await
-            .unwrap();
-        }
-    }
+/// The listing items of a deletion sweep that saw `ids` with `status` at the source.
+fn seen_at_source(ids: &[(&str, DateTime<Utc>)], status: SourceStatus) -> Vec<ListedRecording> {
+    ids.iter()
+        .map(|(id, create_time)| {
+            let mut item = listed(id, *create_time);
+            item.listed_in.status = Some(status);
+            item
+        })
+        .collect()
 }
 
 /// Claims every due recording and ends each as `outcomes` says.
@@ -136,6 +104,7 @@ async fn march(backend: Backend) -> TestState {
         listed("f", at(2, 9, 30, 0)),
         listed(HOSTILE_ID, at(2, 11, 0, 0)),
         listed("z", at(10, 9, 0, 0)),
+        listed("lost", at(3, 13, 0, 0)),
     ];
     state.record_page(&scope, "o", &first, &[], None).await.unwrap();
     let outcomes = BTreeMap::from([
@@ -146,11 +115,11 @@ async fn march(backend: Backend) -> TestState {
         ("f", Outcome::Failed { reason: "http_4xx".into(), message: "gone".into() }),
         (HOSTILE_ID, archived(HOSTILE_ID, &[("recording", 50)])),
         ("z", archived("z", &[("recording", 60)])),
+        ("lost", Outcome::Failed { reason: "gone".into(), message: "Webex answered 404".into() }),
     ]);
     finish_all(state, &outcomes).await;
     let later = [
         listed("p", at(3, 12, 0, 0)),
-        listed("lost", at(3, 13, 0, 0)),
         listed("before", at(1, 0, 0, 0) - chrono::Duration::milliseconds(1)),
         listed("after", at(4, 0, 0, 0)),
     ];
@@ -171,9 +140,12 @@ async fn march(backend: Backend) -> TestState {
     // Discovery has listed up to March 3, noon.
     let cursor = state.acquire_cursor(&scope, CursorKind::Sync, "o", LEASE, at(3, 12, 0, 0), None).await.unwrap();
     assert!(cursor.is_some());
-    seen_deleted(&s, backend, "del", at(15, 0, 0, 0), Some(at(16, 0, 0, 0)), false).await;
-    seen_deleted(&s, backend, "a2", at(15, 1, 0, 0), None, false).await;
-    seen_deleted(&s, backend, "lost", at(15, 2, 0, 0), Some(at(17, 0, 0, 0)), true).await;
+    // The deletion sweep sees two archived recordings in the recycle bin (one of them
+    // purged since) and the one that failed because Webex no longer had it.
+    let deleted = [("del", at(1, 9, 0, 0)), ("a2", at(1, 23, 59, 59)), ("lost", at(3, 13, 0, 0))];
+    state.record_page(&scope, "o", &seen_at_source(&deleted, SourceStatus::Deleted), &[], None).await.unwrap();
+    let purged = [("del", at(1, 9, 0, 0)), ("lost", at(3, 13, 0, 0))];
+    state.record_page(&scope, "o", &seen_at_source(&purged, SourceStatus::Purged), &[], None).await.unwrap();
     s
 }
 
@@ -203,6 +175,7 @@ fn day(date: &str, counts: [i64; 10]) -> Value {
 }
 
 async fn the_json_report_counts_each_day_lists_each_recording_and_names_each_gap(backend: Backend) {
+    let built_before = Utc::now() - chrono::Duration::seconds(1);
     let s = march(backend).await;
     let (report, code) = json_report(&s.url, "2026-03-01", "2026-03-04");
     assert_eq!(code, Some(1), "the period has gaps: {report}");
@@ -251,10 +224,10 @@ async fn the_json_report_counts_each_day_lists_each_recording_and_names_each_gap
         ])
     );
     let del = &rows[1];
-    assert_eq!(
-        (del["deleted_at_source"].as_str(), del["purged_at_source"].as_str()),
-        (Some("2026-03-15T00:00:00Z"), Some("2026-03-16T00:00:00Z"))
-    );
+    let seen = |v: &Value| v.as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc));
+    let (deleted, purged) = (seen(&del["deleted_at_source"]).unwrap(), seen(&del["purged_at_source"]).unwrap());
+    assert!(built_before <= deleted && deleted <= purged && purged <= Utc::now(), "when the sweep saw it: {del}");
+    assert_eq!(rows[2]["purged_at_source"], Value::Null, "a2 is deleted, not purged");
     assert_eq!(del["state"], "archived", "a deletion at the source changes nothing in the archive");
     let lost = &rows[7];
     assert_eq!(lost["state"], "lost_at_source");
