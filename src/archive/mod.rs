@@ -210,6 +210,12 @@ impl Archiver {
                 self.progress.archived.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(recording_id = %claim.id, bytes, seconds = started.elapsed().as_secs_f64(), "archived");
             }
+            // Webex was seen deleting it: the statement made it `lost_at_source`, which the
+            // state gauge counts; it is neither a failure nor a recording without links.
+            Outcome::Failed { .. } | Outcome::NotDownloadable { .. } if claim.gone_at_source => {
+                tracing::warn!(recording_id = %claim.id, "deleted or purged in Webex before it could be archived: lost at the source");
+                self.progress.finished_otherwise.fetch_add(1, Ordering::Relaxed);
+            }
             Outcome::Failed { reason, .. } => {
                 self.metrics.failed(reason);
                 self.progress.finished_otherwise.fetch_add(1, Ordering::Relaxed);

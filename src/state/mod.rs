@@ -352,6 +352,8 @@ pub struct Claim {
     pub size_bytes: Option<i64>,
     /// Listing without password.
     pub listing: serde_json::Value,
+    /// Seen deleted or purged at the source: a final failure makes it `lost_at_source`.
+    pub gone_at_source: bool,
 }
 
 /// Where and what an archived recording is.

@@ -58,7 +58,8 @@ macro_rules! claim_assignments {
 /// The columns of a [`Claim`] (with `id`), as a claim returns them.
 macro_rules! claim_columns {
     () => {
-        "attempts, scope, site_url, host_email, create_time, format, size_bytes, listing"
+        "attempts, scope, site_url, host_email, create_time, format, size_bytes, listing, \
+         (deleted_at_source IS NOT NULL OR purged_at_source IS NOT NULL) AS gone_at_source"
     };
 }
 
@@ -153,6 +154,7 @@ pub(super) fn claim_from_row(row: &impl Cells, token: &str, recovered: bool) -> 
         format: row.opt_text("format")?,
         size_bytes: row.opt_bigint("size_bytes")?,
         listing: row.json("listing")?,
+        gone_at_source: row.bool("gone_at_source")?,
     })
 }
 

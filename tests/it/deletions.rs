@@ -110,8 +110,13 @@ async fn without_a_compliance_officer(backend: Backend) {
     let in_bin = &truth[0].id;
     h.sim.set_status(in_bin, "deleted").unwrap();
 
-    let report = h.sync().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let services = h.services(stop.clone()).await;
+    let report = app::sync(&services, false, &stop).await.unwrap();
     assert_eq!(report.exit, 0, "{report:?}");
+    // Lost at the source is not a failure: the failure counter (and its alert) stay quiet.
+    let metrics = services.metrics.encode(chrono::Utc::now());
+    assert!(!metrics.contains("webex_archiver_recordings_failed_total{"), "{metrics}");
     let status = app::status_json(&report.status);
     assert_eq!(status["archived"], 3, "{status}");
     assert_eq!(status["lost_at_source"], 1, "{status}");
