@@ -13,6 +13,8 @@ use crate::storage::{StorageError, Store};
 
 /// Recordings checked at once.
 const PARALLEL: usize = 4;
+/// Archived recordings read from the database at once by `verify`.
+const BATCH: u32 = 500;
 
 /// What `verify` found.
 #[derive(Debug, Default, Serialize)]
@@ -65,8 +67,41 @@ pub enum VerifyError {
 /// Checks all archived recordings (`sample` = None) or a random sample; with `all`, also
 /// lists the whole prefix for unclaimed objects.
 pub async fn verify(state: &State, store: &Store, sample: Option<u32>) -> Result<VerifyReport, VerifyError> {
-    let rows = state.archived(sample).await?;
-    let mut report = VerifyReport { checked: rows.len(), ..Default::default() };
+    verify_in_batches(state, store, sample, BATCH).await
+}
+
+/// [`verify`], reading the archived recordings `batch` at a time (by id), so that memory
+/// does not grow with their number (only with the problems found). A sample is one batch.
+pub async fn verify_in_batches(
+    state: &State,
+    store: &Store,
+    sample: Option<u32>,
+    batch: u32,
+) -> Result<VerifyReport, VerifyError> {
+    let mut report = VerifyReport::default();
+    match sample {
+        Some(n) => check_rows(store, &state.archived(Some(n)).await?, &mut report).await?,
+        None => {
+            let mut after: Option<RecordingId> = None;
+            loop {
+                let rows = state.archived_after(after.as_ref(), batch.max(1)).await?;
+                let Some(last) = rows.last() else { break };
+                after = Some(last.id.clone());
+                check_rows(store, &rows, &mut report).await?;
+            }
+        }
+    }
+    if sample.is_none() {
+        report.scanned_for_unclaimed = true;
+        let claimed = state.archived_prefixes().await?;
+        report.unclaimed = unclaimed(store, &claimed).await?;
+    }
+    Ok(report)
+}
+
+/// Checks `rows`, a few at once, into `report`.
+async fn check_rows(store: &Store, rows: &[ArchivedRow], report: &mut VerifyReport) -> Result<(), VerifyError> {
+    report.checked += rows.len();
     let results: Vec<Result<Vec<Finding>, VerifyError>> =
         futures::stream::iter(rows.iter().map(|row| check_row(store, row))).buffer_unordered(PARALLEL).collect().await;
     for result in results {
@@ -82,12 +117,7 @@ pub async fn verify(state: &State, store: &Store, sample: Option<u32>) -> Result
             }
         }
     }
-    if sample.is_none() {
-        report.scanned_for_unclaimed = true;
-        let claimed = state.archived_prefixes().await?;
-        report.unclaimed = unclaimed(store, &claimed).await?;
-    }
-    Ok(report)
+    Ok(())
 }
 
 enum Finding {

@@ -846,6 +846,10 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// Archived recordings: all, or a random sample of `sample`.
     async fn archived(&self, sample: Option<u32>) -> StateResult<Vec<ArchivedRow>>;
 
+    /// Up to `limit` archived recordings with an id after `after`, by id (to walk them all
+    /// batch by batch, memory flat in the number of rows).
+    async fn archived_after(&self, after: Option<&RecordingId>, limit: u32) -> StateResult<Vec<ArchivedRow>>;
+
     /// The directory keys of every recording that has written (or is writing) objects,
     /// to find unclaimed objects.
     async fn archived_prefixes(&self) -> StateResult<HashSet<String>>;

@@ -1582,6 +1582,18 @@ impl<B: Backend> StateStore for B {
             .collect()
     }
 
+    async fn archived_after(&self, after: Option<&RecordingId>, limit: u32) -> StateResult<Vec<ArchivedRow>> {
+        let rows = fetch_all(
+            self,
+            sql!("SELECT * FROM recordings WHERE state = 'archived' AND id > $1 ORDER BY id LIMIT $2"),
+            &[Text(after.map_or("", |id| id.0.as_str())), Int(i64::from(limit))],
+        )
+        .await?;
+        rows.iter()
+            .map(|row| Ok(ArchivedRow { id: RecordingId(row.text("id")?), record: archived_from_row(row)? }))
+            .collect()
+    }
+
     async fn archived_prefixes(&self) -> StateResult<HashSet<String>> {
         let rows =
             fetch_all(self, sql!("SELECT object_prefix FROM recordings WHERE object_prefix IS NOT NULL"), &[]).await?;

@@ -603,6 +603,10 @@ async fn verify_reports_missing_corrupt_and_unclaimed_objects() {
     assert_eq!(report.missing[0].key, rows[1].record.metadata_key);
     assert_eq!(report.unclaimed, ["2020/01/01/stray/recording.mp4"]);
     assert_eq!(report.ok, 1);
+    // Read one row at a time (batches by id), it finds the same, each recording once.
+    let batched = webex_archiver::verify::verify_in_batches(&h.db.state, &store, None, 1).await.unwrap();
+    assert_eq!((batched.checked, batched.ok), (3, 1), "{batched:?}");
+    assert_eq!((batched.corrupt.len(), batched.missing.len(), batched.unclaimed.len()), (1, 1, 1));
     // A sample checks only recordings, not the prefix.
     let sample = webex_archiver::verify::verify(&h.db.state, &store, Some(3)).await.unwrap();
     assert!(!sample.scanned_for_unclaimed && sample.checked == 3);
