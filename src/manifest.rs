@@ -14,10 +14,11 @@
 //!
 //! One replica writes at a time (`StateStore::lock_manifests`). A manifest is stored
 //! before it is recorded; if the process dies in between, the next writer finds the
-//! object and adopts it when it is the same manifest (same recordings, same previous
-//! link), else stops with an error naming the key: the chain never forks silently.
+//! object and adopts it when it is the same manifest (same recordings and files, same
+//! previous link), else stops with an error naming the key: the chain never forks
+//! silently.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -226,16 +227,18 @@ impl ManifestWriter {
     }
 
     /// A manifest already at `key` (a writer died between storing and recording it): the
-    /// same manifest, written earlier, is adopted; anything else is a conflict.
+    /// same manifest (every field but `written_at`), written earlier, is adopted; anything
+    /// else is a conflict.
     async fn adopt(&self, key: &str, expected: &Manifest) -> Result<(Bytes, Manifest), ManifestError> {
         let bytes = self.store.get_bytes(&self.store.key(key)?).await?;
         let found: Manifest =
             serde_json::from_slice(&bytes).map_err(|_| ManifestError::Conflict { key: key.to_owned() })?;
-        let ids = |m: &Manifest| m.recordings.iter().map(|r| r.id.clone()).collect::<BTreeSet<_>>();
+        // Everything but when it was written must be what this writer would write.
         if found.schema != MANIFEST_SCHEMA
             || found.date != expected.date
+            || found.part != expected.part
             || found.previous != expected.previous
-            || ids(&found) != ids(expected)
+            || found.recordings != expected.recordings
         {
             return Err(ManifestError::Conflict { key: key.to_owned() });
         }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use chrono::{Duration, Utc};
+use chrono::{Duration, DurationRound, Utc};
 use tokio_util::sync::CancellationToken;
 use webex_archiver::manifest::{Manifest, manifest_key, verify_manifests};
 use webex_archiver::sim::{FaultAction, FaultRule, SimConfig};
@@ -140,4 +140,57 @@ async fn manifests_on_postgres_and_s3() {
 #[tokio::test]
 async fn manifests_on_sqlite_and_a_directory() {
     manifests_cover_settled_days_and_late_arrivals(Backend::Sqlite, Store::Local).await;
+}
+
+/// A writer that stopped between storing a manifest and recording it (here: a database
+/// restored from before the manifests were written, over the same bucket): the next one
+/// adopts the object when it is the manifest it would write (every field but when it
+/// was written), and stops with an error naming the key when it is anything else.
+#[tokio::test]
+async fn a_stored_but_unrecorded_manifest_is_adopted_only_when_it_is_the_same() {
+    // One fixed population, so that both archivers see the same recordings on the same days.
+    let end = Utc::now().duration_trunc(Duration::hours(1)).unwrap();
+    let config = SimConfig { recordings: 8, seed: 22, end: Some(end), ..Default::default() };
+    let first = Harness::start(Backend::Sqlite, Store::Local, "admin", config.clone()).await;
+    let report = first.sync().await;
+    assert_eq!(report.exit, 0, "{report:?}");
+    assert!(!report.manifests.is_empty());
+    let archive = first.store();
+    let written: Vec<(String, Bytes)> = {
+        let mut out = Vec::new();
+        for key in &report.manifests {
+            out.push((key.clone(), read(&archive, key).await.0));
+        }
+        out
+    };
+
+    // The same bucket, an empty database: every object is adopted, the manifests too.
+    let mut second = Harness::start(Backend::Sqlite, Store::Local, "admin", config.clone()).await;
+    second.set("WEBEX_ARCHIVER__STORAGE__URL", &first.env["WEBEX_ARCHIVER__STORAGE__URL"]);
+    let report = second.sync().await;
+    assert_eq!(report.exit, 0, "{report:?}");
+    assert_eq!(report.manifests, written.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>());
+    let rows = second.db.state.manifests(0, 100).await.unwrap();
+    for ((key, bytes), row) in written.iter().zip(&rows) {
+        assert_eq!((&row.key, &row.sha256), (key, &sha256(bytes)), "the database records the object that is there");
+        assert_eq!(&read(&archive, key).await.0, bytes, "adopted, not rewritten");
+    }
+    let check = verify_manifests(&second.db.state, &archive, true).await.unwrap();
+    assert!(check.intact(), "{:?}", check.problems);
+
+    // Anything else at the key of the first manifest to write: the chain stops there.
+    let mut third = Harness::start(Backend::Sqlite, Store::Local, "admin", config).await;
+    third.set("WEBEX_ARCHIVER__STORAGE__URL", &first.env["WEBEX_ARCHIVER__STORAGE__URL"]);
+    let (key, bytes) = &written[0];
+    let mut other: Manifest = serde_json::from_slice(bytes).unwrap();
+    other.recordings[0].files[0].sha256 = "0".repeat(64);
+    let other = Bytes::from(serde_json::to_vec(&other).unwrap());
+    archive.delete(&archive.key(key).unwrap()).await.unwrap();
+    archive.put_create(&archive.key(key).unwrap(), other.clone(), "application/json", None).await.unwrap();
+    let report = third.sync().await;
+    assert_eq!(report.exit, 1, "{report:?}");
+    let error = report.manifest_error.as_deref().unwrap_or_default();
+    assert!(error.contains(key.as_str()) && error.contains("not the manifest"), "{error}");
+    assert!(report.manifests.is_empty(), "the chain stops at the conflict: {:?}", report.manifests);
+    assert_eq!(read(&archive, key).await.0, other, "the object in the way is left as it is");
 }
