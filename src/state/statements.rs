@@ -1385,6 +1385,20 @@ impl<B: Backend> StateStore for B {
         for id in ids {
             s.execute(sql!("UPDATE recordings SET manifest_seq = $2 WHERE id = $1"), &[Text(&id.0), Int(seq)]).await?;
         }
+        let event = NewEvent {
+            recording_id: None,
+            kind: "manifest_written",
+            data: serde_json::json!({
+                "key": manifest.key,
+                "day": manifest.day,
+                "part": manifest.part,
+                "sha256": manifest.sha256,
+                "prev_sha256": manifest.prev_sha256,
+                "recordings": manifest.recordings,
+                "files": manifest.files,
+            }),
+        };
+        events::append(&mut s, &[event]).await?;
         s.commit().await?;
         Ok(seq)
     }

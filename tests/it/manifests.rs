@@ -81,6 +81,11 @@ async fn manifests_cover_settled_days_and_late_arrivals(backend: Backend, store:
     let check = verify_manifests(&h.db.state, &archive, true).await.unwrap();
     assert!(check.intact(), "{:?}", check.problems);
     assert_eq!(check.manifests as usize, expected_keys.len());
+    // Each manifest written is in the custody log, with its digest and link.
+    let events = h.db.state.events_after(0, 10_000).await.unwrap();
+    let logged: Vec<_> = events.iter().filter(|e| e.kind == "manifest_written").collect();
+    assert_eq!(logged.iter().map(|e| e.data["key"].as_str().unwrap()).collect::<Vec<_>>(), report.manifests);
+    assert_eq!(logged.last().unwrap().data["sha256"].as_str(), previous.as_ref().map(|p| p.1.as_str()));
     // The archive's own verify does not count manifests as unclaimed objects.
     let verify = webex_archiver::verify::verify(&h.db.state, &archive, None).await.unwrap();
     assert!(verify.clean(), "{}", webex_archiver::verify::report_text(&verify));
