@@ -254,3 +254,41 @@ async fn shutdown_lets_transfers_finish_within_the_grace_and_releases_the_rest()
     let objects: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(h.store().list("").unwrap()).await.unwrap();
     assert!(objects.is_empty(), "an aborted upload left {objects:?}");
 }
+
+/// `run` sweeps the recycle bin too (due at its first pass, then every
+/// `compliance.deletion_sweep`), and writes the daily manifests after its passes.
+#[tokio::test]
+async fn run_sweeps_deletions_at_the_source_and_writes_manifests() {
+    let config = SimConfig { recordings: 5, seed: 41, compliance_officer: true, ..Default::default() };
+    let mut h = Harness::start(Backend::Postgres, Store::Local, "admin", config).await;
+    h.set("WEBEX_ARCHIVER__SYNC__POLL_INTERVAL", "200ms");
+    h.set("WEBEX_ARCHIVER__COMPLIANCE__DELETION_SWEEP", "1ms");
+    let truth = h.sim.truth();
+    h.sim.set_status(&truth[0].id, "deleted").unwrap();
+    let (stop, task, services) = start_run(&h).await;
+    // The recording in the recycle bin is found by the first pass's sweep and archived.
+    all_archived(&services, 5).await;
+    let state = services.state.clone();
+    let seen = |n: i64| {
+        let state = state.clone();
+        move || {
+            let state = state.clone();
+            async move { (state.status(0).await.ok()?.deleted_at_source >= n).then_some(()) }
+        }
+    };
+    wait_for("the first deletion seen", Duration::from_secs(30), seen(1)).await;
+    // Deleted while `run` goes on: a later pass's sweep sees it; it stays archived.
+    h.sim.set_status(&truth[1].id, "deleted").unwrap();
+    wait_for("the second deletion seen", Duration::from_secs(30), seen(2)).await;
+    let status = services.state.status(0).await.unwrap();
+    assert_eq!(status.counts[&ArchiveState::Archived], 5);
+    // The pass after the archives writes the manifests of the settled days.
+    let state = services.state.clone();
+    wait_for("a manifest written by run", Duration::from_secs(30), || {
+        let state = state.clone();
+        async move { state.last_manifest().await.ok().flatten() }
+    })
+    .await;
+    stop.cancel();
+    assert_eq!(task.await.unwrap().unwrap(), 0);
+}
