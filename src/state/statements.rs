@@ -805,6 +805,30 @@ async fn read_cursors<B: Backend>(s: &mut Session<B>) -> StateResult<Vec<Cursor>
     rows.iter().map(cursor_from_row).collect()
 }
 
+async fn read_deletion_sweeps<B: Backend>(s: &mut Session<B>) -> StateResult<Vec<DeletionSweep>> {
+    let rows = s
+        .fetch_all(
+            sql!(
+                "SELECT scope, status, last_pass_at, last_success_at, last_error, items_listed \
+                 FROM deletion_sweeps ORDER BY scope, status"
+            ),
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(DeletionSweep {
+                scope: ScopeKey(row.text("scope")?),
+                status: SourceStatus::parse(&row.text("status")?)?,
+                last_pass_at: row.opt_time("last_pass_at")?,
+                last_success_at: row.opt_time("last_success_at")?,
+                last_error: row.opt_text("last_error")?,
+                items_listed: row.bigint("items_listed")?,
+            })
+        })
+        .collect()
+}
+
 async fn read_paused_until<B: Backend>(s: &mut Session<B>) -> StateResult<DateTime<Utc>> {
     s.fetch_one(sql!("SELECT paused_until FROM rate_limit WHERE id = 1"), &[]).await?.time("paused_until")
 }
@@ -1192,27 +1216,7 @@ impl<B: Backend> StateStore for B {
     }
 
     async fn deletion_sweeps(&self) -> StateResult<Vec<DeletionSweep>> {
-        let rows = fetch_all(
-            self,
-            sql!(
-                "SELECT scope, status, last_pass_at, last_success_at, last_error, items_listed \
-                 FROM deletion_sweeps ORDER BY scope, status"
-            ),
-            &[],
-        )
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(DeletionSweep {
-                    scope: ScopeKey(row.text("scope")?),
-                    status: SourceStatus::parse(&row.text("status")?)?,
-                    last_pass_at: row.opt_time("last_pass_at")?,
-                    last_success_at: row.opt_time("last_success_at")?,
-                    last_error: row.opt_text("last_error")?,
-                    items_listed: row.bigint("items_listed")?,
-                })
-            })
-            .collect()
+        read_deletion_sweeps(&mut Session::connect(self).await?).await
     }
 
     async fn note_deletion_sweep(
@@ -1554,9 +1558,7 @@ impl<B: Backend> StateStore for B {
             )
             .await?;
         report.recent_quarantine = rows.iter().map(quarantine_from_row).collect::<StateResult<_>>()?;
-        drop(s);
-        report.deletion_sweeps = self.deletion_sweeps().await?;
-        let mut s = Session::connect(self).await?;
+        report.deletion_sweeps = read_deletion_sweeps(&mut s).await?;
         let paused = read_paused_until(&mut s).await?;
         report.paused_until = (paused > Utc::now()).then_some(paused);
         report.oauth = s
