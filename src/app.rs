@@ -26,6 +26,36 @@ use crate::webex::auth::TokenProvider;
 use crate::webex::client::api_http_client;
 use crate::webex::gate::{RateGate, RetryPolicy};
 
+/// The bucket's Object Lock posture does not match `storage.object_lock`: a
+/// configuration error (exit 2), each line naming the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct PostureMismatch(pub Vec<String>);
+
+/// Reads the bucket's Object Lock posture and judges it against `storage.object_lock`:
+/// a mismatch is a [`PostureMismatch`]; warnings are logged. With `mode = "none"`, a
+/// posture that cannot be read is only a warning (some S3-compatible stores do not
+/// answer these calls); with a mode, it is an error.
+pub async fn check_posture(store: &Store) -> anyhow::Result<Option<crate::storage::BucketPosture>> {
+    let wanted = store.object_lock().retention().is_some();
+    match store.check_posture().await {
+        Ok((posture, check)) => {
+            for warning in &check.warnings {
+                tracing::warn!("{warning}");
+            }
+            if !check.errors.is_empty() {
+                return Err(PostureMismatch(check.errors).into());
+            }
+            Ok(posture)
+        }
+        Err(e) if !wanted => {
+            tracing::warn!(error = %crate::errors::ErrorChain(&e), "cannot read the bucket's Object Lock configuration");
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("reading the bucket's Object Lock configuration")),
+    }
+}
+
 /// Exit status for a configuration error.
 pub const EXIT_CONFIG: u8 = 2;
 /// Exit status when the command ran but its goal was not met (failures left, mismatches found).
@@ -76,6 +106,7 @@ impl Services {
         let settings = Arc::new(settings);
         let metrics = Metrics::new();
         let store = Store::from_settings(&settings.storage).context("building the archive store")?;
+        check_posture(&store).await?;
         let owner = format!("wa-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let credentials = settings.credentials()?.context("no Webex credentials are configured")?;
         let gate = Arc::new(RateGate::new(
@@ -132,13 +163,48 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<u8> {
 }
 
 /// `webex-archiver config check`: print the effective configuration, secrets as `***`,
-/// and on stderr a warning for each setting that leaves something unprotected.
-pub fn config_check(settings: &Settings) -> anyhow::Result<u8> {
+/// and on stderr a warning for each setting that leaves something unprotected; then read
+/// the bucket's Object Lock posture: a mismatch with `storage.object_lock` exits 2.
+pub async fn config_check(settings: &Settings) -> anyhow::Result<u8> {
     print!("{}", settings.to_redacted_toml());
     for warning in settings.warnings() {
         eprintln!("warning: {warning}");
     }
-    Ok(0)
+    let store = Store::from_settings(&settings.storage).context("building the archive store")?;
+    match store.check_posture().await {
+        Ok((posture, check)) => {
+            if let Some(posture) = posture {
+                eprintln!("storage: {}", describe_posture(&posture));
+            }
+            for warning in &check.warnings {
+                eprintln!("warning: {warning}");
+            }
+            for error in &check.errors {
+                eprintln!("error: {error}");
+            }
+            Ok(if check.errors.is_empty() { 0 } else { EXIT_CONFIG })
+        }
+        Err(e) if store.object_lock().retention().is_none() => {
+            eprintln!("warning: cannot read the bucket's Object Lock configuration: {}", crate::errors::ErrorChain(&e));
+            Ok(0)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("reading the bucket's Object Lock configuration")),
+    }
+}
+
+/// One line on a bucket's Object Lock posture.
+pub fn describe_posture(posture: &crate::storage::BucketPosture) -> String {
+    let lock = if posture.object_lock {
+        match (posture.default_mode, posture.default_days) {
+            (Some(mode), Some(days)) => {
+                format!("Object Lock enabled, default retention {} {days} days", mode.s3_name())
+            }
+            _ => "Object Lock enabled, no default retention".to_owned(),
+        }
+    } else {
+        format!("no Object Lock{}", posture.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default())
+    };
+    format!("{lock}; versioning {}", posture.versioning.as_deref().unwrap_or("never enabled"))
 }
 
 /// What `sync` and `backfill` did, for their callers (the demo, tests).
@@ -302,12 +368,86 @@ pub fn report_sync(report: &SyncReport) {
 pub async fn status(settings: &Settings, json: bool) -> anyhow::Result<u8> {
     let state = open_state(settings).await?;
     let report = state.status(20).await?;
+    let lock = object_lock_status(settings).await;
     if json {
-        println!("{}", serde_json::to_string_pretty(&status_json(&report))?);
+        let mut out = status_json(&report);
+        out["object_lock"] = serde_json::to_value(&lock).unwrap_or_default();
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", status_text(&report, Utc::now()));
+        print!("{}", lock.text());
     }
     Ok(0)
+}
+
+/// The Object Lock part of `status`: the settings, the bucket's posture and what is wrong
+/// with it.
+#[derive(Debug, Serialize)]
+pub struct ObjectLockStatus {
+    /// `storage.object_lock.mode`.
+    pub mode: crate::config::LockMode,
+    /// `storage.object_lock.retention`, in days.
+    pub retention_days: f64,
+    /// The bucket's posture (`null` for a `file://` archive, or when it cannot be read).
+    pub bucket: Option<crate::storage::BucketPosture>,
+    /// Mismatches with the settings (configuration errors).
+    pub errors: Vec<String>,
+    /// What leaves the archive less protected than it could be.
+    pub warnings: Vec<String>,
+}
+
+impl ObjectLockStatus {
+    fn text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "Object Lock");
+        let setting = match self.mode {
+            crate::config::LockMode::None => "none".to_owned(),
+            mode => format!("{} for {} days", mode.s3_name(), self.retention_days),
+        };
+        let _ = writeln!(out, "  {:<18}{setting}", "setting");
+        if let Some(bucket) = &self.bucket {
+            let _ = writeln!(out, "  {:<18}{}", "bucket", describe_posture(bucket));
+        }
+        for e in &self.errors {
+            let _ = writeln!(out, "  ERROR: {e}");
+        }
+        for w in &self.warnings {
+            let _ = writeln!(out, "  warning: {w}");
+        }
+        out
+    }
+}
+
+/// Reads the bucket's posture for `status` (within 10 s; what fails is a warning).
+pub async fn object_lock_status(settings: &Settings) -> ObjectLockStatus {
+    let lock = settings.storage.object_lock;
+    let mut status = ObjectLockStatus {
+        mode: lock.mode,
+        retention_days: lock.retention.as_secs_f64() / 86_400.0,
+        bucket: None,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let store = match Store::from_settings(&settings.storage) {
+        Ok(store) => store,
+        Err(e) => {
+            status.warnings.push(format!("cannot build the archive store: {}", crate::errors::ErrorChain(&e)));
+            return status;
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(10), store.check_posture()).await {
+        Ok(Ok((posture, check))) => {
+            status.bucket = posture;
+            status.errors = check.errors;
+            status.warnings = check.warnings;
+        }
+        Ok(Err(e)) => status
+            .warnings
+            .push(format!("cannot read the bucket's Object Lock configuration: {}", crate::errors::ErrorChain(&e))),
+        Err(_) => status.warnings.push("the store did not answer within 10 s".to_owned()),
+    }
+    status
 }
 
 /// The JSON form of `status`: one key per state name, then the details.
@@ -366,6 +506,9 @@ pub fn status_text(report: &StatusReport, now: DateTime<Utc>) -> String {
     }
     let _ = writeln!(out, "  {:<18}{}", "deleted at source", report.deleted_at_source);
     let _ = writeln!(out, "  {:<18}{}", "purged at source", report.purged_at_source);
+    if report.under_hold > 0 {
+        let _ = writeln!(out, "  {:<18}{} (hold list)", "under legal hold", report.under_hold);
+    }
     if let Some(until) = report.paused_until {
         let _ = writeln!(out, "  {:<18}until {until} (Retry-After)", "paused");
     }
@@ -451,18 +594,18 @@ pub async fn verify(settings: &Settings, sample: Option<u32>, json: bool) -> any
     let store = Store::from_settings(&settings.storage).context("building the archive store")?;
     let report = crate::verify::verify(&state, &store, sample).await?;
     let (user, host) = crate::config::operator_identity();
-    let problems: Vec<(RecordingId, serde_json::Value)> =
-        [("missing", &report.missing), ("corrupt", &report.corrupt), ("metadata", &report.metadata)]
-            .into_iter()
-            .flat_map(|(what, list)| {
-                list.iter().map(move |p| {
-                    (
-                        RecordingId(p.recording_id.clone()),
-                        serde_json::json!({"problem": what, "key": p.key, "detail": p.detail}),
-                    )
-                })
+    let problems: Vec<(RecordingId, serde_json::Value)> = report
+        .problems()
+        .into_iter()
+        .flat_map(|(what, list)| {
+            list.iter().map(move |p| {
+                (
+                    RecordingId(p.recording_id.clone()),
+                    serde_json::json!({"problem": what, "key": p.key, "detail": p.detail}),
+                )
             })
-            .collect();
+        })
+        .collect();
     let summary = serde_json::json!({
         "what": "objects",
         "sample": sample,
@@ -471,6 +614,7 @@ pub async fn verify(settings: &Settings, sample: Option<u32>, json: bool) -> any
         "missing": report.missing.len(),
         "corrupt": report.corrupt.len(),
         "metadata": report.metadata.len(),
+        "retention": report.retention.len(),
         "unclaimed": report.unclaimed.len(),
         "user": user,
         "host": host,
@@ -612,6 +756,77 @@ pub async fn retry(settings: &Settings, ids: Option<Vec<String>>) -> anyhow::Res
     let n = state.retry(ids.as_deref(), &state::Operator { user, host }).await?;
     eprintln!("{n} recording(s) are due again");
     Ok(if ids.is_some_and(|ids| n < ids.len() as u64) { EXIT_INCOMPLETE } else { 0 })
+}
+
+/// `webex-archiver hold add|remove`: set or clear the legal hold of each recording; exit
+/// 1 when one could not be changed (the others are done).
+pub async fn hold(settings: &Settings, ids: Vec<String>, on: bool, reason: &str) -> anyhow::Result<u8> {
+    let state = open_state(settings).await?;
+    let store = Store::from_settings(&settings.storage).context("building the archive store")?;
+    check_posture(&store).await?;
+    let (user, host) = crate::config::operator_identity();
+    let by = state::Operator { user, host };
+    let mut failed = 0;
+    for id in ids.into_iter().map(RecordingId) {
+        match crate::retention::set_legal_hold(&state, &store, &id, on, reason, &by).await {
+            Ok(done) => eprintln!(
+                "{id}: legal hold {} on {} object version(s)",
+                if on { "set" } else { "removed" },
+                done.versions
+            ),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}", crate::errors::ErrorChain(&e));
+            }
+        }
+    }
+    Ok(if failed > 0 { EXIT_INCOMPLETE } else { 0 })
+}
+
+/// `webex-archiver hold list`: the recordings under legal hold.
+pub async fn hold_list(settings: &Settings, json: bool) -> anyhow::Result<u8> {
+    let state = open_state(settings).await?;
+    let holds = state.holds().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&holds)?);
+    } else if holds.is_empty() {
+        println!("no recording is under legal hold");
+    } else {
+        for h in &holds {
+            println!(
+                "{}  since {}  by {}  reason: {}",
+                h.id,
+                h.since.map_or("-".to_owned(), |t| t.to_rfc3339()),
+                h.by.as_deref().unwrap_or("-"),
+                h.reason.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// `webex-archiver retention extend`: lengthen each recording's retention to `until`;
+/// exit 1 when one could not be extended (the others are done).
+pub async fn retention_extend(settings: &Settings, ids: Vec<String>, until: DateTime<Utc>) -> anyhow::Result<u8> {
+    let state = open_state(settings).await?;
+    let store = Store::from_settings(&settings.storage).context("building the archive store")?;
+    check_posture(&store).await?;
+    let (user, host) = crate::config::operator_identity();
+    let by = state::Operator { user, host };
+    let mut failed = 0;
+    for id in ids.into_iter().map(RecordingId) {
+        match crate::retention::extend_retention(&state, &store, &id, until, &by).await {
+            Ok(done) => eprintln!(
+                "{id}: retention extended on {} object version(s); {} already retained until then or later",
+                done.versions, done.unchanged
+            ),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}", crate::errors::ErrorChain(&e));
+            }
+        }
+    }
+    Ok(if failed > 0 { EXIT_INCOMPLETE } else { 0 })
 }
 
 /// `webex-archiver run`: discovery every `sync.poll_interval`, archive workers, and the

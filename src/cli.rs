@@ -40,6 +40,12 @@ pub enum Command {
     Status(StatusArgs),
     /// Make failed recordings due again.
     Retry(RetryArgs),
+    /// S3 Object Lock legal holds on archived recordings (every version of every object).
+    #[command(subcommand)]
+    Hold(HoldCommand),
+    /// S3 Object Lock retention of archived recordings.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
     /// Re-read archived objects, recompute SHA-256, compare with the database and
     /// metadata.json; report missing, corrupt and unclaimed objects (exit 1 on any).
     Verify(VerifyArgs),
@@ -168,6 +174,61 @@ pub struct RetryArgs {
     /// These recordings (failed or not downloadable).
     #[arg(long = "id", value_name = "ID", num_args = 1..)]
     pub ids: Vec<String>,
+}
+
+/// `hold` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum HoldCommand {
+    /// Put a legal hold on every version of every object of these recordings; exit 1 when
+    /// one could not be held.
+    Add(HoldArgs),
+    /// Take the legal hold off every version of every object of these recordings.
+    Remove(HoldArgs),
+    /// The recordings under legal hold: id, since, by whom, why.
+    List(HoldListArgs),
+}
+
+/// `hold add` / `hold remove` flags.
+#[derive(Debug, Args)]
+pub struct HoldArgs {
+    /// The recordings (archived ones).
+    #[arg(long = "id", value_name = "ID", num_args = 1.., required = true)]
+    pub ids: Vec<String>,
+    /// Why (recorded with the operator in the custody log).
+    #[arg(long, value_name = "TEXT", value_parser = non_blank)]
+    pub reason: String,
+}
+
+/// `hold list` flags.
+#[derive(Debug, Args)]
+pub struct HoldListArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `retention` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Lengthen the retention of every version of every object of these recordings to T
+    /// (never shortens one); exit 1 when one could not be extended.
+    Extend(RetentionExtendArgs),
+}
+
+/// `retention extend` flags.
+#[derive(Debug, Args)]
+pub struct RetentionExtendArgs {
+    /// The recordings (archived ones).
+    #[arg(long = "id", value_name = "ID", num_args = 1.., required = true)]
+    pub ids: Vec<String>,
+    /// The new retain-until date: a day (2040-01-01, its start in UTC) or an RFC 3339 time.
+    #[arg(long, value_name = "T", value_parser = crate::report::parse_time)]
+    pub until: DateTime<Utc>,
+}
+
+fn non_blank(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() { Err("must not be empty".into()) } else { Ok(text.chars().take(2_000).collect()) }
 }
 
 /// `config` subcommands.

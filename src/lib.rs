@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod progress;
 pub mod report;
+pub mod retention;
 pub mod server;
 pub mod shutdown;
 pub mod sim;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use chrono::Utc;
 use clap::{CommandFactory as _, Parser};
 use tokio_util::sync::CancellationToken;
-use webex_archiver::cli::{Cli, Command, ConfigCommand};
+use webex_archiver::cli::{Cli, Command, ConfigCommand, HoldCommand, RetentionCommand};
 use webex_archiver::config::{LogFormat, LogSettings, Needs, Settings, Sources};
 use webex_archiver::{app, demo, shutdown, sim, telemetry};
 
@@ -41,9 +41,13 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check(_)) | Command::Run | Command::Sync(_) | Command::Backfill(_) => {
             Needs::Webex
         }
-        Command::Migrate | Command::Status(_) | Command::Retry(_) | Command::Verify(_) | Command::History(_) => {
-            Needs::StateOnly
-        }
+        Command::Migrate
+        | Command::Status(_)
+        | Command::Retry(_)
+        | Command::Verify(_)
+        | Command::History(_)
+        | Command::Hold(_)
+        | Command::Retention(_) => Needs::StateOnly,
         Command::Report(args) => match args.period() {
             Ok(_) => Needs::StateOnly,
             Err(e) => Cli::command().error(clap::error::ErrorKind::ArgumentConflict, e).exit(),
@@ -60,7 +64,13 @@ fn main() -> ExitCode {
     block_on(|stop| async move {
         match cli.command {
             Command::Migrate => app::migrate(&settings).await,
-            Command::Config(ConfigCommand::Check(_)) => app::config_check(&settings),
+            Command::Config(ConfigCommand::Check(_)) => app::config_check(&settings).await,
+            Command::Hold(HoldCommand::Add(args)) => app::hold(&settings, args.ids, true, &args.reason).await,
+            Command::Hold(HoldCommand::Remove(args)) => app::hold(&settings, args.ids, false, &args.reason).await,
+            Command::Hold(HoldCommand::List(args)) => app::hold_list(&settings, args.json).await,
+            Command::Retention(RetentionCommand::Extend(args)) => {
+                app::retention_extend(&settings, args.ids, args.until).await
+            }
             Command::Status(args) => app::status(&settings, args.json).await,
             Command::Verify(args) if args.log => app::verify_log(&settings, args.json).await,
             Command::Verify(args) if args.manifests => app::verify_manifests(&settings, args.all, args.json).await,
@@ -116,6 +126,11 @@ where
     });
     match outcome {
         Ok(code) => ExitCode::from(code),
+        // The bucket does not match storage.object_lock: a configuration error.
+        Err(e) if e.downcast_ref::<app::PostureMismatch>().is_some() => {
+            eprintln!("error: {e}");
+            ExitCode::from(app::EXIT_CONFIG)
+        }
         Err(e) => {
             tracing::error!(error = %webex_archiver::errors::ErrorChain(e.as_ref()), "command failed");
             ExitCode::FAILURE

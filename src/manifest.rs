@@ -201,14 +201,24 @@ impl ManifestWriter {
             problem: format!("cannot encode the manifest: {e}"),
         })?);
         let location = self.store.key(&key)?;
-        let (bytes, manifest) = match self
+        let (bytes, manifest, version_id) = match self
             .store
             .put_create(&location, bytes.clone(), "application/json", Some(&sha256_hex(&bytes)))
             .await
         {
-            Ok(_) => (bytes, manifest),
+            Ok(version) => (bytes, manifest, version),
             Err(StorageError::AlreadyExists { .. }) => self.adopt(&key, &manifest).await?,
             Err(e) => return Err(e.into()),
+        };
+        // Object Lock: a manifest is retained as long as the recordings it lists (from the
+        // end of its day with `retain_from = create_time`).
+        let day_end = crate::time::after(day, Duration::from_secs(86_400));
+        let retained_until = match self.store.retain_until(day_end, now) {
+            Some(until) if until > Utc::now() => {
+                let read = self.store.retain(&location, version_id.as_deref(), until).await?;
+                Some(read.retain_until.unwrap_or(until))
+            }
+            until => until,
         };
         let ids: Vec<RecordingId> = manifest.recordings.iter().map(|r| RecordingId(r.id.clone())).collect();
         let mut row = ManifestRow {
@@ -221,6 +231,8 @@ impl ManifestWriter {
             recordings: manifest.recordings.len() as i64,
             files: manifest.recordings.iter().map(|r| r.files.len() as i64).sum(),
             written_at: manifest.written_at,
+            version_id,
+            retained_until,
         };
         row.seq = self.state.record_manifest(&row, &ids).await?;
         Ok(row)
@@ -229,8 +241,8 @@ impl ManifestWriter {
     /// A manifest already at `key` (a writer died between storing and recording it): the
     /// same manifest (every field but `written_at`), written earlier, is adopted; anything
     /// else is a conflict.
-    async fn adopt(&self, key: &str, expected: &Manifest) -> Result<(Bytes, Manifest), ManifestError> {
-        let bytes = self.store.get_bytes(&self.store.key(key)?).await?;
+    async fn adopt(&self, key: &str, expected: &Manifest) -> Result<(Bytes, Manifest, Option<String>), ManifestError> {
+        let (bytes, version) = self.store.get_versioned(&self.store.key(key)?).await?;
         let found: Manifest =
             serde_json::from_slice(&bytes).map_err(|_| ManifestError::Conflict { key: key.to_owned() })?;
         // Everything but when it was written must be what this writer would write.
@@ -243,7 +255,7 @@ impl ManifestWriter {
             return Err(ManifestError::Conflict { key: key.to_owned() });
         }
         tracing::info!(key, "adopting the manifest stored by a writer that stopped before recording it");
-        Ok((bytes, found))
+        Ok((bytes, found, version))
     }
 
     /// A recording's files, `metadata.json` last (its digest read back from the store).

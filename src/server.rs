@@ -88,6 +88,8 @@ pub struct Readiness {
     pub token: String,
     /// Last successful discovery pass recent enough.
     pub discovery: String,
+    /// The bucket's Object Lock posture matches `storage.object_lock`.
+    pub object_lock: String,
 }
 
 async fn readyz(AxumState(endpoint): AxumState<Endpoint>) -> Response {
@@ -127,8 +129,18 @@ pub async fn readiness(endpoint: &Endpoint) -> Readiness {
         Ok(Err(e)) => format!("unknown: {}", crate::errors::ErrorChain(&e)),
         Err(_) => "unknown: the database did not answer".to_owned(),
     };
-    let ready = [&database, &store, &token, &discovery].iter().all(|c| c.starts_with("ok"));
-    Readiness { ready, database, store, token, discovery }
+    let wanted = endpoint.store.object_lock().retention().is_some();
+    let object_lock = match tokio::time::timeout(CHECK_TIMEOUT, endpoint.store.check_posture()).await {
+        Ok(Ok((_, check))) if !check.errors.is_empty() => format!("mismatch: {}", check.errors.join("; ")),
+        Ok(Ok((_, check))) if !check.warnings.is_empty() => format!("ok (warning: {})", check.warnings.join("; ")),
+        Ok(Ok(_)) => "ok".to_owned(),
+        Ok(Err(e)) if wanted => format!("unknown: {}", crate::errors::ErrorChain(&e)),
+        Ok(Err(e)) => format!("ok (unknown: {})", crate::errors::ErrorChain(&e)),
+        Err(_) if wanted => "unknown: no answer within 5 s".to_owned(),
+        Err(_) => "ok (unknown: no answer within 5 s)".to_owned(),
+    };
+    let ready = [&database, &store, &token, &discovery, &object_lock].iter().all(|c| c.starts_with("ok"));
+    Readiness { ready, database, store, token, discovery, object_lock }
 }
 
 async fn token_check(endpoint: &Endpoint, now: DateTime<Utc>) -> String {

@@ -29,6 +29,9 @@ pub struct VerifyReport {
     pub corrupt: Vec<Problem>,
     /// metadata.json absent, unreadable, or disagreeing with the database.
     pub metadata: Vec<Problem>,
+    /// Objects whose Object Lock retention is missing or shorter than the database
+    /// records, or without the legal hold it records.
+    pub retention: Vec<Problem>,
     /// Objects under the prefix that no database row claims (only with `--all`).
     pub unclaimed: Vec<String>,
     /// Whether the unclaimed scan ran.
@@ -36,9 +39,23 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    /// Each kind of problem found on recordings, with its label.
+    pub fn problems(&self) -> [(&'static str, &Vec<Problem>); 4] {
+        [
+            ("missing", &self.missing),
+            ("corrupt", &self.corrupt),
+            ("metadata", &self.metadata),
+            ("retention", &self.retention),
+        ]
+    }
+
     /// No problem of any kind.
     pub fn clean(&self) -> bool {
-        self.missing.is_empty() && self.corrupt.is_empty() && self.metadata.is_empty() && self.unclaimed.is_empty()
+        self.missing.is_empty()
+            && self.corrupt.is_empty()
+            && self.metadata.is_empty()
+            && self.retention.is_empty()
+            && self.unclaimed.is_empty()
     }
 }
 
@@ -114,6 +131,7 @@ async fn check_rows(store: &Store, rows: &[ArchivedRow], report: &mut VerifyRepo
                 Finding::Missing(p) => report.missing.push(p),
                 Finding::Corrupt(p) => report.corrupt.push(p),
                 Finding::Metadata(p) => report.metadata.push(p),
+                Finding::Retention(p) => report.retention.push(p),
             }
         }
     }
@@ -124,6 +142,7 @@ enum Finding {
     Missing(Problem),
     Corrupt(Problem),
     Metadata(Problem),
+    Retention(Problem),
 }
 
 fn problem(row: &ArchivedRow, key: &str, detail: impl Into<String>) -> Problem {
@@ -133,6 +152,10 @@ fn problem(row: &ArchivedRow, key: &str, detail: impl Into<String>) -> Problem {
 async fn check_row(store: &Store, row: &ArchivedRow) -> Result<Vec<Finding>, VerifyError> {
     let mut findings = Vec::new();
     let record = &row.record;
+    // Object Lock: what the database says was applied must be on each object.
+    for (key, detail) in crate::retention::retention_problems(store, row, chrono::Utc::now()).await? {
+        findings.push(Finding::Retention(problem(row, &key, detail)));
+    }
     // The recording file against the database.
     match hash_object(store, &record.media_key).await? {
         None => findings.push(Finding::Missing(problem(row, &record.media_key, "the recording file is missing"))),
@@ -244,9 +267,7 @@ pub fn report_text(report: &VerifyReport) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "checked {} archived recording(s): {} intact", report.checked, report.ok);
-    for (label, problems) in
-        [("missing", &report.missing), ("corrupt", &report.corrupt), ("metadata", &report.metadata)]
-    {
+    for (label, problems) in report.problems() {
         for p in problems {
             let _ = writeln!(out, "{label}: {} {}: {}", p.recording_id, p.key, p.detail);
         }

@@ -40,9 +40,10 @@ const LAYERS: &[(&[&str], &[&str])] = &[
     // else (see THROUGH), and only the entry points (demo, cli) use it.
     (&["sim"], &["webex"]),
     // The pipeline: discovery lists recordings into the state, archive streams them from
-    // Webex into the store, manifest writes the daily manifests of what archive stored.
+    // Webex into the store, manifest writes the daily manifests of what archive stored,
+    // retention puts legal holds and longer retentions on what archive stored.
     (
-        &["discovery", "archive", "manifest"],
+        &["discovery", "archive", "manifest", "retention"],
         &["config", "domain", "errors", "metrics", "state", "storage", "supervise", "time", "webex"],
     ),
     // What watches the pipeline: verify re-reads what archive wrote (its metadata.json
@@ -58,6 +59,7 @@ const LAYERS: &[(&[&str], &[&str])] = &[
             "errors",
             "manifest",
             "metrics",
+            "retention",
             "state",
             "storage",
             "supervise",
@@ -79,6 +81,7 @@ const LAYERS: &[(&[&str], &[&str])] = &[
             "metrics",
             "progress",
             "report",
+            "retention",
             "server",
             "shutdown",
             "state",
@@ -104,6 +107,7 @@ const LAYERS: &[(&[&str], &[&str])] = &[
             "metrics",
             "progress",
             "report",
+            "retention",
             "server",
             "shutdown",
             "sim",

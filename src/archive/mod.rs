@@ -9,6 +9,7 @@
 mod error;
 mod transfer;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ pub use crate::domain::{KeyInputs, KeyTemplate};
 pub use error::{AttemptError, Cause};
 use transfer::StoredFile;
 
-use crate::config::{ArchiveSettings, FileKind};
+use crate::config::{ArchiveSettings, FileKind, LockMode};
 use crate::errors::ErrorChain;
 use crate::metrics::Metrics;
 use crate::state::{ArchivedRecord, Claim, Outcome, RecordingId, State};
@@ -79,6 +80,15 @@ pub struct Progress {
     pub archived: AtomicU64,
     /// Recordings that reached failed or not_downloadable.
     pub finished_otherwise: AtomicU64,
+}
+
+/// The Object Lock retention put on a recording's objects.
+struct Retained {
+    mode: LockMode,
+    /// The earliest retain-until date read back (the one asked for when none was applied).
+    until: DateTime<Utc>,
+    /// Each object's retain-until date as read back, by relative key.
+    per_key: BTreeMap<String, DateTime<Utc>>,
 }
 
 /// The archiving side: everything an attempt needs.
@@ -379,7 +389,15 @@ impl Archiver {
         };
         let metadata_key = format!("{dir}/{METADATA_FILE}");
         let (metadata, metadata_version) = self.store_metadata(&metadata_key, metadata).await?;
-        // The row's `files`: metadata.json's, each with the store's version id.
+        // Object Lock: every version written (or adopted) is retained before the
+        // recording counts as archived.
+        let mut objects: Vec<(&str, Option<&str>)> =
+            files.iter().map(|f| (f.entry.key.as_str(), f.version.as_deref())).collect();
+        objects.push((metadata_key.as_str(), metadata_version.as_deref()));
+        let retained = self.retain(claim, metadata.archived_at, &objects).await?;
+        let retained_until = |key: &str| retained.as_ref().and_then(|r| r.per_key.get(key).copied());
+        // The row's `files`: metadata.json's, each with the store's version id and the
+        // retain-until date read back.
         let files: Vec<serde_json::Value> = metadata
             .files
             .iter()
@@ -387,20 +405,60 @@ impl Archiver {
                 let mut value = serde_json::to_value(entry).unwrap_or_default();
                 let version = files.iter().find(|f| f.entry.key == entry.key).and_then(|f| f.version.clone());
                 value["version_id"] = serde_json::Value::from(version);
+                if retained.is_some() {
+                    value["retain_until"] = serde_json::to_value(retained_until(&entry.key)).unwrap_or_default();
+                }
                 value
             })
             .collect();
         Ok(ArchivedRecord {
             object_prefix: dir,
             media_key: main.entry.key.clone(),
-            metadata_key,
+            metadata_key: metadata_key.clone(),
             sha256: main.entry.sha256.clone(),
             bytes: i64::try_from(main.entry.size).unwrap_or(i64::MAX),
             files: serde_json::Value::Array(files),
             size_mismatch,
             archived_at: metadata.archived_at,
             metadata_version,
+            metadata_retain_until: retained_until(&metadata_key),
+            retention: retained.map(|r| (r.mode.s3_name().to_owned(), r.until)),
         })
+    }
+
+    /// Applies `storage.object_lock` to each stored version of a recording (relative key,
+    /// version id) and reads it back (`storage::Store::retain`). `None` without Object
+    /// Lock. A recording whose retention period ended before it was archived gets none
+    /// (S3 refuses a date in the past): it is recorded with that date and no per-object
+    /// dates.
+    async fn retain(
+        &self,
+        claim: &Claim,
+        archived_at: DateTime<Utc>,
+        objects: &[(&str, Option<&str>)],
+    ) -> Result<Option<Retained>, AttemptError> {
+        let Some((mode, _)) = self.store.object_lock().retention() else { return Ok(None) };
+        let Some(until) = self.store.retain_until(claim.create_time, archived_at) else { return Ok(None) };
+        let mut retained = Retained { mode, until, per_key: BTreeMap::new() };
+        if until <= Utc::now() {
+            tracing::info!(recording_id = %claim.id, retain_until = %until, "the retention period has already ended; no retention applied");
+            return Ok(Some(retained));
+        }
+        for (relative, version) in objects {
+            let key = self.store.key(relative).map_err(AttemptError::storage_final)?;
+            match self.store.retain(&key, *version, until).await {
+                Ok(read) => {
+                    let read_until = read.retain_until.unwrap_or(until);
+                    retained.until = retained.until.min(read_until);
+                    retained.per_key.insert((*relative).to_owned(), read_until);
+                }
+                Err(e @ StorageError::RetentionNotApplied { .. }) => {
+                    return Err(AttemptError::transient("retention_not_applied", e));
+                }
+                Err(e) => return Err(self.storage_failure(e).await),
+            }
+        }
+        Ok(Some(retained))
     }
 
     /// Writes `metadata.json` create-only. One already there is adopted when it describes

@@ -9,7 +9,7 @@ use url::Url;
 
 use super::locations::require_https;
 use super::secrets::{read_file_value, secret_or_file};
-use super::{ConfigError, DEFAULT_TOML, DatabaseUrl, FileKind, OptionalSecret, Settings, StorageLocation};
+use super::{ConfigError, DEFAULT_TOML, DatabaseUrl, FileKind, LockMode, OptionalSecret, Settings, StorageLocation};
 
 /// Environment prefix of the settings variables.
 const ENV_PREFIX: &str = "WEBEX_ARCHIVER";
@@ -202,6 +202,33 @@ impl Settings {
         }
         if self.storage.upload_concurrency == 0 {
             return Err(ConfigError::new("storage.upload_concurrency", "must be at least 1"));
+        }
+
+        let lock = self.storage.object_lock;
+        match lock.mode {
+            LockMode::None if !lock.retention.is_zero() => {
+                return Err(ConfigError::new(
+                    "storage.object_lock.retention",
+                    "is set but storage.object_lock.mode is \"none\": set a mode, or retention = \"0s\"",
+                ));
+            }
+            LockMode::None => {}
+            _ => {
+                if lock.retention < Duration::from_secs(86_400)
+                    || lock.retention > Duration::from_secs(100 * 366 * 86_400)
+                {
+                    return Err(ConfigError::new(
+                        "storage.object_lock.retention",
+                        "must be between 1d and 100y when storage.object_lock.mode is not \"none\"",
+                    ));
+                }
+                if !self.storage.url.starts_with("s3://") {
+                    return Err(ConfigError::new(
+                        "storage.object_lock.mode",
+                        "needs an s3:// storage.url (Object Lock is a feature of S3 buckets)",
+                    ));
+                }
+            }
         }
 
         if self.sync.window > Duration::from_secs(7 * 86_400) {

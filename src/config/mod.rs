@@ -19,9 +19,9 @@ pub use load::{Needs, Sources};
 pub use locations::{DatabaseUrl, StorageLocation, is_loopback};
 pub use secrets::{Credentials, OAuthCredentials, OptionalSecret, TokenKey};
 pub use settings::{
-    ArchiveSettings, ChecksumAlgorithm, ComplianceSettings, DataSettings, DatabaseSettings, HttpSettings, LogFormat,
-    LogSettings, OAuthSettings, Settings, ShutdownSettings, SignPayload, Since, StorageSettings, SyncSettings,
-    WebexSettings,
+    ArchiveSettings, ChecksumAlgorithm, ComplianceSettings, DataSettings, DatabaseSettings, HttpSettings, LockMode,
+    LogFormat, LogSettings, OAuthSettings, ObjectLockSettings, RetainFrom, Settings, ShutdownSettings, SignPayload,
+    Since, StorageSettings, SyncSettings, WebexSettings,
 };
 
 /// The defaults, compiled into the binary; also the operator's reference.

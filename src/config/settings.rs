@@ -149,10 +149,85 @@ pub struct StorageSettings {
     pub part_size: usize,
     /// Parts in flight per upload.
     pub upload_concurrency: usize,
+    /// S3 Object Lock retention applied to every object written.
+    pub object_lock: ObjectLockSettings,
     /// The `AWS_*` variables of the environment, collected here so that nothing else
     /// reads the environment. Values are treated as secrets.
     #[serde(skip_deserializing, serialize_with = "super::secrets::serialize_aws_env")]
     pub aws_env: BTreeMap<String, OptionalSecret>,
+}
+
+/// `[storage.object_lock]`: the S3 Object Lock retention the archiver applies to every
+/// object version it writes, and checks the bucket for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLockSettings {
+    /// `none`, `governance` or `compliance`.
+    pub mode: LockMode,
+    /// How long each object is retained (from `retain_from`).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// What the retention period counts from.
+    pub retain_from: RetainFrom,
+}
+
+impl ObjectLockSettings {
+    /// The mode and period to apply, when Object Lock is on.
+    pub fn retention(&self) -> Option<(LockMode, Duration)> {
+        (self.mode != LockMode::None).then_some((self.mode, self.retention))
+    }
+}
+
+/// An S3 Object Lock retention mode (or none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    /// No retention applied by the archiver.
+    None,
+    /// Users with `s3:BypassGovernanceRetention` may shorten or remove it.
+    Governance,
+    /// No one can shorten or remove it, not even the account's root user.
+    Compliance,
+}
+
+impl LockMode {
+    /// The S3 name (`GOVERNANCE`, `COMPLIANCE`), `NONE` for none.
+    pub fn s3_name(self) -> &'static str {
+        match self {
+            Self::None => "NONE",
+            Self::Governance => "GOVERNANCE",
+            Self::Compliance => "COMPLIANCE",
+        }
+    }
+
+    /// Reads an S3 mode name (case-insensitive).
+    pub fn from_s3_name(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_uppercase().as_str() {
+            "GOVERNANCE" => Some(Self::Governance),
+            "COMPLIANCE" => Some(Self::Compliance),
+            _ => None,
+        }
+    }
+
+    /// Whether an object in mode `self` is retained at least as strictly as `wanted`
+    /// asks (compliance covers governance).
+    pub fn covers(self, wanted: LockMode) -> bool {
+        match wanted {
+            Self::None => true,
+            Self::Governance => self != Self::None,
+            Self::Compliance => self == Self::Compliance,
+        }
+    }
+}
+
+/// What an object's retention period counts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetainFrom {
+    /// The recording's `createTime` (the meeting): every copy of it ends together.
+    CreateTime,
+    /// The time it was archived.
+    ArchivedAt,
 }
 
 /// Whether upload bodies are covered by the S3 request signature.

@@ -79,8 +79,8 @@ pub(super) fn row(r: &ReportRecording) -> Result<Vec<String>, StateError> {
         time(r.archived_at),
         time(r.deleted_at_source),
         time(r.purged_at_source),
-        String::new(),
-        "false".to_owned(),
+        time(r.retained_until),
+        r.legal_hold.to_string(),
     ]);
     Ok(row)
 }

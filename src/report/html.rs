@@ -683,7 +683,10 @@ fn recording_row(r: &ReportRecording) -> Markup {
                 @if let Some(t) = r.deleted_at_source { "deleted " (t.format("%Y-%m-%d %H:%M:%S")) br; }
                 @if let Some(t) = r.purged_at_source { "purged " (t.format("%Y-%m-%d %H:%M:%S")) br; }
                 @if r.deleted_at_source.is_none() && r.purged_at_source.is_none() { "not deleted" br; }
-                span.sub { "retained until —" br; "legal hold: no" }
+                span.sub {
+                    "retained until " @if let Some(t) = r.retained_until { (t.format("%Y-%m-%d")) } @else { "—" } br;
+                    "legal hold: " @if r.legal_hold { strong data-field="legal_hold" { "yes" } } @else { "no" }
+                }
             }
         }
     }

@@ -31,9 +31,9 @@ pub(super) struct RecordingOut<'a> {
     pub(super) archived_at: Option<DateTime<Utc>>,
     pub(super) deleted_at_source: Option<DateTime<Utc>>,
     pub(super) purged_at_source: Option<DateTime<Utc>>,
-    /// Not tracked yet: always null.
+    /// The earliest Object Lock retain-until date among its objects.
     pub(super) retained_until: Option<DateTime<Utc>>,
-    /// Not tracked yet: always false.
+    /// A legal hold is on its objects.
     pub(super) legal_hold: bool,
 }
 
@@ -49,8 +49,8 @@ impl<'a> From<&'a ReportRecording> for RecordingOut<'a> {
             archived_at: r.archived_at,
             deleted_at_source: r.deleted_at_source,
             purged_at_source: r.purged_at_source,
-            retained_until: None,
-            legal_hold: false,
+            retained_until: r.retained_until,
+            legal_hold: r.legal_hold,
         }
     }
 }

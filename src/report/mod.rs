@@ -13,8 +13,9 @@
 //! What counts as a gap: a recording `pending`, `archiving` or `failed` (`failed` needs a
 //! person), and an unreleased quarantine entry (a listed item that could not be read)
 //! attributed to the period. `archived`, `not_downloadable` and `lost_at_source` are
-//! final with a stated reason. Legal hold and retention are not tracked yet: every
-//! recording reports `retained_until: null` and `legal_hold: false`, and `under_hold` is 0.
+//! final with a stated reason. Each recording carries its Object Lock retain-until date
+//! (the earliest among its objects; `null` when none was applied) and whether a legal hold
+//! is on it; each day counts those `under_hold`.
 
 mod csv;
 mod html;
@@ -143,7 +144,7 @@ pub struct Day {
     pub purged_at_source: i64,
     /// Of which final `lost_at_source`.
     pub lost_at_source: i64,
-    /// Recordings under legal hold: always 0 until holds are tracked.
+    /// Recordings under legal hold.
     pub under_hold: i64,
     /// Of which `pending` or `archiving` (not in the JSON form: `listed - archived -
     /// not_downloadable - failed - lost_at_source`).
@@ -179,6 +180,7 @@ impl Day {
             deleted_at_source: counts.deleted_at_source,
             purged_at_source: counts.purged_at_source,
             lost_at_source: counts.lost_at_source,
+            under_hold: counts.under_hold,
             unfinished: counts.unfinished,
             ..Self::empty(counts.date)
         }

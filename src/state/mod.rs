@@ -169,6 +169,10 @@ pub struct ManifestRow {
     pub files: i64,
     /// When it was written.
     pub written_at: DateTime<Utc>,
+    /// The store's version id of the object (versioned buckets).
+    pub version_id: Option<String>,
+    /// Its Object Lock retain-until date, as read back (`storage.object_lock`).
+    pub retained_until: Option<DateTime<Utc>>,
 }
 
 /// An archived recording that no manifest lists yet.
@@ -378,6 +382,14 @@ pub struct ArchivedRecord {
     /// The store's version id of `metadata.json` (versioned buckets; recorded in the
     /// `archived` event, not in the row: the files' version ids are in `files`).
     pub metadata_version: Option<String>,
+    /// The Object Lock retention applied (`storage.object_lock`): its mode (`GOVERNANCE`
+    /// or `COMPLIANCE`) and the earliest retain-until date HEAD read back among the
+    /// objects (each file's own is in `files`, `retain_until`). A date already past
+    /// means the retention period had ended before the recording was archived, and
+    /// nothing was applied. `None` without Object Lock.
+    pub retention: Option<(String, DateTime<Utc>)>,
+    /// `metadata.json`'s retain-until date as read back (in the event, not the row).
+    pub metadata_retain_until: Option<DateTime<Utc>>,
 }
 
 /// How an attempt ended.
@@ -488,6 +500,49 @@ pub struct ArchivedRow {
     pub id: RecordingId,
     /// What was stored.
     pub record: ArchivedRecord,
+    /// A legal hold is on its objects.
+    pub legal_hold: bool,
+}
+
+/// A legal hold put on or taken off every version of a recording's objects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HoldChange {
+    /// On (`hold add`) or off (`hold remove`).
+    pub on: bool,
+    /// Why, as the operator gave it.
+    pub reason: String,
+    /// Who.
+    pub by: Operator,
+    /// The versions changed: `[{"key", "version_id"}]`.
+    pub versions: serde_json::Value,
+}
+
+/// A recording under legal hold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HoldRow {
+    /// Recording.
+    pub id: RecordingId,
+    /// Since when.
+    pub since: Option<DateTime<Utc>>,
+    /// Who put it on.
+    pub by: Option<String>,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// A retention lengthened on a recording's object versions (`retention extend`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionChange {
+    /// The mode kept (`GOVERNANCE` or `COMPLIANCE`).
+    pub mode: String,
+    /// The new earliest retain-until date among the recording's objects.
+    pub until: DateTime<Utc>,
+    /// The row's `files` with their new `retain_until`.
+    pub files: serde_json::Value,
+    /// Who.
+    pub by: Operator,
+    /// The versions changed: `[{"key", "version_id", "from", "to"}]`.
+    pub versions: serde_json::Value,
 }
 
 /// One UTC day of `createTime` in the attestation report: what the recordings created
@@ -515,6 +570,8 @@ pub struct DayCounts {
     pub deleted_at_source: i64,
     /// Recordings seen purged at the source, whatever their state.
     pub purged_at_source: i64,
+    /// Of which under legal hold.
+    pub under_hold: i64,
 }
 
 /// Which recordings of a period [`ReportSnapshot::recordings`] reads.
@@ -556,6 +613,10 @@ pub struct ReportRecording {
     pub purged_at_source: Option<DateTime<Utc>>,
     /// Short class of the last failure (`failure_reason`), for a person reading a gap.
     pub reason: Option<String>,
+    /// The earliest Object Lock retain-until date among its objects.
+    pub retained_until: Option<DateTime<Utc>>,
+    /// A legal hold is on its objects.
+    pub legal_hold: bool,
 }
 
 /// One stored file of an archived recording.
@@ -842,6 +903,20 @@ pub trait StateStore: Send + Sync + fmt::Debug {
 
     /// Counts and facts for `status` and metrics.
     async fn status(&self, failures: u32) -> StateResult<StatusReport>;
+
+    /// The archived recording `id`, or `None` when it is not archived.
+    async fn archived_one(&self, id: &RecordingId) -> StateResult<Option<ArchivedRow>>;
+
+    /// Records a legal hold put on or taken off recording `id` (its row and a
+    /// `legal_hold_set` / `legal_hold_removed` event). False when `id` is not archived.
+    async fn record_legal_hold(&self, id: &RecordingId, change: &HoldChange) -> StateResult<bool>;
+
+    /// The recordings under legal hold, by id.
+    async fn holds(&self) -> StateResult<Vec<HoldRow>>;
+
+    /// Records a retention lengthened on recording `id`'s objects (its row and a
+    /// `retention_extended` event). False when `id` is not archived.
+    async fn record_retention(&self, id: &RecordingId, change: &RetentionChange) -> StateResult<bool>;
 
     /// Archived recordings: all, or a random sample of `sample`.
     async fn archived(&self, sample: Option<u32>) -> StateResult<Vec<ArchivedRow>>;

@@ -14,10 +14,10 @@ use super::events::{self, NewEvent, event_columns, event_from_row};
 use super::sql::{Backend, Cells, Param, Row, Session, Statement, sql};
 use super::{
     ArchiveState, ArchivedRecord, ArchivedRow, Claim, Cursor, CursorKind, CursorMove, DayCounts, DeletionSweep, Event,
-    FailureRow, ListedRecording, ManifestRow, Operator, Outcome, PageRecorded, QuarantineEntry, QuarantineKey,
-    QuarantineRow, QuarantinedItem, RecordingId, ReleasedHow, ReportFile, ReportQuarantine, ReportRecording,
-    ReportSelection, ReportSnapshot, ScopeKey, SourceStatus, StateError, StateResult, StateStore, StatusReport,
-    StoredTokens, SweepEnd, TokenStatus, Unmanifested, unique_by_id, unique_by_key,
+    FailureRow, HoldChange, HoldRow, ListedRecording, ManifestRow, Operator, Outcome, PageRecorded, QuarantineEntry,
+    QuarantineKey, QuarantineRow, QuarantinedItem, RecordingId, ReleasedHow, ReportFile, ReportQuarantine,
+    ReportRecording, ReportSelection, ReportSnapshot, RetentionChange, ScopeKey, SourceStatus, StateError, StateResult,
+    StateStore, StatusReport, StoredTokens, SweepEnd, TokenStatus, Unmanifested, unique_by_id, unique_by_key,
 };
 use Param::{Bool, Int, Interval, Json, OptInt, OptText, OptTime, Text, Time};
 
@@ -94,6 +94,8 @@ fn manifest_from_row(row: &impl Cells) -> StateResult<ManifestRow> {
         recordings: row.bigint("recordings")?,
         files: row.bigint("files")?,
         written_at: row.time("written_at")?,
+        version_id: row.opt_text("version_id")?,
+        retained_until: row.opt_time("retained_until")?,
     })
 }
 
@@ -126,6 +128,14 @@ fn quarantine_from_row(row: &impl Cells) -> StateResult<QuarantineRow> {
     })
 }
 
+fn archived_row(row: &impl Cells) -> StateResult<ArchivedRow> {
+    Ok(ArchivedRow {
+        id: RecordingId(row.text("id")?),
+        record: archived_from_row(row)?,
+        legal_hold: row.bool("legal_hold")?,
+    })
+}
+
 fn archived_from_row(row: &impl Cells) -> StateResult<ArchivedRecord> {
     Ok(ArchivedRecord {
         object_prefix: row.text("object_prefix")?,
@@ -137,6 +147,11 @@ fn archived_from_row(row: &impl Cells) -> StateResult<ArchivedRecord> {
         size_mismatch: row.bool("size_mismatch")?,
         archived_at: row.time("archived_at")?,
         metadata_version: None,
+        retention: match (row.opt_text("retention_mode")?, row.opt_time("retained_until")?) {
+            (Some(mode), Some(until)) => Some((mode, until)),
+            _ => None,
+        },
+        metadata_retain_until: None,
     })
 }
 
@@ -391,6 +406,7 @@ fn finished_event(id: &str, outcome: &Outcome) -> NewEvent {
                                 "sha256": f.get("sha256"),
                                 "size": f.get("size"),
                                 "version_id": f.get("version_id"),
+                                "retain_until": f.get("retain_until"),
                             })
                         })
                         .collect()
@@ -408,6 +424,8 @@ fn finished_event(id: &str, outcome: &Outcome) -> NewEvent {
                     "size_mismatch": rec.size_mismatch,
                     "files": files,
                     "metadata_version_id": rec.metadata_version,
+                    "metadata_retain_until": rec.metadata_retain_until,
+                    "retention": rec.retention.as_ref().map(|(mode, until)| serde_json::json!({"mode": mode, "retain_until": until})),
                 }),
             )
         }
@@ -659,7 +677,8 @@ async fn move_cursor<B: Backend>(
 macro_rules! report_columns {
     () => {
         "SELECT id, state, create_time, site_url, host_email, COALESCE(files, 'null') AS files, media_key, \
-             metadata_key, sha256, bytes, archived_at, deleted_at_source, purged_at_source, failure_reason \
+             metadata_key, sha256, bytes, archived_at, deleted_at_source, purged_at_source, failure_reason, \
+             retained_until, legal_hold \
          FROM recordings WHERE create_time >= $1 AND create_time < $2"
     };
 }
@@ -686,7 +705,8 @@ impl<B: Backend> ReportSnapshot for Snapshot<B> {
                          count(CASE WHEN state IN ('pending', 'archiving') THEN 1 END) AS unfinished, \
                          count(CASE WHEN state = 'lost_at_source' THEN 1 END) AS lost_at_source, \
                          count(deleted_at_source) AS deleted_at_source, \
-                         count(purged_at_source) AS purged_at_source \
+                         count(purged_at_source) AS purged_at_source, \
+                         count(CASE WHEN legal_hold THEN 1 END) AS under_hold \
                      FROM recordings WHERE create_time >= $1 AND create_time < $2 \
                      GROUP BY day ORDER BY day"
                 ),
@@ -708,6 +728,7 @@ impl<B: Backend> ReportSnapshot for Snapshot<B> {
                     lost_at_source: row.bigint("lost_at_source")?,
                     deleted_at_source: row.bigint("deleted_at_source")?,
                     purged_at_source: row.bigint("purged_at_source")?,
+                    under_hold: row.bigint("under_hold")?,
                 })
             })
             .collect()
@@ -797,6 +818,8 @@ fn report_recording_from_row(row: &impl Cells) -> StateResult<ReportRecording> {
         deleted_at_source: row.opt_time("deleted_at_source")?,
         purged_at_source: row.opt_time("purged_at_source")?,
         reason: row.opt_text("failure_reason")?,
+        retained_until: row.opt_time("retained_until")?,
+        legal_hold: row.bool("legal_hold")?,
     })
 }
 
@@ -1116,7 +1139,7 @@ impl<B: Backend> StateStore for B {
                         "UPDATE recordings SET state = 'archived', lease_owner = NULL, lease_expires_at = NULL, \
                              object_prefix = $3, media_key = $4, metadata_key = $5, sha256 = $6, bytes = $7, \
                              files = $8, size_mismatch = $9, archived_at = $10, failure_reason = NULL, \
-                             last_error = NULL, updated_at = {now} \
+                             last_error = NULL, retention_mode = $11, retained_until = $12, updated_at = {now} \
                          WHERE id = $1 AND lease_owner = $2 AND state = 'archiving'"
                     ),
                     &[
@@ -1130,6 +1153,8 @@ impl<B: Backend> StateStore for B {
                         Json(&rec.files),
                         Bool(rec.size_mismatch),
                         Time(rec.archived_at),
+                        OptText(rec.retention.as_ref().map(|(mode, _)| mode.as_str())),
+                        OptTime(rec.retention.as_ref().map(|(_, until)| *until)),
                     ],
                 )
                 .await?
@@ -1370,8 +1395,9 @@ impl<B: Backend> StateStore for B {
             s.fetch_one(sql!("SELECT COALESCE(max(seq), 0) + 1 AS seq FROM manifests"), &[]).await?.bigint("seq")?;
         s.execute(
             sql!(
-                "INSERT INTO manifests (seq, day, part, key, sha256, prev_sha256, recordings, files, written_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                "INSERT INTO manifests (seq, day, part, key, sha256, prev_sha256, recordings, files, written_at, \
+                     version_id, retained_until) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             ),
             &[
                 Int(seq),
@@ -1383,6 +1409,8 @@ impl<B: Backend> StateStore for B {
                 Int(manifest.recordings),
                 Int(manifest.files),
                 Time(manifest.written_at),
+                OptText(manifest.version_id.as_deref()),
+                OptTime(manifest.retained_until),
             ],
         )
         .await?;
@@ -1400,6 +1428,8 @@ impl<B: Backend> StateStore for B {
                 "prev_sha256": manifest.prev_sha256,
                 "recordings": manifest.recordings,
                 "files": manifest.files,
+                "version_id": manifest.version_id,
+                "retain_until": manifest.retained_until,
             }),
         };
         events::append(&mut s, &[event]).await?;
@@ -1498,7 +1528,8 @@ impl<B: Backend> StateStore for B {
                          count(CASE WHEN size_mismatch THEN 1 END) AS size_mismatches, \
                          CAST(COALESCE(sum(lease_expiries), 0) AS BIGINT) AS lease_expiries, \
                          count(deleted_at_source) AS deleted_at_source, \
-                         count(purged_at_source) AS purged_at_source \
+                         count(purged_at_source) AS purged_at_source, \
+                         count(CASE WHEN legal_hold THEN 1 END) AS under_hold \
                      FROM recordings"
                 ),
                 &[],
@@ -1508,6 +1539,7 @@ impl<B: Backend> StateStore for B {
         report.due_now = row.bigint("due_now")?;
         report.next_due_at = row.opt_time("next_due_at")?;
         report.size_mismatches = row.bigint("size_mismatches")?;
+        report.under_hold = row.bigint("under_hold")?;
         report.lease_expiries = row.bigint("lease_expiries")?;
         report.deleted_at_source = row.bigint("deleted_at_source")?;
         report.purged_at_source = row.bigint("purged_at_source")?;
@@ -1593,9 +1625,88 @@ impl<B: Backend> StateStore for B {
                 .await?
             }
         };
+        rows.iter().map(archived_row).collect()
+    }
+
+    async fn archived_one(&self, id: &RecordingId) -> StateResult<Option<ArchivedRow>> {
+        let row =
+            fetch_optional(self, sql!("SELECT * FROM recordings WHERE id = $1 AND state = 'archived'"), &[Text(&id.0)])
+                .await?;
+        row.as_ref().map(archived_row).transpose()
+    }
+
+    async fn record_legal_hold(&self, id: &RecordingId, change: &HoldChange) -> StateResult<bool> {
+        let mut s = Session::begin(self).await?;
+        let who = format!("{}@{}", change.by.user, change.by.host);
+        let done = s
+            .execute(
+                sql!(
+                    "UPDATE recordings SET legal_hold = $2, legal_hold_at = {now}, legal_hold_by = $3, \
+                         legal_hold_reason = $4, updated_at = {now} \
+                     WHERE id = $1 AND state = 'archived'"
+                ),
+                &[Text(&id.0), Bool(change.on), Text(&who), Text(&change.reason)],
+            )
+            .await?;
+        if done == 1 {
+            let kind = if change.on { "legal_hold_set" } else { "legal_hold_removed" };
+            let data = serde_json::json!({
+                "reason": change.reason,
+                "user": change.by.user,
+                "host": change.by.host,
+                "versions": change.versions,
+            });
+            events::append(&mut s, &[NewEvent::of(&id.0, kind, data)]).await?;
+        }
+        s.commit().await?;
+        Ok(done == 1)
+    }
+
+    async fn holds(&self) -> StateResult<Vec<HoldRow>> {
+        let rows = fetch_all(
+            self,
+            sql!(
+                "SELECT id, legal_hold_at, legal_hold_by, legal_hold_reason FROM recordings \
+                 WHERE legal_hold ORDER BY id"
+            ),
+            &[],
+        )
+        .await?;
         rows.iter()
-            .map(|row| Ok(ArchivedRow { id: RecordingId(row.text("id")?), record: archived_from_row(row)? }))
+            .map(|row| {
+                Ok(HoldRow {
+                    id: RecordingId(row.text("id")?),
+                    since: row.opt_time("legal_hold_at")?,
+                    by: row.opt_text("legal_hold_by")?,
+                    reason: row.opt_text("legal_hold_reason")?,
+                })
+            })
             .collect()
+    }
+
+    async fn record_retention(&self, id: &RecordingId, change: &RetentionChange) -> StateResult<bool> {
+        let mut s = Session::begin(self).await?;
+        let done = s
+            .execute(
+                sql!(
+                    "UPDATE recordings SET retention_mode = $2, retained_until = $3, files = $4, updated_at = {now} \
+                     WHERE id = $1 AND state = 'archived'"
+                ),
+                &[Text(&id.0), Text(&change.mode), Time(change.until), Json(&change.files)],
+            )
+            .await?;
+        if done == 1 {
+            let data = serde_json::json!({
+                "mode": change.mode,
+                "retain_until": change.until,
+                "user": change.by.user,
+                "host": change.by.host,
+                "versions": change.versions,
+            });
+            events::append(&mut s, &[NewEvent::of(&id.0, "retention_extended", data)]).await?;
+        }
+        s.commit().await?;
+        Ok(done == 1)
     }
 
     async fn archived_after(&self, after: Option<&RecordingId>, limit: u32) -> StateResult<Vec<ArchivedRow>> {
@@ -1605,9 +1716,7 @@ impl<B: Backend> StateStore for B {
             &[Text(after.map_or("", |id| id.0.as_str())), Int(i64::from(limit))],
         )
         .await?;
-        rows.iter()
-            .map(|row| Ok(ArchivedRow { id: RecordingId(row.text("id")?), record: archived_from_row(row)? }))
-            .collect()
+        rows.iter().map(archived_row).collect()
     }
 
     async fn archived_prefixes(&self) -> StateResult<HashSet<String>> {

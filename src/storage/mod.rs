@@ -35,11 +35,15 @@ use object_store::{
 };
 use secrecy::ExposeSecret;
 
+mod lock;
 mod upload;
 
+pub use lock::{BucketPosture, LockClient, PostureCheck, VersionLock};
 pub use upload::Upload;
 
-use crate::config::{ChecksumAlgorithm, SignPayload, StorageLocation, StorageSettings};
+use chrono::{DateTime, SubsecRound, Utc};
+
+use crate::config::{ChecksumAlgorithm, ObjectLockSettings, RetainFrom, SignPayload, StorageLocation, StorageSettings};
 
 /// User-metadata name of the SHA-256 (hex) of an object (`x-amz-meta-sha256` on S3).
 pub const SHA256_METADATA: &str = "sha256";
@@ -81,6 +85,30 @@ pub enum StorageError {
         /// What differs.
         problem: String,
     },
+    /// An Object Lock call (retention, legal hold, versions, bucket posture) was refused
+    /// or could not be read: the S3 status, code and message.
+    #[error("{key}: {operation}: {}", lock_problem(*status, code.as_deref(), message))]
+    ObjectLock {
+        /// What was being done.
+        operation: &'static str,
+        /// Full key (or the bucket).
+        key: String,
+        /// The HTTP status, when the store answered.
+        status: Option<u16>,
+        /// The S3 error code, when the answer carried one.
+        code: Option<String>,
+        /// The S3 error message, or what went wrong.
+        message: String,
+    },
+    /// The configured Object Lock retention is not on a version just written: the store
+    /// refused or ignored it, and no bucket default covers it (read back with HEAD).
+    #[error("{key}: retention not applied: {problem}")]
+    RetentionNotApplied {
+        /// Full key.
+        key: String,
+        /// What HEAD read back, and why setting it failed.
+        problem: String,
+    },
     /// The store failed (unreachable, refused, disk full, ...).
     #[error("{key}: {operation} failed")]
     Store {
@@ -92,6 +120,14 @@ pub enum StorageError {
         #[source]
         source: object_store::Error,
     },
+}
+
+fn lock_problem(status: Option<u16>, code: Option<&str>, message: &str) -> String {
+    match (status, code) {
+        (Some(status), Some(code)) => format!("the store answered {status} {code}: {message}"),
+        (Some(status), None) => format!("the store answered {status} {message}"),
+        (None, _) => message.to_owned(),
+    }
 }
 
 impl StorageError {
@@ -133,6 +169,10 @@ pub struct Store {
     supports_attributes: bool,
     part_size: usize,
     upload_concurrency: usize,
+    /// Object Lock calls, on S3 stores.
+    lock: Option<LockClient>,
+    /// The retention applied to every object written.
+    object_lock: ObjectLockSettings,
 }
 
 impl fmt::Debug for Store {
@@ -146,6 +186,7 @@ impl Store {
     /// falling back to the standard `AWS_*` variables.
     pub fn from_settings(settings: &StorageSettings) -> Result<Self, StorageError> {
         let location = StorageLocation::parse(&settings.url).map_err(|e| StorageError::Location(e.into()))?;
+        let mut lock = None;
         let (store, prefix, supports_attributes, root): (Arc<dyn ObjectStore>, String, bool, String) = match &location {
             StorageLocation::S3 { bucket, prefix } => {
                 let mut builder = AmazonS3Builder::new();
@@ -182,10 +223,24 @@ impl Store {
                     ChecksumAlgorithm::Crc64nvme => Checksum::CRC64NVME,
                     ChecksumAlgorithm::Sha256 => Checksum::SHA256,
                 });
-                let store = builder
-                    .with_bucket_name(bucket)
-                    .build()
-                    .map_err(|e| StorageError::config("cannot build the S3 client", e))?;
+                let builder = builder.with_bucket_name(bucket);
+                let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+                let region = builder.get_config_value(&AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".into());
+                let virtual_hosted = builder
+                    .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+                let store = builder.build().map_err(|e| StorageError::config("cannot build the S3 client", e))?;
+                lock = Some(
+                    LockClient::new(
+                        store.credentials().clone(),
+                        endpoint.as_deref(),
+                        &region,
+                        bucket,
+                        virtual_hosted,
+                        sign,
+                    )
+                    .map_err(|e| StorageError::config("cannot build the Object Lock client", e))?,
+                );
                 (Arc::new(store), prefix.clone(), true, format!("s3://{bucket}"))
             }
             StorageLocation::File { path } => {
@@ -205,7 +260,102 @@ impl Store {
             supports_attributes,
             part_size: settings.part_size,
             upload_concurrency: settings.upload_concurrency,
+            lock,
+            object_lock: settings.object_lock,
         })
+    }
+
+    /// The configured Object Lock retention (`storage.object_lock`).
+    pub fn object_lock(&self) -> ObjectLockSettings {
+        self.object_lock
+    }
+
+    /// The retain-until date of an object of a recording created at `create_time` and
+    /// archived at `archived_at`, whole seconds (rounded up); `None` when no retention is
+    /// configured.
+    pub fn retain_until(&self, create_time: DateTime<Utc>, archived_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let (_, period) = self.object_lock.retention()?;
+        let from = match self.object_lock.retain_from {
+            RetainFrom::CreateTime => create_time,
+            RetainFrom::ArchivedAt => archived_at,
+        };
+        let until = crate::time::after(from, period);
+        let whole = until.trunc_subsecs(0);
+        Some(if whole < until { whole + chrono::Duration::seconds(1) } else { whole })
+    }
+
+    /// Puts the configured retention on the version of `key` just written (`version`;
+    /// `None`: the current one), until `until`, then reads it back with HEAD: the version
+    /// must be retained in the configured mode (or a stricter one) until at least
+    /// `until`, whether by this call or by the bucket's default retention; otherwise
+    /// [`StorageError::RetentionNotApplied`]. Returns what HEAD read.
+    pub async fn retain(
+        &self,
+        key: &Path,
+        version: Option<&str>,
+        until: DateTime<Utc>,
+    ) -> Result<VersionLock, StorageError> {
+        let Some((mode, _)) = self.object_lock.retention() else {
+            return Ok(VersionLock::default());
+        };
+        let Some(lock) = &self.lock else {
+            return Err(StorageError::RetentionNotApplied {
+                key: self.describe(key),
+                problem: "a file:// archive has no Object Lock".into(),
+            });
+        };
+        let set = match lock.put_retention(key, version, mode, until).await {
+            // No credentials could be had: not the store's answer.
+            Err(e @ StorageError::Store { .. }) => return Err(e),
+            set => set,
+        };
+        let read = lock.head(key, version).await?;
+        match read {
+            Some(read) if read.covers(mode, until) => {
+                if let Err(e) = &set {
+                    tracing::info!(key = %self.describe(key), error = %crate::errors::ErrorChain(e), "setting retention failed, but the bucket's default retention covers the object");
+                }
+                Ok(read)
+            }
+            read => {
+                let found = match &read {
+                    None => "the version is gone".to_owned(),
+                    Some(VersionLock { mode: None, .. }) => "HEAD shows no retention".to_owned(),
+                    Some(VersionLock { mode: Some(m), retain_until, .. }) => format!(
+                        "HEAD shows {} until {}, not {} until {until}",
+                        m.s3_name(),
+                        retain_until.map_or_else(|| "an unreadable date".to_owned(), |u| u.to_rfc3339()),
+                        mode.s3_name()
+                    ),
+                };
+                let problem = match set {
+                    Err(e) => format!("{found}; setting it: {}", crate::errors::ErrorChain(&e)),
+                    Ok(()) => format!("{found}, though the store accepted it"),
+                };
+                Err(StorageError::RetentionNotApplied { key: self.describe(key), problem })
+            }
+        }
+    }
+
+    /// The Object Lock calls of an S3 store (`None` for a `file://` archive).
+    pub fn lock(&self) -> Option<&LockClient> {
+        self.lock.as_ref()
+    }
+
+    /// The bucket's Object Lock posture; `None` for a `file://` archive.
+    pub async fn posture(&self) -> Result<Option<BucketPosture>, StorageError> {
+        match &self.lock {
+            Some(lock) => lock.posture().await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The bucket's posture judged against `storage.object_lock` (a `file://` archive:
+    /// nothing to judge, the settings already refuse a mode there).
+    pub async fn check_posture(&self) -> Result<(Option<BucketPosture>, PostureCheck), StorageError> {
+        let posture = self.posture().await?;
+        let check = posture.as_ref().map(|p| p.check(&self.root, self.object_lock)).unwrap_or_default();
+        Ok((posture, check))
     }
 
     /// `storage.url`, for messages (holds no secret).

@@ -126,6 +126,41 @@ fn every_bad_setting_is_refused_naming_its_key() {
         (&[token, ("WEBEX_ARCHIVER__LOG__FORMAT", "xml")], "log.format"),
         (&[token, ("WEBEX_ARCHIVER__STORAGE__SIGN_PAYLOAD", "sometimes")], "storage.sign_payload"),
         (&[token, ("WEBEX_ARCHIVER__STORAGE__CHECKSUM", "md5")], "storage.checksum"),
+        (&[token, ("WEBEX_ARCHIVER__STORAGE__OBJECT_LOCK__MODE", "strict")], "storage.object_lock.mode"),
+        (&[token, ("WEBEX_ARCHIVER__STORAGE__OBJECT_LOCK__RETENTION", "7y")], "storage.object_lock.retention"),
+        (
+            &[
+                token,
+                ("WEBEX_ARCHIVER__STORAGE__URL", "s3://b/p"),
+                ("WEBEX_ARCHIVER__STORAGE__OBJECT_LOCK__MODE", "compliance"),
+            ],
+            "storage.object_lock.retention",
+        ),
+        (
+            &[
+                token,
+                ("WEBEX_ARCHIVER__STORAGE__URL", "s3://b/p"),
+                ("WEBEX_ARCHIVER__STORAGE__OBJECT_LOCK__MODE", "governance"),
+                ("WEBEX_ARCHIVER__STORAGE__OBJECT_LOCK__RETENTION", "101y"),
+            ],
+            "storage.object_lock.retention",
+        ),
+        (
+            &[
+                token,
+                ("WEBEX_ARCHIVER__STORAGE__OBJECT_LOCK__MODE", "governance"),
+                ("WEBEX_ARCHIVER__STORAGE__OBJECT_LOCK__RETENTION", "7y"),
+            ],
+            "storage.object_lock.mode",
+        ),
+        (
+            &[
+                token,
+                ("WEBEX_ARCHIVER__STORAGE__URL", "s3://b/p"),
+                ("WEBEX_ARCHIVER__STORAGE__OBJECT_LOCK__RETAIN_FROM", "now"),
+            ],
+            "storage.object_lock.retain_from",
+        ),
         (&[], "webex.access_token"),
         (&[("WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN_FILE", "/nonexistent/token")], "webex.access_token_file"),
         (&[("WEBEX_ARCHIVER__WEBEX__OAUTH__CLIENT_ID", "cid")], "webex.oauth.client_secret"),

@@ -12,6 +12,7 @@ mod hostile;
 mod integrity;
 mod manifests;
 mod oauth;
+mod object_lock;
 mod ops;
 mod proxy;
 mod report;

@@ -28,6 +28,10 @@ pub enum Fault {
     /// with an `x-amz-checksum-<algorithm>` header gets `x-amz-sdk-checksum-algorithm:
     /// <algorithm>` added; PUTs are counted with and without a checksum.
     AwsObjectLockRule,
+    /// Answers `200 OK` to every matching request without forwarding it: a store that
+    /// accepts a call and ignores it. Other PUTs are translated as with
+    /// [`Fault::AwsObjectLockRule`] (for moto's bucket with a default retention).
+    Swallow(Matcher),
 }
 
 struct Shared {
@@ -37,6 +41,7 @@ struct Shared {
     heads_rewritten: AtomicUsize,
     puts_with_checksum: AtomicUsize,
     puts_without_checksum: AtomicUsize,
+    swallowed: AtomicUsize,
 }
 
 /// A running proxy; stops when dropped.
@@ -60,6 +65,7 @@ impl S3Proxy {
             heads_rewritten: AtomicUsize::new(0),
             puts_with_checksum: AtomicUsize::new(0),
             puts_without_checksum: AtomicUsize::new(0),
+            swallowed: AtomicUsize::new(0),
         });
         let accepting = shared.clone();
         let task = tokio::spawn(async move {
@@ -86,6 +92,11 @@ impl S3Proxy {
             self.shared.puts_with_checksum.load(Ordering::SeqCst),
             self.shared.puts_without_checksum.load(Ordering::SeqCst),
         )
+    }
+
+    /// Requests answered without being forwarded ([`Fault::Swallow`]).
+    pub fn swallowed(&self) -> usize {
+        self.shared.swallowed.load(Ordering::SeqCst)
     }
 
     /// HEAD answers whose size was changed.
@@ -160,7 +171,7 @@ async fn relay(mut client: TcpStream, upstream: &str, shared: &Shared) -> std::i
     let mut words = request_line.split(' ');
     let method = words.next().unwrap_or_default().to_owned();
     let target = words.next().unwrap_or_default().to_owned();
-    if matches!(shared.fault, Fault::AwsObjectLockRule) && method == "PUT" {
+    if matches!(shared.fault, Fault::AwsObjectLockRule | Fault::Swallow(_)) && method == "PUT" {
         match &checksum_algorithm {
             Some(algorithm) => {
                 shared.puts_with_checksum.fetch_add(1, Ordering::SeqCst);
@@ -191,6 +202,13 @@ async fn relay(mut client: TcpStream, upstream: &str, shared: &Shared) -> std::i
             body[middle] ^= 0x20;
             flipped.push(target.clone());
         }
+    }
+    if let Fault::Swallow(matches) = &shared.fault
+        && matches(&method, &target)
+    {
+        shared.swallowed.fetch_add(1, Ordering::SeqCst);
+        client.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await?;
+        return client.shutdown().await;
     }
     server.write_all(head.as_bytes()).await?;
     server.write_all(&body).await?;

@@ -63,6 +63,8 @@ fn archived(id: &str, files: &[(&str, u64)]) -> Outcome {
         size_mismatch: false,
         archived_at: at(20, 12, 0, 0),
         metadata_version: None,
+        retention: None,
+        metadata_retain_until: None,
     })
 }
 

@@ -43,6 +43,8 @@ fn archived_record(prefix: &str) -> ArchivedRecord {
         size_mismatch: false,
         archived_at: Utc::now(),
         metadata_version: None,
+        retention: None,
+        metadata_retain_until: None,
     }
 }
 
