@@ -18,6 +18,10 @@ const ENV_PREFIX: &str = "WEBEX_ARCHIVER";
 const LIST_KEYS: &[&str] =
     &["webex.site_urls", "webex.download_bearer_hosts", "webex.download_hosts", "archive.include"];
 
+/// The most scopes one discovery pass may list at once (`sync.site_concurrency`): each
+/// holds database connections and a lease, and Webex's limits are shared anyway.
+pub const MAX_SITE_CONCURRENCY: usize = 64;
+
 /// The standard S3 client variables passed through to object_store (names as AWS spells them).
 const AWS_PASSTHROUGH_PREFIX: &str = "AWS_";
 
@@ -237,6 +241,12 @@ impl Settings {
         nonzero(self.sync.window, "sync.window")?;
         nonzero(self.sync.poll_interval, "sync.poll_interval")?;
         nonzero(self.sync.discovery_lease, "sync.discovery_lease")?;
+        if !(1..=MAX_SITE_CONCURRENCY).contains(&self.sync.site_concurrency) {
+            return Err(ConfigError::new(
+                "sync.site_concurrency",
+                format!("must be between 1 and {MAX_SITE_CONCURRENCY} (scopes listed at once)"),
+            ));
+        }
 
         let horizon = self.compliance.deletion_horizon;
         if horizon < Duration::from_secs(86_400) || horizon > Duration::from_secs(3_650 * 86_400) {

@@ -315,6 +315,8 @@ pub struct SyncSettings {
     /// Discovery lease of one scope.
     #[serde(with = "humantime_serde")]
     pub discovery_lease: Duration,
+    /// Scopes (sites of the admin listing) listed at once by one pass. At least 1.
+    pub site_concurrency: usize,
 }
 
 /// `[compliance]`

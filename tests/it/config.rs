@@ -31,6 +31,7 @@ fn defaults_then_file_then_environment() {
     let defaults = load(None, &[], Needs::StateOnly).unwrap();
     assert_eq!(defaults.archive.concurrency, 4);
     assert_eq!(defaults.sync.window, Duration::from_secs(7 * 86400));
+    assert_eq!(defaults.sync.site_concurrency, 4);
     assert_eq!(defaults.webex.base_url.as_str(), "https://webexapis.com/v1");
     assert!(defaults.database.url.is_sqlite(), "the embedded default is SQLite");
 
@@ -43,6 +44,8 @@ fn defaults_then_file_then_environment() {
     assert_eq!(both.archive.concurrency, 7, "environment wins over the file");
     assert_eq!(both.sync.window, Duration::from_secs(3 * 86400), "the file still wins over the defaults");
     assert_eq!(both.sync.poll_interval, Duration::from_secs(15 * 60), "untouched keys keep their defaults");
+    let sites = load(None, &[("WEBEX_ARCHIVER__SYNC__SITE_CONCURRENCY", "64")], Needs::StateOnly).unwrap();
+    assert_eq!(sites.sync.site_concurrency, 64, "the largest allowed");
 }
 
 #[test]
@@ -116,6 +119,9 @@ fn every_bad_setting_is_refused_naming_its_key() {
         (&[token, ("WEBEX_ARCHIVER__SYNC__WINDOW", "8d")], "sync.window"),
         (&[token, ("WEBEX_ARCHIVER__SYNC__WINDOW", "soon")], "sync.window"),
         (&[token, ("WEBEX_ARCHIVER__SYNC__SINCE", "last tuesday")], "sync.since"),
+        (&[token, ("WEBEX_ARCHIVER__SYNC__SITE_CONCURRENCY", "0")], "sync.site_concurrency"),
+        (&[token, ("WEBEX_ARCHIVER__SYNC__SITE_CONCURRENCY", "65")], "sync.site_concurrency"),
+        (&[token, ("WEBEX_ARCHIVER__SYNC__SITE_CONCURRENCY", "all")], "sync.site_concurrency"),
         (&[token, ("WEBEX_ARCHIVER__COMPLIANCE__DELETION_HORIZON", "12h")], "compliance.deletion_horizon"),
         (&[token, ("WEBEX_ARCHIVER__COMPLIANCE__DELETION_HORIZON", "3651d")], "compliance.deletion_horizon"),
         (&[token, ("WEBEX_ARCHIVER__COMPLIANCE__DELETION_SWEEP", "daily")], "compliance.deletion_sweep"),
