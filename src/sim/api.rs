@@ -87,7 +87,7 @@ fn classify(method: &Method, path: &str) -> (Endpoint, Option<ApiTarget>, Option
 }
 
 /// Tracking id, then (outside `/_sim/`) bearer token, pauses and rate limit, faults;
-/// then counting.
+/// then counting. A listing request counts as in flight from here to its answer.
 async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
     let tid = new_tracking_id();
     req.extensions_mut().insert(TrackingId(tid.clone()));
@@ -99,12 +99,37 @@ async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -
     if let Some(id) = &id {
         shared.counters.details_call(id);
     }
-    let response = match screen(&shared, req.headers(), target, id.as_deref(), &tid) {
-        Some(refusal) => refusal,
-        None => next.run(req).await,
+    let _listing = matches!(endpoint, Endpoint::List | Endpoint::AdminList).then(|| shared.counters.listing());
+    let site = listing_site(&shared, target, req.uri().query());
+    let response = match screen(&shared, req.headers(), target, id.as_deref(), site.as_deref(), &tid) {
+        Screened::Refused(refusal) => refusal,
+        Screened::Delayed(duration, mut changes) => {
+            tokio::select! {
+                _ = tokio::time::sleep(duration) => {}
+                _ = changes.changed() => {}
+                _ = shared.cancel.cancelled() => {}
+            }
+            next.run(req).await
+        }
+        Screened::Passed => next.run(req).await,
     };
     shared.counters.request(endpoint, response.status().as_u16());
     with_tracking_id(response, &tid)
+}
+
+/// The site a listing request is about: its `siteUrl` (the admin listing without one
+/// lists the default site); `None` for other requests and a user listing of all sites.
+fn listing_site(shared: &Shared, target: Option<ApiTarget>, query: Option<&str>) -> Option<String> {
+    let named = || {
+        url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .find(|(k, v)| k == "siteUrl" && !v.is_empty())
+            .map(|(_, v)| v.into_owned())
+    };
+    match target? {
+        ApiTarget::AdminList => named().or_else(|| shared.world.sites.get(shared.world.default_site).cloned()),
+        ApiTarget::List => named(),
+        _ => None,
+    }
 }
 
 fn with_tracking_id(mut response: Response, tid: &str) -> Response {
@@ -114,19 +139,30 @@ fn with_tracking_id(mut response: Response, tid: &str) -> Response {
     response
 }
 
-/// The answer that stops a request before its handler, if any.
+/// What the gate does with a request before its handler.
+enum Screened {
+    /// Answered here (401, 429, an API fault).
+    Refused(Response),
+    /// Handled after this delay, or as soon as the fault rules change.
+    Delayed(std::time::Duration, tokio::sync::watch::Receiver<u64>),
+    /// Handled now.
+    Passed,
+}
+
+/// What happens to a request before its handler.
 fn screen(
     shared: &Shared,
     headers: &HeaderMap,
     target: Option<ApiTarget>,
     id: Option<&str>,
+    site: Option<&str>,
     tid: &str,
-) -> Option<Response> {
+) -> Screened {
     if target != Some(ApiTarget::Token) {
         let token = bearer(headers);
         let valid = token.as_deref().is_some_and(|t| shared.auth().access.get(t).is_some_and(|exp| *exp > Utc::now()));
         let Some(token) = token.filter(|_| valid) else {
-            return Some(webex_error(
+            return Screened::Refused(webex_error(
                 StatusCode::UNAUTHORIZED,
                 tid,
                 "The request requires a valid access token set in the Authorization request header.",
@@ -142,15 +178,22 @@ fn screen(
             if let Ok(value) = HeaderValue::from_str(&retry_after) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
-            return Some(response);
+            return Screened::Refused(response);
         }
     }
-    let fault = target.and_then(|t| shared.faults().api(t, id))?;
+    let (fault, changes) = {
+        let mut faults = shared.faults();
+        let fault = target.and_then(|t| faults.api(t, id, site));
+        // Subscribed under the same lock as the pick: a change right after it is seen.
+        let changes = faults.changes();
+        (fault, changes)
+    };
+    let Some(fault) = fault else { return Screened::Passed };
     shared.counters.fault(fault.name());
     match fault {
         FaultAction::ApiError { status } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            Some(webex_error(status, tid, status.canonical_reason().unwrap_or("Simulated failure")))
+            Screened::Refused(webex_error(status, tid, status.canonical_reason().unwrap_or("Simulated failure")))
         }
         FaultAction::Locked { retry_after } => {
             let mut response =
@@ -158,9 +201,10 @@ fn screen(
             if let Some(secs) = retry_after {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
-            Some(response)
+            Screened::Refused(response)
         }
-        _ => None,
+        FaultAction::Latency { duration } => Screened::Delayed(duration, changes),
+        _ => Screened::Passed,
     }
 }
 
@@ -366,6 +410,7 @@ fn list(shared: &Shared, listing: Listing, raw: Option<&str>, tid: &str) -> Resp
         (from, to) = (c.from, c.to);
     }
     let status = q.status.as_deref().unwrap_or("available").to_ascii_lowercase();
+    shared.counters.listing_of(&status);
     let topic = q.topic.as_deref().map(str::to_lowercase);
     let meeting = q.meeting_id.as_deref();
     let world = &shared.world;
@@ -464,7 +509,11 @@ fn list(shared: &Shared, listing: Listing, raw: Option<&str>, tid: &str) -> Resp
         Listing::Admin => ApiTarget::AdminList,
     };
     let page_ids: Vec<&str> = page.iter().map(|r| r.id.as_str()).collect();
-    let faults = shared.faults().listing(target, &page_ids);
+    let site = match listing {
+        Listing::Admin => Some(q.site_url.as_deref().unwrap_or(&world.sites[world.default_site])),
+        Listing::User => q.site_url.as_deref(),
+    };
+    let faults = shared.faults().listing(target, site, &page_ids);
     if let Some(body) = &faults.body {
         shared.counters.fault(body.name());
         let items = match body {

@@ -88,6 +88,20 @@ pub struct Counters {
     /// Requests to the trap host that carried an `Authorization` header.
     #[serde(default)]
     pub trap_token_leaks: u64,
+    /// Listing requests (`/v1/recordings`, `/v1/admin/recordings`) being answered now,
+    /// from their arrival to their answer (a `latency` fault's delay included).
+    #[serde(default)]
+    pub listings_in_flight: u64,
+    /// The most listing requests answered at once since the start (or the last reset,
+    /// which starts again from those in flight then): how many listings a client runs
+    /// concurrently.
+    #[serde(default)]
+    pub max_listings_in_flight: u64,
+    /// Listing requests that reached the listing itself (past tokens, rate limits and API
+    /// faults), by the `status` they asked for (`available` when absent): which listings
+    /// are the recordings and which the recycle bin.
+    #[serde(default)]
+    pub listings_by_status: BTreeMap<String, u64>,
 }
 
 impl Counters {
@@ -112,6 +126,17 @@ impl Counters {
     }
 }
 
+/// One listing request in flight (see [`CounterState::listing`]).
+pub(crate) struct InFlight<'a> {
+    counters: &'a CounterState,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.counters.with(|c| c.listings_in_flight = c.listings_in_flight.saturating_sub(1));
+    }
+}
+
 /// The live counters.
 #[derive(Default)]
 pub(crate) struct CounterState {
@@ -132,8 +157,21 @@ impl CounterState {
     }
 
     pub(crate) fn reset(&self) {
-        self.with(|c| *c = Counters::default());
+        self.with(|c| {
+            let in_flight = c.listings_in_flight;
+            *c = Counters { listings_in_flight: in_flight, max_listings_in_flight: in_flight, ..Counters::default() };
+        });
         self.bytes.store(0, Ordering::Relaxed);
+    }
+
+    /// A listing request arrived; it is in flight until the guard is dropped (answered,
+    /// or its connection gone).
+    pub(crate) fn listing(&self) -> InFlight<'_> {
+        self.with(|c| {
+            c.listings_in_flight += 1;
+            c.max_listings_in_flight = c.max_listings_in_flight.max(c.listings_in_flight);
+        });
+        InFlight { counters: self }
     }
 
     pub(crate) fn request(&self, endpoint: Endpoint, status: u16) {
@@ -147,6 +185,10 @@ impl CounterState {
                 c.violations += 1;
             }
         });
+    }
+
+    pub(crate) fn listing_of(&self, status: &str) {
+        self.with(|c| *c.listings_by_status.entry(status.to_owned()).or_insert(0) += 1);
     }
 
     pub(crate) fn token_leak(&self) {

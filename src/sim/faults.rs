@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use super::config::RetryAfterFormat;
 use super::content::{MediaKind, splitmix64};
@@ -33,12 +34,29 @@ pub struct FaultRule {
     /// Download faults only: which file. Absent = the recording file only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<FaultMedia>,
+    /// Only listing requests about these sites (their `siteUrl`; the admin listing without
+    /// one lists the default site), case-insensitive. A rule naming sites applies to no
+    /// other request (details, site list, token, downloads). Empty = any request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<String>,
 }
 
 impl FaultRule {
     /// A rule that always applies.
     pub fn new(action: FaultAction) -> Self {
-        Self { action, ids: Vec::new(), probability: None, times: None, endpoint: None, media: None }
+        Self { action, ids: Vec::new(), probability: None, times: None, endpoint: None, media: None, sites: Vec::new() }
+    }
+
+    /// Restricts the rule to listing requests about these sites.
+    pub fn sites<I: IntoIterator<Item = S>, S: Into<String>>(mut self, sites: I) -> Self {
+        self.sites = sites.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether the rule may apply to a request about `site` (`None`: not a listing, or a
+    /// user listing of every site).
+    fn covers_site(&self, site: Option<&str>) -> bool {
+        self.sites.is_empty() || site.is_some_and(|site| self.sites.iter().any(|s| s.eq_ignore_ascii_case(site)))
     }
 
     /// Restricts the rule to these recording ids.
@@ -80,6 +98,15 @@ pub enum FaultAction {
     ApiError {
         /// HTTP status.
         status: u16,
+    },
+    /// API host: the request is answered only after this delay (and then as it would
+    /// have been, other faults excepted: the first matching rule is the only one), or as
+    /// soon as the fault rules are replaced or cleared, or the simulator stops. A long
+    /// duration makes a request that hangs until the rules change.
+    Latency {
+        /// The delay.
+        #[serde(with = "humantime_serde")]
+        duration: Duration,
     },
     /// API host: 423 Locked, with `Retry-After` seconds when given.
     Locked {
@@ -273,6 +300,7 @@ impl FaultAction {
     pub fn name(&self) -> &'static str {
         match self {
             Self::ApiError { .. } => "api_error",
+            Self::Latency { .. } => "latency",
             Self::Locked { .. } => "locked",
             Self::Reset { .. } => "reset",
             Self::ShortBody { .. } => "short_body",
@@ -301,7 +329,7 @@ impl FaultAction {
 
     fn class(&self) -> Class {
         match self {
-            Self::ApiError { .. } | Self::Locked { .. } => Class::Api,
+            Self::ApiError { .. } | Self::Latency { .. } | Self::Locked { .. } => Class::Api,
             Self::ExpiredLink | Self::ExpiringLink { .. } | Self::ForeignDownloadLink | Self::ForeignDownloadUrl => {
                 Class::Link
             }
@@ -387,7 +415,7 @@ fn default_retry_after() -> u64 {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Class {
-    /// Answered before the handler (`api_error`, `locked`).
+    /// Answered (or delayed) before the handler (`api_error`, `latency`, `locked`).
     Api,
     /// Details of one recording (the links it hands out).
     Link,
@@ -435,6 +463,8 @@ impl ListingFaults {
 pub(crate) struct FaultState {
     rules: Vec<RuleState>,
     dice: u64,
+    /// Bumped whenever the rules are replaced: ends every `latency` wait.
+    generation: watch::Sender<u64>,
 }
 
 struct RuleState {
@@ -445,13 +475,19 @@ struct RuleState {
 
 impl FaultState {
     pub(crate) fn new(rules: Vec<FaultRule>, seed: u64) -> Self {
-        let mut state = Self { rules: Vec::new(), dice: splitmix64(seed ^ 0xFA17) };
+        let mut state = Self { rules: Vec::new(), dice: splitmix64(seed ^ 0xFA17), generation: watch::Sender::new(0) };
         state.set(rules);
         state
     }
 
     pub(crate) fn set(&mut self, rules: Vec<FaultRule>) {
         self.rules = rules.into_iter().map(|rule| RuleState { rule, used: 0, used_by_id: HashMap::new() }).collect();
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Tells when the rules are next replaced (`changed()` resolves then).
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     pub(crate) fn add(&mut self, rules: Vec<FaultRule>) {
@@ -462,9 +498,9 @@ impl FaultState {
         self.rules.iter().map(|r| r.rule.clone()).collect()
     }
 
-    /// The API fault for a request, if any.
-    pub(crate) fn api(&mut self, target: ApiTarget, id: Option<&str>) -> Option<FaultAction> {
-        self.pick(Class::Api, id.as_slice(), |rule| match rule.endpoint {
+    /// The API fault for a request (about the listing of `site`, if it is one), if any.
+    pub(crate) fn api(&mut self, target: ApiTarget, id: Option<&str>, site: Option<&str>) -> Option<FaultAction> {
+        self.pick(Class::Api, id.as_slice(), site, |rule| match rule.endpoint {
             None => target != ApiTarget::Token,
             Some(FaultEndpoint::All) => true,
             Some(FaultEndpoint::List) => target == ApiTarget::List,
@@ -478,13 +514,13 @@ impl FaultState {
     /// The link fault for a details response about `id`, if any. A recording without
     /// links ("Prevent downloading") can only get `foreign_download_url`.
     pub(crate) fn link(&mut self, id: &str, has_links: bool) -> Option<FaultAction> {
-        self.pick(Class::Link, &[id], |rule| has_links || rule.action == FaultAction::ForeignDownloadUrl)
+        self.pick(Class::Link, &[id], None, |rule| has_links || rule.action == FaultAction::ForeignDownloadUrl)
     }
 
     /// The download fault for a download of `media` of `id`, if any. A request that
     /// follows a same-host `redirect` gets no `redirect` again.
     pub(crate) fn download(&mut self, id: &str, media: MediaKind, redirected: bool) -> Option<FaultAction> {
-        self.pick(Class::Download, &[id], |rule| {
+        self.pick(Class::Download, &[id], None, |rule| {
             let media_matches = match rule.media {
                 None | Some(FaultMedia::Recording) => media == MediaKind::Recording,
                 Some(FaultMedia::Any) => true,
@@ -495,28 +531,29 @@ impl FaultState {
         })
     }
 
-    /// The faults of one listing page whose items are the recordings `ids`, in order.
-    /// The body fault (if any) replaces the page, and then neither items nor the link
-    /// are altered (nor their rules used).
-    pub(crate) fn listing(&mut self, target: ApiTarget, ids: &[&str]) -> ListingFaults {
+    /// The faults of one listing page (of `site`, when it lists one) whose items are the
+    /// recordings `ids`, in order. The body fault (if any) replaces the page, and then
+    /// neither items nor the link are altered (nor their rules used).
+    pub(crate) fn listing(&mut self, target: ApiTarget, site: Option<&str>, ids: &[&str]) -> ListingFaults {
         let on_listing = |rule: &FaultRule| match rule.endpoint {
             None | Some(FaultEndpoint::All) => true,
             Some(FaultEndpoint::List) => target == ApiTarget::List,
             Some(FaultEndpoint::AdminList) => target == ApiTarget::AdminList,
             Some(_) => false,
         };
-        if let Some(body) = self.pick(Class::Page, ids, on_listing) {
+        if let Some(body) = self.pick(Class::Page, ids, site, on_listing) {
             return ListingFaults { body: Some(body), ..ListingFaults::default() };
         }
         let mut items = vec![None; ids.len()];
         for (index, id) in ids.iter().enumerate() {
             // A rule without ids alters only the first item of a page.
-            let action = self.pick(Class::Item, &[id], |rule| on_listing(rule) && (index == 0 || !rule.ids.is_empty()));
+            let action =
+                self.pick(Class::Item, &[id], site, |rule| on_listing(rule) && (index == 0 || !rule.ids.is_empty()));
             if let Some(FaultAction::MalformedItem { variant }) = action {
                 items[index] = Some(variant);
             }
         }
-        let next = self.pick(Class::Next, ids, on_listing);
+        let next = self.pick(Class::Next, ids, site, on_listing);
         let foreign_url = ids.iter().map(|id| self.foreign_url(target, id)).collect();
         ListingFaults { body: None, items, next, foreign_url }
     }
@@ -535,6 +572,7 @@ impl FaultState {
                 Some(_) => false,
             };
             rule.action == FaultAction::ForeignDownloadUrl
+                && rule.sites.is_empty()
                 && covered
                 && endpoint
                 && rule.probability.is_none()
@@ -543,13 +581,19 @@ impl FaultState {
     }
 
     /// The first rule of `class` that passes `filter`, is about one of `ids` (when it
-    /// names ids) and is not used up, after its dice; used once (for the first of `ids`
-    /// it names, when it names ids).
-    fn pick(&mut self, class: Class, ids: &[&str], filter: impl Fn(&FaultRule) -> bool) -> Option<FaultAction> {
+    /// names ids) and about `site` (when it names sites) and is not used up, after its
+    /// dice; used once (for the first of `ids` it names, when it names ids).
+    fn pick(
+        &mut self,
+        class: Class,
+        ids: &[&str],
+        site: Option<&str>,
+        filter: impl Fn(&FaultRule) -> bool,
+    ) -> Option<FaultAction> {
         for i in 0..self.rules.len() {
             let state = &self.rules[i];
             let rule = &state.rule;
-            if rule.action.class() != class || !filter(rule) {
+            if rule.action.class() != class || !filter(rule) || !rule.covers_site(site) {
                 continue;
             }
             let per_id = if rule.ids.is_empty() {
@@ -600,7 +644,7 @@ mod tests {
         assert!(state.download("a", MediaKind::Recording, false).is_none());
         assert!(state.download("b", MediaKind::Recording, false).is_some());
         assert!(state.download("c", MediaKind::Recording, false).is_none());
-        assert!(state.api(ApiTarget::Details, Some("b")).is_none());
+        assert!(state.api(ApiTarget::Details, Some("b"), None).is_none());
     }
 
     #[test]
@@ -616,33 +660,33 @@ mod tests {
         ];
         let mut state = FaultState::new(rules, 1);
         // Two rules alter two items of one page; the admin-only rule waits.
-        let page = state.listing(ApiTarget::List, &["a", "b", "c"]);
+        let page = state.listing(ApiTarget::List, None, &["a", "b", "c"]);
         assert_eq!(page.body, None);
         assert_eq!(page.items, vec![None, Some(ItemVariant::NoId), Some(ItemVariant::NotAnObject)]);
         assert_eq!(page.next, Some(FaultAction::SelfNextLink));
         assert_eq!(page.foreign_url, vec![true, false, false]);
         // `b` is used up for the first rule; the second rule still has it.
-        let page = state.listing(ApiTarget::AdminList, &["b", "a"]);
+        let page = state.listing(ApiTarget::AdminList, None, &["b", "a"]);
         assert_eq!(
             page.items,
             vec![Some(ItemVariant::NotAnObject), None],
             "ids win; the id-less rule takes index 0 only"
         );
         assert_eq!(page.next, None);
-        let page = state.listing(ApiTarget::AdminList, &["a", "b"]);
+        let page = state.listing(ApiTarget::AdminList, None, &["a", "b"]);
         assert_eq!(page.items, vec![Some(ItemVariant::BadCreateTime), None]);
         assert!(page.foreign_url[0], "listings do not use up foreign_download_url");
         // A body fault replaces the page and uses nothing else up.
         state.add(vec![FaultRule::new(item(ItemVariant::NoId)).ids(["z"])]);
-        let page = state.listing(ApiTarget::List, &["z"]);
+        let page = state.listing(ApiTarget::List, None, &["z"]);
         assert_eq!(page.body, Some(FaultAction::EmptyPage));
         assert!(!page.alters_items());
-        assert_eq!(state.listing(ApiTarget::List, &["z"]).items, vec![Some(ItemVariant::NoId)]);
+        assert_eq!(state.listing(ApiTarget::List, None, &["z"]).items, vec![Some(ItemVariant::NoId)]);
         // Details use foreign_download_url up; then listings stop showing it.
         assert_eq!(state.link("a", true), Some(FaultAction::ForeignDownloadUrl));
-        assert_eq!(state.listing(ApiTarget::List, &["a"]).foreign_url, vec![false]);
+        assert_eq!(state.listing(ApiTarget::List, None, &["a"]).foreign_url, vec![false]);
         // Listing faults never apply to details or downloads, nor API faults to listings' items.
-        assert_eq!(state.api(ApiTarget::Details, Some("z")), None);
+        assert_eq!(state.api(ApiTarget::Details, Some("z"), None), None);
     }
 
     #[test]

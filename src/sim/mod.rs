@@ -131,10 +131,17 @@
 //! #                      listing faults: "list" or "admin_list", default both)
 //! #   media = "recording" | "audio" | "transcript" | "any"
 //! #                      (download faults; default: recording)
+//! #   sites = [..]       only listing requests about these sites (`siteUrl`; the admin
+//! #                      listing without it: the default site); then no other request
 //! [[faults]]
 //! kind = "api_error"    # status = 500 | 502 | 503 | 504 | ...
 //! status = 503
 //! probability = 0.05
+//! [[faults]]
+//! kind = "latency"      # answered only after this delay, or as soon as the fault rules
+//! duration = "2s"       # are replaced or cleared (so "1h" hangs until then)
+//! endpoint = "admin_list"
+//! sites = ["acme-eu.webex.com"]
 //! [[faults]]
 //! kind = "locked"       # 423, optional Retry-After seconds
 //! retry_after = 2
@@ -239,7 +246,10 @@
 //! - `GET /_sim/recordings[?digests=false]`: the truth, a JSON array of
 //!   [`TruthRecording`].
 //! - `POST /_sim/recordings` with a [`NewRecording`]: publish a recording (201, its truth).
-//! - `GET /_sim/counters`: [`Counters`]; `POST /_sim/counters/reset` zeroes them.
+//! - `GET /_sim/counters`: [`Counters`]; `POST /_sim/counters/reset` zeroes them. Among
+//!   them, `listings_in_flight` and `max_listings_in_flight`: how many listing requests
+//!   are being answered now, and the most at once (how many sites a client lists
+//!   concurrently).
 //! - `GET /_sim/hostile`: the [`HostilePlan`] (404 when the preset is off).
 //! - `POST /_sim/control` with a [`Control`]; `GET /_sim/control`: the current
 //!   [`ControlState`]. Example:

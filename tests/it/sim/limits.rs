@@ -1,5 +1,6 @@
 //! Rate limits, 429 bursts and Retry-After (both forms), violations, API faults.
 
+use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
 use webex_archiver::sim::{
@@ -247,4 +248,64 @@ async fn token_endpoint_faults_only_when_asked_for() {
     assert_eq!(grant(rotated.clone()).await.0, 502);
     assert_eq!(grant(rotated).await.0, 200);
     assert_eq!(sim.counters().requests_with(Endpoint::Token, 502), 1);
+}
+
+#[tokio::test]
+async fn faults_may_name_sites_and_latency_holds_a_listing_until_the_rules_change() {
+    let sim = start(config(Duration::from_secs(1))).await;
+    let [default, eu, apac] = <[String; 3]>::try_from(sim.sites()).expect("three sites");
+    let window = "from=2000-01-01T00:00:00Z&to=2000-01-08T00:00:00Z&max=100";
+    let admin = |site: Option<&str>| match site {
+        Some(site) => format!("/admin/recordings?{window}&siteUrl={site}"),
+        None => format!("/admin/recordings?{window}"),
+    };
+    // A fault naming a site: its listings only (the admin listing without siteUrl lists
+    // the default site), never another endpoint.
+    sim.set_faults(vec![FaultRule::new(FaultAction::ApiError { status: 503 }).sites([eu.to_uppercase()])]);
+    assert_webex_error(&api(&sim, &admin(Some(&eu))).await, 503);
+    assert_eq!(api(&sim, &admin(Some(&apac))).await.status, 200);
+    assert_eq!(api(&sim, &admin(None)).await.status, 200);
+    assert_eq!(api(&sim, &format!("/recordings?{window}&siteUrl={eu}")).await.status, 503, "the user listing too");
+    assert_eq!(api(&sim, &format!("/recordings?{window}")).await.status, 200, "all sites: not about eu");
+    assert_eq!(sites(&sim).await.status, 200);
+    sim.set_faults(vec![FaultRule::new(FaultAction::ApiError { status: 503 }).sites([default.clone()])]);
+    assert_webex_error(&api(&sim, &admin(None)).await, 503);
+
+    // Latency: two listings of the held site wait; another site's does not.
+    sim.reset_counters();
+    sim.set_faults(vec![
+        FaultRule::new(FaultAction::Latency { duration: Duration::from_secs(3600) }).sites([apac.clone()]),
+    ]);
+    let held: Vec<_> = (0..2).map(|_| tokio::spawn(api_owned(&sim, admin(Some(&apac))))).collect();
+    let probe = &sim;
+    super::wait_until(Duration::from_secs(20), "two held listings", || async move {
+        probe.counters().listings_in_flight == 2
+    })
+    .await;
+    assert_eq!(api(&sim, &admin(Some(&eu))).await.status, 200, "another site is answered meanwhile");
+    let counters = sim.counters();
+    assert_eq!((counters.listings_in_flight, counters.max_listings_in_flight), (2, 3), "{counters:?}");
+    assert!(held.iter().all(|h| !h.is_finished()));
+    // Replacing the rules answers them, as they would have been answered.
+    sim.clear_faults();
+    for h in held {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+    let counters = sim.counters();
+    assert_eq!(counters.listings_in_flight, 0);
+    assert_eq!(counters.faults("latency"), 2);
+    assert_eq!(counters.listings_by_status.get("available"), Some(&3), "{counters:?}");
+    // A reset starts the maximum again from what is in flight.
+    sim.reset_counters();
+    assert_eq!(sim.counters().max_listings_in_flight, 0);
+    // Listings of the recycle bin are counted apart.
+    assert_eq!(api(&sim, &format!("{}&status=deleted", admin(None))).await.status, 200);
+    let by_status = sim.counters().listings_by_status;
+    assert_eq!(by_status.into_iter().collect::<Vec<_>>(), [("deleted".to_owned(), 1)]);
+}
+
+/// The status of a GET on the API (for a task of its own).
+fn api_owned(sim: &SimHandle, path_and_query: String) -> impl Future<Output = u16> + Send + 'static {
+    let (url, token) = (format!("{}{path_and_query}", sim.api_base_url()), sim.access_token());
+    async move { super::get_as(&url, Some(&token)).await.status }
 }
