@@ -9,6 +9,14 @@
 //! while a page waits (a long Retry-After pause), so another replica never takes over a
 //! window halfway. `backfill` does the same on its own cursor over an older range.
 //!
+//! Scopes are listed concurrently, up to `sync.site_concurrency` at once (in one task:
+//! the work is waiting on Webex and the database), each under its own lease: a site whose
+//! listing hangs or fails holds one slot, never another site's cursor. Every request of
+//! every scope goes through the one client, so through the shared Retry-After gate and
+//! `webex.max_requests_per_second`. The reports come back in the order of the scopes.
+//! Shutdown cuts the request a scope waits on (its lease is released) and starts no other
+//! scope.
+//!
 //! No listing can break a pass:
 //! - an answer that is not a page (no `items` array, a `next` link to another origin or
 //!   back to a page already fetched, more than `webex.max_pages_per_window` pages) is a
@@ -39,6 +47,7 @@ use std::time::Duration;
 
 use backoff::backoff::Backoff;
 use chrono::{DateTime, SubsecRound, Utc};
+use futures::StreamExt as _;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -370,6 +379,11 @@ impl Discovery {
         self.sweep_all(CursorKind::Backfill, span, cancel, progress).await
     }
 
+    /// Sweeps every scope, up to `sync.site_concurrency` at once, each under its own lease
+    /// (a scope that hangs or fails holds one slot and nothing else: the others' cursors
+    /// move on). The reports come back in the order of the scopes. Shutdown lets the
+    /// scopes being listed stop at their next step (releasing their leases) and starts no
+    /// other.
     async fn sweep_all(
         &self,
         kind: CursorKind,
@@ -377,21 +391,51 @@ impl Discovery {
         cancel: &CancellationToken,
         progress: &(dyn Fn(&ScopeKey, WindowDone) + Send + Sync),
     ) -> Result<Vec<ScopeReport>, DiscoveryError> {
-        let mut reports = Vec::new();
-        for scope in self.scopes().await? {
-            let mut report = ScopeReport { scope: scope.0.clone(), ..Default::default() };
-            let pass = ScopePass { scope: &scope, kind, cancel, progress, status: None };
-            match self.sweep(pass, span, &mut report).await {
-                Ok(()) => reports.push(report),
-                Err(DiscoveryError::Cancelled) => return Err(DiscoveryError::Cancelled),
-                Err(e) => {
-                    tracing::error!(scope = %scope, error = %ErrorChain(&e), "this scope's pass stopped; the other scopes go on");
-                    report.error = Some(ErrorChain(&e).to_string());
-                    reports.push(report);
-                }
+        let scopes = self.scopes().await?;
+        let mut reports: Vec<Option<ScopeReport>> = vec![None; scopes.len()];
+        // NOTE: each future owns its scope: a closure over `&ScopeKey` would have to be
+        // general over that lifetime, which the compiler cannot prove for a Send future.
+        let mut passes = futures::stream::iter(scopes.into_iter().enumerate())
+            .map(|(index, scope)| async move { (index, self.sweep_scope(&scope, kind, span, cancel, progress).await) })
+            .buffer_unordered(self.settings.site_concurrency.max(1));
+        let mut cancelled = false;
+        // NOTE: every pass started is driven to its end, even after a shutdown: dropping
+        // one halfway would leave its lease to expire instead of releasing it.
+        while let Some((index, outcome)) = passes.next().await {
+            match outcome {
+                Some(report) => reports[index] = Some(report),
+                None => cancelled = true,
             }
         }
-        Ok(reports)
+        if cancelled || cancel.is_cancelled() {
+            return Err(DiscoveryError::Cancelled);
+        }
+        Ok(reports.into_iter().flatten().collect())
+    }
+
+    /// One scope's pass and its report; `None` when shutdown stopped it (or came first).
+    async fn sweep_scope(
+        &self,
+        scope: &ScopeKey,
+        kind: CursorKind,
+        span: Span,
+        cancel: &CancellationToken,
+        progress: &(dyn Fn(&ScopeKey, WindowDone) + Send + Sync),
+    ) -> Option<ScopeReport> {
+        if cancel.is_cancelled() {
+            return None;
+        }
+        let mut report = ScopeReport { scope: scope.0.clone(), ..Default::default() };
+        let pass = ScopePass { scope, kind, cancel, progress, status: None };
+        match self.sweep(pass, span, &mut report).await {
+            Ok(()) => Some(report),
+            Err(DiscoveryError::Cancelled) => None,
+            Err(e) => {
+                tracing::error!(scope = %scope, error = %ErrorChain(&e), "this scope's pass stopped; the other scopes go on");
+                report.error = Some(ErrorChain(&e).to_string());
+                Some(report)
+            }
+        }
     }
 
     async fn sweep(&self, pass: ScopePass<'_>, span: Span, report: &mut ScopeReport) -> Result<(), DiscoveryError> {
@@ -549,7 +593,7 @@ impl Discovery {
             self.renew(scope, kind).await?;
             fetched.insert(url.clone());
             pages += 1;
-            let page = self.with_lease(scope, kind, self.webex.list_page(url)).await?.map_err(|e| match e {
+            let page = self.with_lease(pass, self.webex.list_page(url)).await?.map_err(|e| match e {
                 WebexError::Cancelled => DiscoveryError::Cancelled,
                 WebexError::Parse { problem, tracking_id, .. } => bad(PageProblem::Unreadable(problem), tracking_id),
                 source => DiscoveryError::Window { scope: scope.clone(), from, to, source },
@@ -790,7 +834,7 @@ impl Discovery {
         self.renew(scope, kind).await?;
         // NOTE: admins fetch details with the host's e-mail, as the archive workers do.
         let host_email = item.host_email.as_deref().filter(|_| scope.0.starts_with("admin:"));
-        let note = match self.with_lease(scope, kind, self.webex.details(id, host_email)).await? {
+        let note = match self.with_lease(pass, self.webex.details(id, host_email)).await? {
             Err(WebexError::Cancelled) => return Err(DiscoveryError::Cancelled),
             Err(e) => format!("details: {}", ErrorChain(&e)),
             Ok(details) => match read_with_details(&item, &details) {
@@ -840,13 +884,10 @@ impl Discovery {
     }
 
     /// Runs `work` (a request, which may wait out long Retry-After pauses) while renewing
-    /// the scope's discovery lease every third of its length.
-    async fn with_lease<F: Future>(
-        &self,
-        scope: &ScopeKey,
-        kind: CursorKind,
-        work: F,
-    ) -> Result<F::Output, DiscoveryError> {
+    /// the scope's discovery lease every third of its length. Shutdown ends the wait
+    /// (the request is dropped): a listing that hangs does not hold the pass.
+    async fn with_lease<F: Future>(&self, pass: ScopePass<'_>, work: F) -> Result<F::Output, DiscoveryError> {
+        let ScopePass { scope, kind, cancel, .. } = pass;
         let every = (self.settings.discovery_lease / 3).max(Duration::from_millis(50));
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -854,6 +895,7 @@ impl Discovery {
         loop {
             tokio::select! {
                 out = &mut work => return Ok(out),
+                _ = cancel.cancelled() => return Err(DiscoveryError::Cancelled),
                 _ = tick.tick() => match self.state.renew_cursor(scope, kind, &self.owner, self.settings.discovery_lease).await {
                     Ok(true) => {}
                     Ok(false) => return Err(DiscoveryError::State(StateError::LostCursor { scope: scope.clone() })),

@@ -4,7 +4,7 @@
 //! Webex API (a few lines of axum, scripted per test); the long window comes from the
 //! project's simulator. Real Postgres and SQLite.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,12 +18,14 @@ use tokio_util::sync::CancellationToken;
 use webex_archiver::app::{self, Services, SyncReport};
 use webex_archiver::config::{Needs, Settings, Sources};
 use webex_archiver::discovery::BAD_PAGE_TRIES;
-use webex_archiver::sim::{RateLimit, RetryAfterFormat, SimConfig};
+use webex_archiver::sim::{
+    Burst429, Endpoint, FaultAction, FaultEndpoint, FaultRule, RateLimit, RetryAfterFormat, SimConfig,
+};
 use webex_archiver::state::{
     ArchiveState, Cursor, CursorKind, ListedRecording, QuarantinedItem, RecordingId, ScopeKey,
 };
 
-use crate::helpers::{Backend, TestState, settings_from_env};
+use crate::helpers::{Backend, TestState, settings_from_env, wait_for};
 use crate::sync::{Harness, Store};
 
 /// One request the stand-in received.
@@ -616,4 +618,222 @@ async fn an_item_without_an_id_is_found_again_by_listing_its_window_again() {
     assert!(setup.recorded().await.contains_key("found-again"), "the recording was recorded");
     let scope = report.scopes.iter().find(|s| s.scope == "user").unwrap();
     assert_eq!(scope.released, 1);
+}
+
+// --- Many sites: concurrency, a site that hangs or fails, the shared gate -----------------
+
+/// A simulator with `sites` sites (`s0.webex.com` the default), `recordings` recordings
+/// produced within the last day (one window per site), and an archiver that lists up to
+/// `concurrency` of them at once, discovery only (`Harness::services`), without deletion
+/// sweeps unless a test turns them on.
+async fn many_sites(sites: usize, recordings: usize, concurrency: usize) -> Harness {
+    let config = SimConfig {
+        recordings,
+        seed: 16,
+        span: Duration::from_secs(86_400),
+        sites: (0..sites)
+            .map(|i| webex_archiver::sim::SiteConfig { url: format!("s{i}.webex.com"), default: i == 0 })
+            .collect(),
+        deleted_fraction: 0.0,
+        ..SimConfig::default()
+    };
+    let mut h = Harness::start(Backend::Postgres, Store::Local, "admin", config).await;
+    h.set("WEBEX_ARCHIVER__SYNC__SINCE", "2d");
+    h.set("WEBEX_ARCHIVER__SYNC__SITE_CONCURRENCY", &concurrency.to_string());
+    h.set("WEBEX_ARCHIVER__COMPLIANCE__DELETION_SWEEP", "0s");
+    h
+}
+
+/// `sync --discover-only` in a task of its own, stopped by `stop`.
+fn discover_in_background(services: &Services, stop: &CancellationToken) -> tokio::task::JoinHandle<SyncReport> {
+    let (services, stop) = (services.clone(), stop.clone());
+    tokio::spawn(async move { app::sync(&services, true, &stop).await.expect("sync runs") })
+}
+
+/// The ids of the recordings recorded so far (claimed, so call it once, at the end).
+async fn recorded_ids(h: &Harness) -> HashSet<String> {
+    let claims = h.db.state.claim_due("test", Duration::from_secs(60), 100_000).await.unwrap();
+    claims.into_iter().map(|c| c.id.0).collect()
+}
+
+/// The ids of the recordings the admin listing of `site` shows.
+fn listed_on(h: &Harness, site: &str) -> HashSet<String> {
+    let now = Utc::now();
+    h.sim
+        .truth_without_digests()
+        .into_iter()
+        .filter(|r| r.site_url == site && r.status == "available" && r.visible_at <= now)
+        .map(|r| r.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_site_that_hangs_or_fails_does_not_hold_back_the_other_sites_cursors() {
+    let h = many_sites(8, 400, 3).await;
+    let sites = h.sim.sites();
+    let (hanging, failing) = (sites[0].clone(), sites[1].clone());
+    // The first site's listing hangs (until the rules change); the second one's is refused.
+    h.sim.set_faults(vec![
+        FaultRule::new(FaultAction::Latency { duration: Duration::from_secs(3600) })
+            .endpoint(FaultEndpoint::AdminList)
+            .sites([hanging.clone()]),
+        FaultRule::new(FaultAction::ApiError { status: 403 })
+            .endpoint(FaultEndpoint::AdminList)
+            .sites([failing.clone()]),
+    ]);
+    let stop = CancellationToken::new();
+    let services = h.services(CancellationToken::new()).await;
+    let pass = discover_in_background(&services, &stop);
+
+    // While the first site's listing hangs, every other site is listed and its cursor moves.
+    let state = h.db.state.clone();
+    let others: Vec<String> = sites[2..].iter().map(|s| format!("admin:{s}")).collect();
+    let cursors = wait_for("the other sites' cursors to move", Duration::from_secs(60), || {
+        let (state, others) = (state.clone(), others.clone());
+        async move {
+            let cursors: HashMap<String, Cursor> =
+                state.cursors().await.unwrap().into_iter().map(|c| (c.scope.0.clone(), c)).collect();
+            others.iter().all(|s| cursors.get(s).is_some_and(|c| c.last_success_at.is_some())).then_some(cursors)
+        }
+    })
+    .await;
+    assert!(!pass.is_finished(), "the pass still waits for the hanging site");
+    assert_eq!(h.sim.counters().listings_in_flight, 1, "only the hanging site's listing is in flight");
+    let hanging_cursor = &cursors[&format!("admin:{hanging}")];
+    assert!(hanging_cursor.last_success_at.is_none(), "the hanging site's cursor has not moved");
+    let failed = &cursors[&format!("admin:{failing}")];
+    assert!(failed.last_error.as_deref().is_some_and(|e| e.contains("403")), "{failed:?}");
+    for scope in &others {
+        assert!(cursors[scope].position > hours_ago(1), "{scope}: the cursor moved to the end of the pass");
+    }
+
+    // The hanging listing is answered: the pass ends, its reports in the order of the sites.
+    h.sim.clear_faults();
+    let report = tokio::time::timeout(Duration::from_secs(60), pass).await.expect("the pass ends").unwrap();
+    let order: Vec<String> = report.scopes.iter().map(|s| s.scope.clone()).collect();
+    assert_eq!(order, sites.iter().map(|s| format!("admin:{s}")).collect::<Vec<_>>(), "reports in a stable order");
+    for scope in &report.scopes {
+        let failing_one = scope.scope == format!("admin:{failing}");
+        assert_eq!(scope.error.is_some(), failing_one, "{scope:?}");
+    }
+    let recorded = recorded_ids(&h).await;
+    for site in &sites {
+        let listed = listed_on(&h, site);
+        assert!(!listed.is_empty(), "{site} has recordings");
+        if *site == failing {
+            assert!(listed.is_disjoint(&recorded), "{site} was refused: nothing of it is recorded");
+        } else {
+            assert!(listed.is_subset(&recorded), "every recording of {site} is recorded");
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_more_than_site_concurrency_sites_are_listed_at_once() {
+    for concurrency in [1usize, 3] {
+        let h = many_sites(6, 120, concurrency).await;
+        // Every listing hangs until the rules change: the sites listed at once pile up.
+        h.sim.set_faults(vec![
+            FaultRule::new(FaultAction::Latency { duration: Duration::from_secs(3600) })
+                .endpoint(FaultEndpoint::AdminList),
+        ]);
+        let stop = CancellationToken::new();
+        let services = h.services(CancellationToken::new()).await;
+        let pass = discover_in_background(&services, &stop);
+        let sim = &h.sim;
+        wait_for("the first listings to hang", Duration::from_secs(60), || async move {
+            (sim.counters().listings_in_flight == concurrency as u64).then_some(())
+        })
+        .await;
+        // Only the scopes being listed have started (a cursor row each).
+        assert_eq!(h.db.state.cursors().await.unwrap().len(), concurrency, "scopes started");
+        h.sim.clear_faults();
+        let report = tokio::time::timeout(Duration::from_secs(60), pass).await.expect("the pass ends").unwrap();
+        assert_eq!(report.scopes.len(), 6);
+        assert!(report.scopes.iter().all(|s| s.error.is_none() && s.windows == 1), "{:?}", report.scopes);
+        // Counted by the simulator: never more listings at once than the setting.
+        assert_eq!(h.sim.counters().max_listings_in_flight, concurrency as u64, "site_concurrency = {concurrency}");
+        let recorded = recorded_ids(&h).await;
+        for site in h.sim.sites() {
+            assert!(listed_on(&h, &site).is_subset(&recorded), "{site}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn shutdown_stops_a_pass_whose_site_hangs_and_releases_its_lease() {
+    let h = many_sites(4, 80, 2).await;
+    let hanging = h.sim.sites()[0].clone();
+    h.sim.set_faults(vec![
+        FaultRule::new(FaultAction::Latency { duration: Duration::from_secs(3600) })
+            .endpoint(FaultEndpoint::AdminList)
+            .sites([hanging.clone()]),
+    ]);
+    let stop = CancellationToken::new();
+    // The client's own stop (`abort`) never fires here: only the pass's does.
+    let services = h.services(CancellationToken::new()).await;
+    let pass = discover_in_background(&services, &stop);
+    let state = h.db.state.clone();
+    wait_for("the other sites to be listed", Duration::from_secs(60), || {
+        let state = state.clone();
+        async move {
+            (state.cursors().await.unwrap().iter().filter(|c| c.last_success_at.is_some()).count() == 3).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(h.sim.counters().listings_in_flight, 1, "the hanging site's listing is in flight");
+
+    stop.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(10), pass).await.expect("shutdown ends the pass").unwrap();
+    assert!(report.discovery_error.as_deref().is_some_and(|e| e.contains("shutdown")), "{report:?}");
+    // The hanging site's lease was released: another replica takes the scope at once.
+    let scope = ScopeKey(format!("admin:{hanging}"));
+    let taken =
+        h.db.state
+            .acquire_cursor(&scope, CursorKind::Sync, "another", Duration::from_secs(60), hours_ago(48), None)
+            .await;
+    assert!(taken.unwrap().is_some(), "the lease of the interrupted scope is free");
+}
+
+#[tokio::test]
+async fn sites_listed_at_once_keep_to_the_request_ceiling_and_one_retry_after_pause() {
+    // The ceiling: the simulator allows 6 requests/s (bursts of 2); four sites listed at
+    // once without the client's ceiling of 4/s would send their first pages together.
+    let h = many_sites(4, 40, 4).await;
+    h.sim.set_rate_limit(Some(RateLimit {
+        requests_per_second: 6.0,
+        burst: 2,
+        retry_after_format: RetryAfterFormat::Seconds,
+    }));
+    let mut h = h;
+    h.set("WEBEX_ARCHIVER__WEBEX__MAX_REQUESTS_PER_SECOND", "4");
+    let stop = CancellationToken::new();
+    let services = h.services(CancellationToken::new()).await;
+    let report = app::sync(&services, true, &stop).await.unwrap();
+    assert!(report.scopes.iter().all(|s| s.error.is_none()), "{:?}", report.scopes);
+    let counters = h.sim.counters();
+    assert_eq!(counters.rate_limited, 0, "no request beyond the ceiling: {counters:?}");
+
+    // The pause: a 429 to the first listing pauses every site's (the sites are named, so
+    // the first request is a listing, among the four sent at once).
+    let mut h = many_sites(6, 60, 4).await;
+    h.set("WEBEX_ARCHIVER__WEBEX__SITE_URLS", &h.sim.sites().join(","));
+    h.sim.burst_429(Burst429 {
+        requests: Some(1),
+        duration: None,
+        retry_after: 1,
+        retry_after_format: RetryAfterFormat::Seconds,
+        retry_after_raw: None,
+    });
+    let services = h.services(CancellationToken::new()).await;
+    let report = app::sync(&services, true, &stop).await.unwrap();
+    assert!(report.scopes.iter().all(|s| s.error.is_none()), "{:?}", report.scopes);
+    let counters = h.sim.counters();
+    assert_eq!(counters.requests_to(Endpoint::Sites), 0);
+    assert!(counters.rate_limited >= 1, "{counters:?}");
+    assert_eq!(counters.violations, 0, "no site sent a request during the pause: {counters:?}");
+    let recorded = recorded_ids(&h).await;
+    for site in h.sim.sites() {
+        assert!(listed_on(&h, &site).is_subset(&recorded), "{site}");
+    }
 }
