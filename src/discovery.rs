@@ -39,10 +39,12 @@
 //! pending: a Compliance Officer's token may still fetch it), and the first time each
 //! recording is seen deleted or purged is recorded with it. The cursors never move with
 //! these listings. A refused `purged` listing (not a Compliance Officer) is noted, not an
-//! error; a failing sweep is the scope's error and is due again within the hour.
+//! error, and not asked of the other scopes of that pass (the role is the token's); a
+//! failing sweep is the scope's error and is due again within the hour.
 
 use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backoff::backoff::Backoff;
@@ -84,6 +86,9 @@ const USER_DELETION_WINDOW: Duration = Duration::from_secs(7 * 86_400);
 /// A deletion sweep that failed is due again after this (or `compliance.deletion_sweep`
 /// if shorter).
 const DELETION_SWEEP_RETRY: Duration = Duration::from_secs(3_600);
+
+/// The note of a deletion sweep refused the purged listing.
+const PURGED_REFUSED: &str = "Webex refuses this token the purged recordings (a Compliance Officer's token sees them)";
 
 /// Why a pass stopped.
 #[derive(Debug, thiserror::Error)]
@@ -255,6 +260,9 @@ struct ScopePass<'a> {
     /// The source status listed by a deletion sweep; `None` for the available
     /// recordings (the only listings that move the cursor).
     status: Option<SourceStatus>,
+    /// Set when a scope of this pass was refused the purged listing: the role is the
+    /// token's, so the other scopes do not ask again in this pass.
+    purged_refused: &'a AtomicBool,
 }
 
 /// What a pass lists: up to `end`, from the cursor, which starts at `initial` when it
@@ -392,11 +400,16 @@ impl Discovery {
         progress: &(dyn Fn(&ScopeKey, WindowDone) + Send + Sync),
     ) -> Result<Vec<ScopeReport>, DiscoveryError> {
         let scopes = self.scopes().await?;
+        let purged_refused = AtomicBool::new(false);
+        let purged_refused = &purged_refused;
         let mut reports: Vec<Option<ScopeReport>> = vec![None; scopes.len()];
         // NOTE: each future owns its scope: a closure over `&ScopeKey` would have to be
         // general over that lifetime, which the compiler cannot prove for a Send future.
         let mut passes = futures::stream::iter(scopes.into_iter().enumerate())
-            .map(|(index, scope)| async move { (index, self.sweep_scope(&scope, kind, span, cancel, progress).await) })
+            .map(|(index, scope)| async move {
+                let pass = ScopePass { scope: &scope, kind, cancel, progress, status: None, purged_refused };
+                (index, self.sweep_scope(pass, span).await)
+            })
             .buffer_unordered(self.settings.site_concurrency.max(1));
         let mut cancelled = false;
         // NOTE: every pass started is driven to its end, even after a shutdown: dropping
@@ -414,19 +427,12 @@ impl Discovery {
     }
 
     /// One scope's pass and its report; `None` when shutdown stopped it (or came first).
-    async fn sweep_scope(
-        &self,
-        scope: &ScopeKey,
-        kind: CursorKind,
-        span: Span,
-        cancel: &CancellationToken,
-        progress: &(dyn Fn(&ScopeKey, WindowDone) + Send + Sync),
-    ) -> Option<ScopeReport> {
+    async fn sweep_scope(&self, pass: ScopePass<'_>, span: Span) -> Option<ScopeReport> {
+        let ScopePass { scope, cancel, .. } = pass;
         if cancel.is_cancelled() {
             return None;
         }
         let mut report = ScopeReport { scope: scope.0.clone(), ..Default::default() };
-        let pass = ScopePass { scope, kind, cancel, progress, status: None };
         match self.sweep(pass, span, &mut report).await {
             Ok(()) => Some(report),
             Err(DiscoveryError::Cancelled) => None,
@@ -686,6 +692,14 @@ impl Discovery {
             if !deletion_sweep_due(row, settings.deletion_sweep, now) {
                 continue;
             }
+            if status == SourceStatus::Purged && pass.purged_refused.load(Ordering::Relaxed) {
+                // NOTE: no request: another site of this pass was refused, and the
+                // Compliance Officer role is the token's (org-wide), not a site's.
+                let end =
+                    SweepEnd::NotPermitted(format!("{PURGED_REFUSED}; not asked again for this site in this pass"));
+                self.state.note_deletion_sweep(scope, status, now, &end).await?;
+                continue;
+            }
             let before = (report.seen_deleted, report.seen_purged);
             let pass = ScopePass { status: Some(status), ..pass };
             let mut position = now;
@@ -703,10 +717,8 @@ impl Discovery {
                 Err(DiscoveryError::Window { source: WebexError::Status { status: 403, .. }, .. })
                     if status == SourceStatus::Purged =>
                 {
-                    SweepEnd::NotPermitted(
-                        "Webex refuses this token the purged recordings (a Compliance Officer's token sees them)"
-                            .into(),
-                    )
+                    pass.purged_refused.store(true, Ordering::Relaxed);
+                    SweepEnd::NotPermitted(PURGED_REFUSED.into())
                 }
                 Err(e) => SweepEnd::Failed(ErrorChain(e).to_string()),
             };

@@ -105,7 +105,9 @@ async fn deletions_at_the_source_on_sqlite() {
 /// error), and a recording in the recycle bin cannot be fetched: it is lost at the source.
 async fn without_a_compliance_officer(backend: Backend) {
     let config = SimConfig { recordings: 4, seed: 12, ..Default::default() };
-    let h = Harness::start(backend, Store::Local, "admin", config).await;
+    let mut h = Harness::start(backend, Store::Local, "admin", config).await;
+    // One site at a time, so that the refusal is known before the next site's sweep.
+    h.set("WEBEX_ARCHIVER__SYNC__SITE_CONCURRENCY", "1");
     let truth = h.sim.truth();
     let in_bin = &truth[0].id;
     h.sim.set_status(in_bin, "deleted").unwrap();
@@ -131,6 +133,10 @@ async fn without_a_compliance_officer(backend: Backend) {
         assert!(note.contains("Compliance Officer"), "{sweep:?}");
         assert!(sweep.last_success_at.is_some(), "a refusal is an answer, not a failure to retry hourly");
     }
+    // The role is the token's, not a site's: once refused, the other sites are not asked.
+    let asked = h.sim.counters().listings_by_status;
+    assert_eq!(asked.get("purged"), Some(&1), "purged listings asked: {asked:?}");
+    assert!(asked.get("deleted").is_some_and(|n| *n >= 3 * 14), "every site's recycle bin is listed: {asked:?}");
     // The refusal is not a pass failure: every cursor is clean.
     assert!(report.status.cursors.iter().all(|c| c.last_error.is_none()), "{:?}", report.status.cursors);
     assert!(report.scopes.iter().all(|s| s.error.is_none()));
