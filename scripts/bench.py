@@ -34,7 +34,9 @@ MIB = 1 << 20
 GIB = 1 << 30
 MB = 1_000_000
 MIN_FREE_GIB = 30
-SCENARIOS = ("throughput", "memory", "discovery", "efficiency", "hostile", "report")
+SCENARIOS = ("throughput", "memory", "discovery", "efficiency", "hostile", "report", "sites")
+# Scenarios that need neither rclone nor Garage.
+WITHOUT_S3 = ("report", "sites")
 CONCURRENCY = 4
 
 # Targets: (key, comparison, threshold, text shown in the table).
@@ -49,6 +51,8 @@ TARGETS = {
     "hostile_peak_rss_mib_160mib_page": ("<=", 128, "≤ 128 MiB"),
     "report_json_s": ("<=", 30, "≤ 30 s"),
     "report_html_s": ("<=", 30, "≤ 30 s"),
+    "sites_discovery_per_s_postgres": (">=", 10_000, "≥ 10,000/s"),
+    "sites_api_calls_per_recording": ("<=", 1.02, "≤ 1.02 (details included)"),
 }
 
 
@@ -965,6 +969,99 @@ def scenario_report(opts, root: str, workdir: str) -> dict:
     }
 
 
+def scenario_sites(opts, root: str, workdir: str) -> dict:
+    """Issue 16's fifty sites: a simulator with 50 sites x 2,000 recordings (produced over
+    the last 28 days, all downloadable), and an archiver with the defaults (`sync.since` 30
+    days, `sync.site_concurrency` 4, the daily deletion sweep due at the first pass).
+    (1) `sync --discover-only` into Postgres: recordings recorded per second, wall time of
+    the whole command. (2) `sync` into Postgres and a local directory: API calls (site list,
+    listings, details, tokens; not downloads) per archived recording, counted by the
+    simulator, with what each kind of call cost."""
+    n_sites, per_site = (50, 200) if opts.quick else (50, 2_000)
+    n = n_sites * per_site
+    scenario = {"seed": 41, "recordings": n, "span": "28d", "size": 16 * 1024, "format_weights": {"MP4": 1},
+                "prevent_downloading_fraction": 0.0, "deleted_fraction": 0.0, "link_lifetime": "3h",
+                "sites": [{"url": f"site{i:02d}.webex.com", "default": i == 0} for i in range(n_sites)]}
+    t0 = time.monotonic()
+    sim = Sim("sites", scenario, workdir)
+    log(f"sites: simulator with {n_sites} sites x {per_site} recordings up in {time.monotonic() - t0:.1f} s")
+    runs = []
+    try:
+        truth = sim.truth()
+        per_site_counts = {}
+        for rec in truth:
+            per_site_counts[rec["site_url"]] = per_site_counts.get(rec["site_url"], 0) + 1
+        if len(per_site_counts) != n_sites or len(truth) != n:
+            raise RuntimeError(f"the simulator holds {len(truth)} recordings on {len(per_site_counts)} sites")
+        for rep in range(opts.runs):
+            run = {"run": rep + 1}
+            for what in ("discover", "archive"):
+                out = tempfile.mkdtemp(prefix="wa-bench-sites.", dir=root)
+                db = PgDb()
+                try:
+                    env = archiver_env(sim, db.url, f"file://{out}/archive", os.path.join(out, "data"), None,
+                                       since="30d")
+                    sim.reset()
+                    args = ["sync", "--discover-only"] if what == "discover" else ["sync"]
+                    res = run_archiver(args, env, workdir, f"sites-{what}-r{rep + 1}", timeout=3600)
+                    counters = sim.counters()
+                    status = status_json(env)
+                finally:
+                    db.close()
+                    shutil.rmtree(out, ignore_errors=True)
+                calls = api_requests(counters)
+                by_status = counters.get("listings_by_status", {})
+                run.update({
+                    f"{what}_s": res["wall_s"], f"{what}_cpu_s": res["user_s"] + res["sys_s"],
+                    f"{what}_max_rss_mib": res["max_rss_kib"] / 1024, f"{what}_api_calls": calls,
+                    f"{what}_listings_by_status": by_status, f"{what}_non_2xx": non_2xx(counters),
+                    f"{what}_max_listings_in_flight": counters.get("max_listings_in_flight"),
+                    f"{what}_rate_limited": counters.get("rate_limited"), f"{what}_log": res["log"],
+                })
+                if what == "discover":
+                    recorded = status.get("pending", 0)
+                    if recorded != n:
+                        raise RuntimeError(f"sites: {recorded} recordings recorded by discovery, the simulator has {n}")
+                    run["discovery_per_s"] = recorded / res["wall_s"]
+                else:
+                    archived = status.get("archived", 0)
+                    if archived != n:
+                        raise RuntimeError(f"sites: {archived} of {n} recordings archived: {status}")
+                    run.update({
+                        "archived": archived, "api_calls_per_recording": calls["total"] / archived,
+                        "details_per_recording": calls["details"] / archived,
+                        "listings_per_recording": (calls["admin_list"] + calls["list"]) / archived,
+                        "archive_per_s": archived / res["wall_s"],
+                    })
+            runs.append(run)
+            a = run["archive_api_calls"]
+            log(f"sites run {rep + 1}/{opts.runs}: discovery {run['discovery_per_s']:.0f} recordings/s "
+                f"({run['discover_s']:.1f} s, {run['discover_max_listings_in_flight']} sites at once); archive "
+                f"{run['archive_per_s']:.0f} recordings/s ({run['archive_s']:.0f} s); "
+                f"{run['api_calls_per_recording']:.4f} API calls per recording: {a['details']} details, "
+                f"{a['admin_list']} listings {run['archive_listings_by_status']}, {a['sites']} site lists, "
+                f"{a['token']} token")
+    finally:
+        sim.close()
+    col = lambda k: [r[k] for r in runs]
+    last = runs[-1] if runs else {}
+    return {
+        "params": {"sites": n_sites, "recordings": n, "per_site_min": min(per_site_counts.values()),
+                   "per_site_max": max(per_site_counts.values()), "span": scenario["span"], "since": "30d",
+                   "concurrency": CONCURRENCY},
+        "sites_discovery_per_s_postgres": median(col("discovery_per_s")),
+        "sites_discovery_s": median(col("discover_s")),
+        "sites_api_calls_per_recording": median(col("api_calls_per_recording")),
+        "sites_details_calls_per_recording": median(col("details_per_recording")),
+        "sites_listing_calls_per_recording": median(col("listings_per_recording")),
+        "sites_api_calls": last.get("archive_api_calls"),
+        "sites_listings_by_status": last.get("archive_listings_by_status"),
+        "sites_max_listings_in_flight": median(col("discover_max_listings_in_flight")),
+        "sites_archive_per_s": median(col("archive_per_s")),
+        "sites_runs": runs,
+    }
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -1056,6 +1153,17 @@ ROWS = [
     ("report_json_max_rss_mib", "Peak RSS of the JSON report", "MiB", ("report", "json_max_rss_mib")),
     ("report_html_max_rss_mib", "Peak RSS of the HTML report", "MiB", ("report", "html_max_rss_mib")),
     ("report_html_mb", "Size of the HTML page", "MB", None),
+    ("sites_discovery_per_s_postgres", "Discovery of 50 sites × 2,000 recordings into Postgres (`sync --discover-only`)",
+     "recordings/s", ("sites", "discovery_per_s")),
+    ("sites_max_listings_in_flight", "… sites listed at once (simulator's count; `sync.site_concurrency` 4)", "sites",
+     ("sites", "discover_max_listings_in_flight")),
+    ("sites_api_calls_per_recording", "API calls per recording archived, 50 sites, first pass (details included)",
+     "calls", ("sites", "api_calls_per_recording")),
+    ("sites_details_calls_per_recording", "… of which details calls", "calls", ("sites", "details_per_recording")),
+    ("sites_listing_calls_per_recording", "… of which listings (recordings and recycle bin)", "calls",
+     ("sites", "listings_per_recording")),
+    ("sites_archive_per_s", "Archiving of those 100,000 recordings of 16 KiB (`sync`, local directory)",
+     "recordings/s", ("sites", "archive_per_s")),
 ]
 
 
@@ -1113,6 +1221,15 @@ def markdown(results: dict) -> str:
                       + " wrote into the same kind of Garage, so on this machine it is not an upper bound: it "
                       "measures `rclone copy`'s own cost (see its CPU above) as much as the sink's. "
                       "`throughput_vs_limit` is reported as defined, but read it with this in mind.", ""]
+    st = results["scenarios"].get("sites")
+    if st and st.get("sites_api_calls"):
+        p, calls, by = st["params"], st["sites_api_calls"], st.get("sites_listings_by_status") or {}
+        lines += [f"Fifty sites: {p['sites']} sites of {p['per_site_min']:,} to {p['per_site_max']:,} recordings "
+                  f"({p['recordings']:,} in all, produced over the last {p['span']}), `sync.since` {p['since']}, "
+                  f"everything else the defaults. API calls of the last `sync`: {calls['details']:,} details, "
+                  f"{calls['admin_list'] + calls['list']:,} listings ("
+                  + ", ".join(f"{v:,} {k}" for k, v in sorted(by.items())) + f"), {calls['sites']} site list, "
+                  f"{calls['token']} token; {calls['total']:,} in all.", ""]
     lines += [
         "Machine: " + f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}; "
         f"commit {m['git_commit']}; {m['rclone']}; {m['garage']}.",
@@ -1133,7 +1250,7 @@ def main() -> int:
     BIN = os.environ.get("WA_BENCH_BIN") or os.path.join(REPO, "target/release/webex-archiver")
     GARAGE = os.environ.get("WA_BENCH_GARAGE") or shutil.which("garage") or "garage"
     PG_ADMIN = os.environ.get("WA_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    for tool in (BIN, GARAGE) if opts.only != "report" else (BIN,):
+    for tool in (BIN, GARAGE) if opts.only not in WITHOUT_S3 else (BIN,):
         if not os.access(tool, os.X_OK):
             raise SystemExit(f"bench: {tool} is missing (run scripts/bench, which builds and installs it)")
     out_dir = os.getcwd()
@@ -1142,7 +1259,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    wanted = [opts.only] if opts.only else ["throughput", "memory", "discovery", "hostile", "report"]
+    wanted = [opts.only] if opts.only else ["throughput", "memory", "discovery", "hostile", "report", "sites"]
     if "efficiency" in wanted:
         wanted = ["throughput"]
     workdir = tempfile.mkdtemp(prefix="wa-bench.", dir=root)
@@ -1152,7 +1269,7 @@ def main() -> int:
     try:
         for name in wanted:
             fn = {"throughput": scenario_throughput, "memory": scenario_memory, "discovery": scenario_discovery,
-                  "hostile": scenario_hostile, "report": scenario_report}[name]
+                  "hostile": scenario_hostile, "report": scenario_report, "sites": scenario_sites}[name]
             log(f"scenario {name}: {opts.runs} run(s)")
             t0 = time.monotonic()
             try:
@@ -1170,7 +1287,8 @@ def main() -> int:
     results["elapsed_s"]["total"] = time.monotonic() - started
     for sc in results["scenarios"].values():
         for k, v in sc.items():
-            if not k.endswith("_runs") and k not in ("params", "cpu_by_tool", "bottleneck_by_run"):
+            if not k.endswith("_runs") and k not in ("params", "cpu_by_tool", "bottleneck_by_run", "sites_api_calls",
+                                                        "sites_listings_by_status"):
                 results["figures"][k] = v
     f = results["figures"]
     if f.get("details_calls_per_recording") is not None and f.get("discovery_api_requests") is not None:
