@@ -644,10 +644,28 @@ async fn many_sites(sites: usize, recordings: usize, concurrency: usize) -> Harn
     h
 }
 
-/// `sync --discover-only` in a task of its own, stopped by `stop`.
-fn discover_in_background(services: &Services, stop: &CancellationToken) -> tokio::task::JoinHandle<SyncReport> {
-    let (services, stop) = (services.clone(), stop.clone());
-    tokio::spawn(async move { app::sync(&services, true, &stop).await.expect("sync runs") })
+/// A rule that makes the admin listings of `sites` (every site's when empty) hang until
+/// the fault rules change.
+fn hang<'a>(sites: impl IntoIterator<Item = &'a str>) -> FaultRule {
+    FaultRule::new(FaultAction::Latency { duration: Duration::from_secs(3600) })
+        .endpoint(FaultEndpoint::AdminList)
+        .sites(sites)
+}
+
+/// Sets the simulator's `faults`, then runs `sync --discover-only` in a task of its own,
+/// stopped by the token returned (the client's own stop, `abort`, never fires).
+async fn discover_with(
+    h: &Harness,
+    faults: Vec<FaultRule>,
+) -> (CancellationToken, tokio::task::JoinHandle<SyncReport>) {
+    h.sim.set_faults(faults);
+    let stop = CancellationToken::new();
+    let services = h.services(CancellationToken::new()).await;
+    let pass = {
+        let stop = stop.clone();
+        tokio::spawn(async move { app::sync(&services, true, &stop).await.expect("sync runs") })
+    };
+    (stop, pass)
 }
 
 /// The ids of the recordings recorded so far (claimed, so call it once, at the end).
@@ -673,17 +691,8 @@ async fn a_site_that_hangs_or_fails_does_not_hold_back_the_other_sites_cursors()
     let sites = h.sim.sites();
     let (hanging, failing) = (sites[0].clone(), sites[1].clone());
     // The first site's listing hangs (until the rules change); the second one's is refused.
-    h.sim.set_faults(vec![
-        FaultRule::new(FaultAction::Latency { duration: Duration::from_secs(3600) })
-            .endpoint(FaultEndpoint::AdminList)
-            .sites([hanging.clone()]),
-        FaultRule::new(FaultAction::ApiError { status: 403 })
-            .endpoint(FaultEndpoint::AdminList)
-            .sites([failing.clone()]),
-    ]);
-    let stop = CancellationToken::new();
-    let services = h.services(CancellationToken::new()).await;
-    let pass = discover_in_background(&services, &stop);
+    let refuse = FaultRule::new(FaultAction::ApiError { status: 403 }).endpoint(FaultEndpoint::AdminList);
+    let (_stop, pass) = discover_with(&h, vec![hang([hanging.as_str()]), refuse.sites([failing.clone()])]).await;
 
     // While the first site's listing hangs, every other site is listed and its cursor moves.
     let state = h.db.state.clone();
@@ -733,13 +742,7 @@ async fn no_more_than_site_concurrency_sites_are_listed_at_once() {
     for concurrency in [1usize, 3] {
         let h = many_sites(6, 120, concurrency).await;
         // Every listing hangs until the rules change: the sites listed at once pile up.
-        h.sim.set_faults(vec![
-            FaultRule::new(FaultAction::Latency { duration: Duration::from_secs(3600) })
-                .endpoint(FaultEndpoint::AdminList),
-        ]);
-        let stop = CancellationToken::new();
-        let services = h.services(CancellationToken::new()).await;
-        let pass = discover_in_background(&services, &stop);
+        let (_stop, pass) = discover_with(&h, vec![hang([])]).await;
         let sim = &h.sim;
         wait_for("the first listings to hang", Duration::from_secs(60), || async move {
             (sim.counters().listings_in_flight == concurrency as u64).then_some(())
@@ -764,15 +767,8 @@ async fn no_more_than_site_concurrency_sites_are_listed_at_once() {
 async fn shutdown_stops_a_pass_whose_site_hangs_and_releases_its_lease() {
     let h = many_sites(4, 80, 2).await;
     let hanging = h.sim.sites()[0].clone();
-    h.sim.set_faults(vec![
-        FaultRule::new(FaultAction::Latency { duration: Duration::from_secs(3600) })
-            .endpoint(FaultEndpoint::AdminList)
-            .sites([hanging.clone()]),
-    ]);
-    let stop = CancellationToken::new();
     // The client's own stop (`abort`) never fires here: only the pass's does.
-    let services = h.services(CancellationToken::new()).await;
-    let pass = discover_in_background(&services, &stop);
+    let (stop, pass) = discover_with(&h, vec![hang([hanging.as_str()])]).await;
     let state = h.db.state.clone();
     wait_for("the other sites to be listed", Duration::from_secs(60), || {
         let state = state.clone();
