@@ -13,6 +13,7 @@ mod integrity;
 mod manifests;
 mod oauth;
 mod ops;
+mod plans;
 mod proxy;
 mod report;
 mod sim;
