@@ -1,7 +1,8 @@
 //! Prometheus metrics (prometheus-client). One registry per process, passed to whoever
 //! counts; gauges that describe the database (recordings by state, oldest unarchived)
-//! and lifetimes that shrink with time are refreshed when `/metrics` is scraped, so they
-//! agree with `status`.
+//! and lifetimes that shrink with time are refreshed when `/metrics` is scraped, the
+//! recordings per state from counts shared by replicas and taken at most every few
+//! seconds (`recordings_counted_timestamp_seconds` says when).
 //!
 //! This module depends on no other module of the crate: it offers counters and plain
 //! setters, and whoever reads the database (`server`) sets the gauges from it.
@@ -112,6 +113,7 @@ struct Inner {
     pass_failed: Family<ScopeLabel, Gauge>,
     quarantined: Gauge,
     gone_at_source: Family<SourceStatusLabel, Gauge>,
+    counted_at: FloatGauge,
     expiries: Mutex<TokenExpiries>,
 }
 
@@ -247,6 +249,12 @@ impl Metrics {
             "Recordings seen deleted (recycle bin) or purged in Webex, archived or not",
             gone_at_source.clone(),
         );
+        let counted_at = FloatGauge::default();
+        registry.register(
+            "recordings_counted_timestamp_seconds",
+            "When recordings and recordings_gone_at_source were counted (shared by replicas, at most every few seconds)",
+            counted_at.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         registry.register("build_info", "Build of the running binary", build_info);
@@ -276,6 +284,7 @@ impl Metrics {
                 pass_failed,
                 quarantined,
                 gone_at_source,
+                counted_at,
                 expiries: Mutex::new(TokenExpiries::default()),
             }),
         }
@@ -382,6 +391,11 @@ impl Metrics {
     /// Sets the number of recordings seen with `status` (`deleted`, `purged`) at the source.
     pub fn set_gone_at_source(&self, status: &str, n: i64) {
         self.inner.gone_at_source.get_or_create(&SourceStatusLabel { status: status.into() }).set(n);
+    }
+
+    /// Sets when the recordings were counted (the counts' age is `now` minus this).
+    pub fn set_counted_at(&self, at: DateTime<Utc>) {
+        self.inner.counted_at.set(at.timestamp_millis() as f64 / 1e3);
     }
 
     /// Sets whether the last discovery pass of `scope` (its sync cursor) ended in an error.

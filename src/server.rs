@@ -17,12 +17,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::CursorKind;
 use crate::metrics::Metrics;
-use crate::state::{State, StatusReport};
+use crate::state::{Gauges, State};
 use crate::storage::Store;
 use crate::webex::WebexClient;
 
 /// Time limit of each readiness check.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the recordings are counted for `/metrics` at most, across every replica
+/// (longer when a count is slow: see `StateStore::refresh_counts`).
+const COUNTS_EVERY: Duration = Duration::from_secs(5);
+/// How long a count may take before another replica may take it over.
+const COUNTING_TTL: Duration = Duration::from_secs(60);
 
 /// Liveness flags the long-running loops keep up.
 #[derive(Debug, Default)]
@@ -50,14 +55,43 @@ pub struct Endpoint {
     pub started_at: DateTime<Utc>,
 }
 
-/// Serves the endpoint on `listener` until `cancel` fires.
+/// Serves the endpoint on `listener` until `cancel` fires, and meanwhile keeps the shared
+/// counts that `/metrics` shows fresh ([`keep_counts`]).
 pub async fn serve(listener: TcpListener, endpoint: Endpoint, cancel: CancellationToken) -> std::io::Result<()> {
+    let counting_stop = cancel.child_token();
+    let counting = tokio::spawn(keep_counts(endpoint.state.clone(), counting_stop.clone()));
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(endpoint);
-    axum::serve(listener, app).with_graceful_shutdown(async move { cancel.cancelled().await }).await
+    let served = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
+    counting_stop.cancel();
+    let _ = counting.await;
+    served
+}
+
+/// Counts the recordings into the shared counts every [`COUNTS_EVERY`] when they are
+/// stale and no other replica is counting, until `cancel` fires. A scrape only reads
+/// them: counting a million rows on every scrape would make each scrape as slow as the
+/// count, and N replicas N times as costly.
+async fn keep_counts(state: State, cancel: CancellationToken) {
+    let owner = format!("metrics-{}", uuid::Uuid::new_v4().simple());
+    loop {
+        tokio::select! {
+            counted = state.refresh_counts(&owner, COUNTS_EVERY, COUNTING_TTL) => {
+                if let Err(e) = counted {
+                    // The database's outages are reported by /readyz and the workers.
+                    tracing::debug!(error = %crate::errors::ErrorChain(&e), "cannot count the recordings for /metrics");
+                }
+            }
+            _ = cancel.cancelled() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(COUNTS_EVERY) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
 }
 
 async fn healthz(AxumState(endpoint): AxumState<Endpoint>) -> Response {
@@ -163,11 +197,11 @@ async fn token_check(endpoint: &Endpoint, now: DateTime<Utc>) -> String {
 async fn metrics(AxumState(endpoint): AxumState<Endpoint>) -> Response {
     let now = Utc::now();
     let (mut access, mut refresh) = endpoint.webex.tokens().expiries().await;
-    match tokio::time::timeout(CHECK_TIMEOUT, endpoint.state.status(0)).await {
-        Ok(Ok(report)) => {
-            observe_status(&endpoint.metrics, &report, now);
+    match tokio::time::timeout(CHECK_TIMEOUT, endpoint.state.gauges()).await {
+        Ok(Ok(gauges)) => {
+            observe_gauges(&endpoint.metrics, &gauges, now);
             // Another replica may hold the newest tokens: the database knows their lifetimes.
-            if let Some(oauth) = &report.oauth {
+            if let Some(oauth) = &gauges.oauth {
                 access = access.max(oauth.access_expires_at);
                 refresh = refresh.max(oauth.refresh_expires_at);
             }
@@ -183,19 +217,22 @@ async fn metrics(AxumState(endpoint): AxumState<Endpoint>) -> Response {
         .into_response()
 }
 
-/// Sets the database-derived gauges from a status report: recordings per state, the
-/// oldest unarchived recording's age, quarantined items, and per scope whether the last
-/// pass failed and when the last one succeeded.
-pub fn observe_status(metrics: &Metrics, report: &StatusReport, now: DateTime<Utc>) {
-    for (state, n) in &report.counts {
-        metrics.set_recordings(state.as_str(), *n);
+/// Sets the database-derived gauges: recordings per state and gone at the source (as
+/// last counted, once they have been), the oldest unarchived recording's age, quarantined
+/// items, and per scope whether the last pass failed and when the last one succeeded.
+pub fn observe_gauges(metrics: &Metrics, gauges: &Gauges, now: DateTime<Utc>) {
+    if let Some(counted) = &gauges.counts {
+        for (state, n) in &counted.counts {
+            metrics.set_recordings(state.as_str(), *n);
+        }
+        metrics.set_gone_at_source("deleted", counted.deleted_at_source);
+        metrics.set_gone_at_source("purged", counted.purged_at_source);
+        metrics.set_counted_at(counted.counted_at);
     }
-    let age = report.oldest_unarchived.as_ref().map_or(0.0, |(_, t)| (now - *t).num_milliseconds() as f64 / 1e3);
+    let age = gauges.oldest_unarchived.as_ref().map_or(0.0, |(_, t)| (now - *t).num_milliseconds() as f64 / 1e3);
     metrics.set_oldest_unarchived_age(age);
-    metrics.set_quarantined(report.quarantined);
-    metrics.set_gone_at_source("deleted", report.deleted_at_source);
-    metrics.set_gone_at_source("purged", report.purged_at_source);
-    for cursor in &report.cursors {
+    metrics.set_quarantined(gauges.quarantined);
+    for cursor in &gauges.cursors {
         if cursor.kind == CursorKind::Sync {
             metrics.set_pass_failed(&cursor.scope.0, cursor.last_error.is_some());
         }
@@ -209,7 +246,7 @@ pub fn observe_status(metrics: &Metrics, report: &StatusReport, now: DateTime<Ut
 mod tests {
     use super::*;
     use crate::domain::{ArchiveState, RecordingId, ScopeKey};
-    use crate::state::Cursor;
+    use crate::state::{Cursor, SharedCounts};
 
     fn cursor(scope: &str, kind: CursorKind, success: Option<DateTime<Utc>>, error: Option<&str>) -> Cursor {
         Cursor {
@@ -231,29 +268,42 @@ mod tests {
     }
 
     #[test]
-    fn a_status_report_sets_the_database_gauges() {
+    fn the_gauges_set_the_database_metrics() {
         let now: DateTime<Utc> = "2026-11-27T12:00:00Z".parse().unwrap();
         let earlier: DateTime<Utc> = "2026-11-27T11:00:00Z".parse().unwrap();
-        let mut report = StatusReport {
-            oldest_unarchived: Some((RecordingId("r1".into()), "2026-11-27T11:59:00Z".parse().unwrap())),
-            quarantined: 3,
+        let mut counts = SharedCounts {
+            counted_at: "2026-11-27T11:59:58Z".parse().unwrap(),
             deleted_at_source: 4,
             purged_at_source: 1,
+            ..Default::default()
+        };
+        counts.counts.insert(ArchiveState::Pending, 5);
+        counts.counts.insert(ArchiveState::NotDownloadable, 2);
+        let mut gauges = Gauges {
+            counts: None,
+            oldest_unarchived: Some((RecordingId("r1".into()), "2026-11-27T11:59:00Z".parse().unwrap())),
+            quarantined: 3,
             cursors: vec![
                 cursor("user", CursorKind::Sync, Some(earlier), Some("boom")),
                 cursor("admin:a", CursorKind::Backfill, None, Some("backfill errors are not the live edge's")),
             ],
-            ..Default::default()
+            oauth: None,
         };
-        report.counts.insert(ArchiveState::Pending, 5);
-        report.counts.insert(ArchiveState::NotDownloadable, 2);
         let metrics = Metrics::new();
-        observe_status(&metrics, &report, now);
-        // A later report with an older success does not move the pass timestamp back.
-        report.cursors[0].last_success_at = Some("2026-11-27T10:00:00Z".parse().unwrap());
-        observe_status(&metrics, &report, now);
+        // Not counted yet: no recordings gauge rather than a false zero.
+        observe_gauges(&metrics, &gauges, now);
+        assert_eq!(sample(&metrics.encode(now), "webex_archiver_recordings{state=\"pending\"}"), None);
+        gauges.counts = Some(counts);
+        observe_gauges(&metrics, &gauges, now);
+        // A later read with an older success does not move the pass timestamp back.
+        gauges.cursors[0].last_success_at = Some("2026-11-27T10:00:00Z".parse().unwrap());
+        observe_gauges(&metrics, &gauges, now);
 
         let text = metrics.encode(now);
+        assert_eq!(
+            sample(&text, "webex_archiver_recordings_counted_timestamp_seconds"),
+            Some(now.timestamp() as f64 - 2.0)
+        );
         assert_eq!(sample(&text, "webex_archiver_recordings{state=\"pending\"}"), Some(5.0));
         assert_eq!(sample(&text, "webex_archiver_recordings{state=\"not_downloadable\"}"), Some(2.0));
         assert_eq!(sample(&text, "webex_archiver_oldest_unarchived_age_seconds"), Some(60.0));

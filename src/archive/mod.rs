@@ -591,18 +591,16 @@ async fn worker_loop(
                     tracing::info!(worker, "archiving resumed");
                 }
                 let wait = if drain {
-                    match archiver.state.status(0).await {
-                        Ok(report) => {
-                            let busy = report.counts.get(&crate::state::ArchiveState::Archiving).copied().unwrap_or(0);
-                            match report.next_due_at {
-                                None if busy == 0 => return,
-                                Some(at) => (at - Utc::now())
-                                    .to_std()
-                                    .unwrap_or(Duration::ZERO)
-                                    .clamp(Duration::from_millis(50), idle),
-                                None => idle.min(Duration::from_millis(500)),
-                            }
-                        }
+                    // Two index lookups, however many recordings the database holds.
+                    match archiver.state.next_work().await {
+                        Ok(next) => match next.due_at {
+                            None if next.lease_expires_at.is_none() => return,
+                            Some(at) => (at - Utc::now())
+                                .to_std()
+                                .unwrap_or(Duration::ZERO)
+                                .clamp(Duration::from_millis(50), idle),
+                            None => idle.min(Duration::from_millis(500)),
+                        },
                         Err(_) => idle,
                     }
                 } else {

@@ -14,7 +14,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use super::sql::{Backend, Cells, Param, Session, sql};
+use super::sql::{Backend, Cells, Param, Session, Statement, sql};
 use super::{RecordingId, StateResult};
 
 /// One event of the custody log, as stored.
@@ -132,6 +132,12 @@ impl NewEvent {
     }
 }
 
+/// The latest event of recording `$1` (its chain's head), from the `(recording_id, seq)`
+/// index.
+pub(super) fn recording_head() -> &'static Statement {
+    sql!("SELECT sha256 FROM events WHERE recording_id = $1 ORDER BY seq DESC LIMIT 1")
+}
+
 /// Appends `events`, in order, in the session's transaction. Call it last in the
 /// transaction: on Postgres it locks `events_head` until the commit, and a transaction
 /// that waits for nothing while holding it can deadlock with no one.
@@ -158,10 +164,7 @@ pub(super) async fn append<B: Backend>(s: &mut Session<B>, events: &[NewEvent]) 
             Some(id) => match heads.get(id) {
                 Some(prev) => prev.clone(),
                 None => s
-                    .fetch_optional(
-                        sql!("SELECT sha256 FROM events WHERE recording_id = $1 ORDER BY seq DESC LIMIT 1"),
-                        &[Param::Text(id)],
-                    )
+                    .fetch_optional(recording_head(), &[Param::Text(id)])
                     .await?
                     .map(|row| row.text("sha256"))
                     .transpose()?,

@@ -426,7 +426,71 @@ pub enum Outcome {
     },
 }
 
-/// Counts and facts for `status` and metrics.
+/// What a draining worker needs to know when it found nothing to claim: when the next
+/// pending recording is due, and when the next lease expires (none: nothing is being
+/// archived). Two index lookups, whatever the number of recordings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NextWork {
+    /// Earliest scheduled attempt among pending recordings.
+    pub due_at: Option<DateTime<Utc>>,
+    /// Earliest lease expiry among recordings being archived.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+}
+
+/// Recordings per state and gone at the source, as last counted into the shared counts
+/// ([`StateStore::refresh_counts`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SharedCounts {
+    /// When they were counted.
+    pub counted_at: DateTime<Utc>,
+    /// Recordings per state (every state present, zero included).
+    pub counts: BTreeMap<ArchiveState, i64>,
+    /// Recordings seen deleted at the source.
+    pub deleted_at_source: i64,
+    /// Recordings seen purged at the source.
+    pub purged_at_source: i64,
+}
+
+/// What `/metrics` shows of the database, read without counting the recordings: the
+/// shared counts as last taken, and facts that are each a lookup in a small index.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Gauges {
+    /// The shared counts; none before the first count.
+    pub counts: Option<SharedCounts>,
+    /// Oldest recording (by createTime) not yet archived nor final.
+    pub oldest_unarchived: Option<(RecordingId, DateTime<Utc>)>,
+    /// Unreleased quarantine entries.
+    pub quarantined: i64,
+    /// Every cursor.
+    pub cursors: Vec<Cursor>,
+    /// The OAuth tokens' lifetimes, when OAuth is in use.
+    pub oauth: Option<TokenStatus>,
+}
+
+/// Statements whose query plans `tests/it` checks with `EXPLAIN` on a filled database:
+/// each must reach its rows through an index, not by reading the whole table.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Planned {
+    /// Choosing what a claim takes (Postgres: the whole claim statement).
+    Claim,
+    /// Marking a recording archived ([`StateStore::finish`] with [`Outcome::Archived`]).
+    Finish,
+    /// A recording's latest event, looked up by every append to the custody log.
+    EventHead,
+    /// `status`: recordings and bytes per state.
+    StatusCounts,
+    /// `status`: the facts counted over a few rows (due, mismatches, gone at the source).
+    StatusFacts,
+    /// `status` and `/metrics`: the oldest recording not archived.
+    OldestUnarchived,
+    /// `status`: the latest failures.
+    RecentFailures,
+    /// A draining worker's question ([`StateStore::next_work`]).
+    NextWork,
+}
+
+/// Counts and facts for `status`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StatusReport {
     /// Recordings per state (every state present, zero included).
@@ -899,10 +963,24 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// The global chain's head as `events_head` holds it: the last position and its hash.
     async fn events_head(&self) -> StateResult<(i64, Option<String>)>;
 
+    /// When the next pending recording is due and the next lease expires (a draining
+    /// worker's question when it found nothing to claim).
+    async fn next_work(&self) -> StateResult<NextWork>;
+
     // --- reports ---
 
-    /// Counts and facts for `status` and metrics.
+    /// Counts and facts for `status`, exact and taken now (each from an index).
     async fn status(&self, failures: u32) -> StateResult<StatusReport>;
+
+    /// Counts the recordings per state (and those gone at the source) into the shared
+    /// counts that [`StateStore::gauges`] reads, when they are older than `every`, or
+    /// than 50 times what the last count took if that is longer, and no other process is
+    /// counting (for at most `ttl`). Never waits for another process. `true` when it
+    /// counted.
+    async fn refresh_counts(&self, owner: &str, every: Duration, ttl: Duration) -> StateResult<bool>;
+
+    /// What `/metrics` shows of the database, without counting the recordings.
+    async fn gauges(&self) -> StateResult<Gauges>;
 
     /// The archived recording `id`, or `None` when it is not archived.
     async fn archived_one(&self, id: &RecordingId) -> StateResult<Option<ArchivedRow>>;

@@ -16,12 +16,14 @@ use sqlx::query::Query;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::events;
-use super::sql::{Backend, Call, Cells, Now, Param, Session, sql};
+use super::sql::{Backend, Call, Cells, Now, Param, Session, Statement, sql};
 use super::statements::{
-    Upserted, claim_assignments, claim_columns, claim_from_row, claimed_event, due_again, due_recordings, retried_event,
+    self, Upserted, claim_assignments, claim_columns, claim_from_row, claimed_event, due_again, due_pending,
+    expired_lease, retried_event,
 };
 use super::{
-    Claim, ListedRecording, Operator, PageRecorded, QuarantinedItem, RecordingId, ReleasedHow, StateResult, millis,
+    Claim, ListedRecording, Operator, PageRecorded, Planned, QuarantinedItem, RecordingId, ReleasedHow, StateResult,
+    millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -40,6 +42,37 @@ impl PgState {
             PgPoolOptions::new().max_connections(max_connections).acquire_timeout(acquire_timeout).connect_lazy(url)?;
         Ok(Self { pool })
     }
+
+    /// The plan of one of the statements whose plans `tests/it` checks.
+    #[doc(hidden)]
+    pub async fn explain(&self, statement: Planned) -> StateResult<Vec<String>> {
+        statements::explain(self, statement).await
+    }
+}
+
+/// The claim, for lease token `$1`, lease `$2` and at most `$3` recordings: recordings
+/// whose lease expired first (their worker died; oldest expiry first), then pending ones
+/// by when they are due. Each branch reads its partial index in order and stops at the
+/// limit (the second runs only when the first found too few), so a claim costs the same
+/// with ten due recordings or a million. The rows are locked and skipped by concurrent
+/// claimers (`FOR UPDATE SKIP LOCKED`). Postgres refuses `FOR UPDATE` beside `UNION`,
+/// hence the two sub-selects.
+fn claim_statement() -> &'static Statement {
+    sql!(
+        "WITH due AS ( \
+         SELECT * FROM (SELECT id, state AS old_state FROM recordings WHERE ",
+        expired_lease!(),
+        " ORDER BY lease_expires_at LIMIT $3 FOR UPDATE SKIP LOCKED) AS expired \
+         UNION ALL \
+         SELECT * FROM (SELECT id, state AS old_state FROM recordings WHERE ",
+        due_pending!(),
+        " ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) AS pending \
+         LIMIT $3) \
+         UPDATE recordings SET ",
+        claim_assignments!(),
+        " FROM due WHERE recordings.id = due.id RETURNING recordings.id, due.old_state, ",
+        claim_columns!()
+    )
 }
 
 /// A shared statement with its values bound as Postgres types.
@@ -102,6 +135,7 @@ impl Backend for PgState {
              FROM jsonb_array_elements(files) AS f) END",
         ),
     ];
+    const EXPLAIN: (&'static str, &'static str) = ("EXPLAIN", "QUERY PLAN");
 
     fn pool(&self) -> &PgPool {
         &self.pool
@@ -266,26 +300,13 @@ impl Backend for PgState {
         Ok(())
     }
 
-    /// One statement: the due rows are locked and skipped by concurrent claimers
-    /// (`FOR UPDATE SKIP LOCKED`), so replicas never wait for each other nor take the
-    /// same recording.
+    /// One statement ([`claim_statement`]): replicas never wait for each other nor take
+    /// the same recording.
     async fn claim(&self, token: &str, lease: Duration, limit: u32) -> StateResult<Vec<Claim>> {
         // A transaction: the claimed events commit with the claims.
         let mut s = Session::begin(self).await?;
         let rows = s
-            .fetch_all(
-                sql!(
-                    "WITH due AS ( \
-                     SELECT id, state AS old_state FROM recordings WHERE ",
-                    due_recordings!(),
-                    " ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-                     UPDATE recordings SET ",
-                    claim_assignments!(),
-                    " FROM due WHERE recordings.id = due.id RETURNING recordings.id, due.old_state, ",
-                    claim_columns!()
-                ),
-                &[Param::Text(token), Param::Interval(lease), Param::Int(i64::from(limit))],
-            )
+            .fetch_all(claim_statement(), &[Param::Text(token), Param::Interval(lease), Param::Int(i64::from(limit))])
             .await?;
         let claims = rows
             .iter()
@@ -295,6 +316,11 @@ impl Backend for PgState {
         events::append(&mut s, &claimed).await?;
         s.commit().await?;
         Ok(claims)
+    }
+
+    async fn explain_claim(s: &mut Session<Self>) -> StateResult<Vec<String>> {
+        s.explain(claim_statement(), &[Param::Text("explain"), Param::Interval(Duration::from_secs(60)), Param::Int(1)])
+            .await
     }
 
     /// One statement for every id.

@@ -162,7 +162,7 @@ pub(super) enum Param<'a> {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Call<'a> {
     /// The SQL text.
-    pub(super) sql: &'static str,
+    pub(super) sql: &'a str,
     params: &'a [Param<'a>],
     now: Option<DateTime<Utc>>,
 }
@@ -215,6 +215,9 @@ pub(super) trait Backend: fmt::Debug + Send + Sync + Sized + 'static {
     /// the sum of the `size` members of the JSON array `files` (0 for an empty array,
     /// NULL when `files` is not an array).
     const EXPRESSIONS: &'static [(&'static str, &'static str)];
+    /// What asks the database for a statement's plan without running it, and the column
+    /// of each line of its answer.
+    const EXPLAIN: (&'static str, &'static str);
 
     /// The connection pool.
     fn pool(&self) -> &Pool<Self::Db>;
@@ -270,6 +273,11 @@ pub(super) trait Backend: fmt::Debug + Send + Sync + Sized + 'static {
     /// `claimed` events in the same transaction.
     fn claim(&self, token: &str, lease: Duration, limit: u32) -> impl Future<Output = StateResult<Vec<Claim>>> + Send {
         statements::claim_in_transaction(self, token, lease, limit)
+    }
+
+    /// The plan of what a claim runs to choose its recordings (see [`Session::explain`]).
+    fn explain_claim(s: &mut Session<Self>) -> impl Future<Output = StateResult<Vec<String>>> + Send {
+        statements::explain_claim(s)
     }
 
     /// Makes the given `failed` or `not_downloadable` recordings due again, appending
@@ -366,6 +374,20 @@ impl<B: Backend> Session<B> {
     ) -> BoxStream<'s, StateResult<Row<B>>> {
         let call = self.call(statement, params);
         B::fetch(self.connection(), call).map(|row| row.map_err(StateError::from)).boxed()
+    }
+
+    /// The database's plan of a statement with these values, one line per row of its
+    /// answer (`EXPLAIN` in Postgres, `EXPLAIN QUERY PLAN` in SQLite): planned, not run.
+    pub(super) async fn explain(
+        &mut self,
+        statement: &'static Statement,
+        params: &[Param<'_>],
+    ) -> StateResult<Vec<String>> {
+        let call = self.call(statement, params);
+        let (explain, column) = B::EXPLAIN;
+        let text = format!("{explain} {}", call.sql);
+        let rows = B::fetch_all(self.connection(), Call { sql: &text, ..call }).await?;
+        rows.iter().map(|row| row.text(column)).collect()
     }
 
     /// Runs a query that returns a row.

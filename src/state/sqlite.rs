@@ -20,7 +20,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::sql::{Backend, Call, Cells, Now, Param};
-use super::{StateError, StateResult, millis};
+use super::{Planned, StateError, StateResult, millis, statements};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -64,6 +64,12 @@ impl SqliteState {
             .await
             .map_err(|e| describe_open_error(&path, e))?;
         Ok(Self { pool, path })
+    }
+
+    /// The plan of one of the statements whose plans `tests/it` checks.
+    #[doc(hidden)]
+    pub async fn explain(&self, statement: Planned) -> StateResult<Vec<String>> {
+        statements::explain(self, statement).await
     }
 }
 
@@ -128,6 +134,7 @@ impl Backend for SqliteState {
              AS INTEGER)), 0) FROM json_each(files) AS f) END",
         ),
     ];
+    const EXPLAIN: (&'static str, &'static str) = ("EXPLAIN QUERY PLAN", "detail");
 
     fn pool(&self) -> &SqlitePool {
         &self.pool

@@ -2,7 +2,7 @@
 //! implementation of [`StateStore`] that runs them (see `sql.rs` for how a backend
 //! renders, binds and reads them).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,10 +14,11 @@ use super::events::{self, NewEvent, event_columns, event_from_row};
 use super::sql::{Backend, Cells, Param, Row, Session, Statement, sql};
 use super::{
     ArchiveState, ArchivedRecord, ArchivedRow, Claim, Cursor, CursorKind, CursorMove, DayCounts, DeletionSweep, Event,
-    FailureRow, HoldChange, HoldRow, ListedRecording, ManifestRow, Operator, Outcome, PageRecorded, QuarantineEntry,
-    QuarantineKey, QuarantineRow, QuarantinedItem, RecordingId, ReleasedHow, ReportFile, ReportQuarantine,
-    ReportRecording, ReportSelection, ReportSnapshot, RetentionChange, ScopeKey, SourceStatus, StateError, StateResult,
-    StateStore, StatusReport, StoredTokens, SweepEnd, TokenStatus, Unmanifested, unique_by_id, unique_by_key,
+    FailureRow, Gauges, HoldChange, HoldRow, ListedRecording, ManifestRow, NextWork, Operator, Outcome, PageRecorded,
+    Planned, QuarantineEntry, QuarantineKey, QuarantineRow, QuarantinedItem, RecordingId, ReleasedHow, ReportFile,
+    ReportQuarantine, ReportRecording, ReportSelection, ReportSnapshot, RetentionChange, ScopeKey, SharedCounts,
+    SourceStatus, StateError, StateResult, StateStore, StatusReport, StoredTokens, SweepEnd, TokenStatus, Unmanifested,
+    unique_by_id, unique_by_key,
 };
 use Param::{Bool, Int, Interval, Json, OptInt, OptText, OptTime, Text, Time};
 
@@ -36,10 +37,25 @@ macro_rules! quarantine_columns {
     };
 }
 
+/// Recordings a claim may start: pending and due (the partial index `recordings_due`).
+macro_rules! due_pending {
+    () => {
+        "state = 'pending' AND next_attempt_at <= {now}"
+    };
+}
+
+/// Recordings a claim may take over: leased, and the lease expired with its worker gone
+/// (the partial index `recordings_leased`).
+macro_rules! expired_lease {
+    () => {
+        "state = 'archiving' AND lease_expires_at < {now}"
+    };
+}
+
 /// Which recordings a claim takes: pending and due, or leased with an expired lease.
 macro_rules! due_recordings {
     () => {
-        "(state = 'pending' AND next_attempt_at <= {now}) OR (state = 'archiving' AND lease_expires_at < {now})"
+        concat!("(", due_pending!(), ") OR (", expired_lease!(), ")")
     };
 }
 
@@ -69,7 +85,7 @@ macro_rules! due_again {
         "state = 'pending', attempts = 0, next_attempt_at = {now}, updated_at = {now}"
     };
 }
-pub(super) use {claim_assignments, claim_columns, due_again, due_recordings};
+pub(super) use {claim_assignments, claim_columns, due_again, due_pending, expired_lease};
 
 /// The state a final attempt leaves: `lost_at_source` when Webex has been seen deleting
 /// or purging the recording (it will not serve it again), else `state`.
@@ -444,6 +460,36 @@ fn finished_event(id: &str, outcome: &Outcome) -> NewEvent {
     }
 }
 
+/// Marks recording `$1`, leased with token `$2`, archived with what was stored (`$3` to
+/// `$10`, [`archived_params`]).
+fn finish_archived() -> &'static Statement {
+    sql!(
+        "UPDATE recordings SET state = 'archived', lease_owner = NULL, lease_expires_at = NULL, \
+             object_prefix = $3, media_key = $4, metadata_key = $5, sha256 = $6, bytes = $7, \
+             files = $8, size_mismatch = $9, archived_at = $10, failure_reason = NULL, \
+             last_error = NULL, retention_mode = $11, retained_until = $12, updated_at = {now} \
+         WHERE id = $1 AND lease_owner = $2 AND state = 'archiving'"
+    )
+}
+
+/// The values of [`finish_archived`].
+fn archived_params<'a>(id: Param<'a>, token: Param<'a>, rec: &'a ArchivedRecord) -> [Param<'a>; 12] {
+    [
+        id,
+        token,
+        Text(&rec.object_prefix),
+        Text(&rec.media_key),
+        Text(&rec.metadata_key),
+        Text(&rec.sha256),
+        Int(rec.bytes),
+        Json(&rec.files),
+        Bool(rec.size_mismatch),
+        Time(rec.archived_at),
+        OptText(rec.retention.as_ref().map(|(mode, _)| mode.as_str())),
+        OptTime(rec.retention.as_ref().map(|(_, until)| *until)),
+    ]
+}
+
 /// How many rows a final attempt's update changed (0 or 1); when the recording became
 /// `lost_at_source` rather than `previous`, its event says so.
 fn lost_instead(
@@ -502,6 +548,28 @@ pub(super) async fn upsert_quarantine_one_by_one<B: Backend>(
     Ok(())
 }
 
+/// Up to `$1` recordings a claim may take: those whose lease expired first (oldest
+/// expiry first), then pending ones by when they are due. Each branch reads its partial
+/// index in order and stops at the limit, so choosing costs the same with ten due
+/// recordings or a million.
+fn claimable() -> &'static Statement {
+    sql!(
+        "SELECT id, state FROM (SELECT id, state FROM recordings WHERE ",
+        expired_lease!(),
+        " ORDER BY lease_expires_at LIMIT $1) AS expired \
+         UNION ALL \
+         SELECT id, state FROM (SELECT id, state FROM recordings WHERE ",
+        due_pending!(),
+        " ORDER BY next_attempt_at LIMIT $1) AS pending \
+         LIMIT $1"
+    )
+}
+
+/// [`Backend::explain_claim`]: the plan of [`claimable`].
+pub(super) async fn explain_claim<B: Backend>(s: &mut Session<B>) -> StateResult<Vec<String>> {
+    s.explain(claimable(), &[Int(1)]).await
+}
+
 /// [`Backend::claim`] in a transaction: the due recordings, then one claim each (of
 /// those still due).
 pub(super) async fn claim_in_transaction<B: Backend>(
@@ -511,12 +579,7 @@ pub(super) async fn claim_in_transaction<B: Backend>(
     limit: u32,
 ) -> StateResult<Vec<Claim>> {
     let mut s = Session::begin(backend).await?;
-    let due = s
-        .fetch_all(
-            sql!("SELECT id, state FROM recordings WHERE ", due_recordings!(), " ORDER BY next_attempt_at LIMIT $1"),
-            &[Int(i64::from(limit))],
-        )
-        .await?;
+    let due = s.fetch_all(claimable(), &[Int(i64::from(limit))]).await?;
     let mut claims = Vec::with_capacity(due.len());
     for row in due {
         let id = row.text("id")?;
@@ -821,6 +884,149 @@ fn report_recording_from_row(row: &impl Cells) -> StateResult<ReportRecording> {
         retained_until: row.opt_time("retained_until")?,
         legal_hold: row.bool("legal_hold")?,
     })
+}
+
+/// Shared counts are taken at most once every this many times what the last count took.
+const COUNT_COST_FACTOR: u32 = 50;
+
+/// What [`count_recordings`] counts.
+struct Counted {
+    counts: BTreeMap<ArchiveState, i64>,
+    bytes_archived: i64,
+    due_now: i64,
+    size_mismatches: i64,
+    lease_expiries: i64,
+    deleted_at_source: i64,
+    purged_at_source: i64,
+}
+
+/// Recordings and their bytes per state, from the `(state, bytes)` index alone.
+fn state_counts() -> &'static Statement {
+    sql!("SELECT state, count(*) AS n, CAST(COALESCE(sum(bytes), 0) AS BIGINT) AS bytes FROM recordings GROUP BY state")
+}
+
+/// The facts `status` counts over a few rows, each from a partial index.
+fn status_facts() -> &'static Statement {
+    sql!(
+        "SELECT (SELECT count(*) FROM recordings WHERE ",
+        due_pending!(),
+        ") AS due_now, \
+             (SELECT count(*) FROM recordings WHERE size_mismatch) AS size_mismatches, \
+             (SELECT CAST(COALESCE(sum(lease_expiries), 0) AS BIGINT) FROM recordings WHERE lease_expiries > 0) \
+                 AS lease_expiries, \
+             (SELECT count(*) FROM recordings WHERE deleted_at_source IS NOT NULL) AS deleted_at_source, \
+             (SELECT count(*) FROM recordings WHERE purged_at_source IS NOT NULL) AS purged_at_source"
+    )
+}
+
+/// The oldest recording neither archived nor final for a stated reason.
+fn oldest_unarchived() -> &'static Statement {
+    sql!(
+        "SELECT id, create_time FROM recordings WHERE state IN ('pending', 'archiving', 'failed') \
+         ORDER BY create_time LIMIT 1"
+    )
+}
+
+/// The latest `$1` final failures.
+fn recent_failures() -> &'static Statement {
+    sql!(
+        "SELECT id, state, failure_reason, last_error, attempts, updated_at FROM recordings \
+         WHERE state IN ('failed', 'not_downloadable', 'lost_at_source') ORDER BY updated_at DESC LIMIT $1"
+    )
+}
+
+/// When the next pending recording is due and the next lease expires: the first entry
+/// of each partial index.
+fn next_work() -> &'static Statement {
+    sql!(
+        "SELECT (SELECT min(next_attempt_at) FROM recordings WHERE state = 'pending') AS due_at, \
+             (SELECT min(lease_expires_at) FROM recordings WHERE state = 'archiving') AS lease_expires_at"
+    )
+}
+
+/// Counts the recordings: per state, and the facts of [`status_facts`].
+async fn count_recordings<B: Backend>(s: &mut Session<B>) -> StateResult<Counted> {
+    let mut counts: BTreeMap<ArchiveState, i64> = ArchiveState::ALL.iter().map(|s| (*s, 0)).collect();
+    let mut bytes_archived = 0;
+    for row in s.fetch_all(state_counts(), &[]).await? {
+        let state = ArchiveState::parse(&row.text("state")?)?;
+        counts.insert(state, row.bigint("n")?);
+        if state == ArchiveState::Archived {
+            bytes_archived = row.bigint("bytes")?;
+        }
+    }
+    let facts = s.fetch_one(status_facts(), &[]).await?;
+    Ok(Counted {
+        counts,
+        bytes_archived,
+        due_now: facts.bigint("due_now")?,
+        size_mismatches: facts.bigint("size_mismatches")?,
+        lease_expiries: facts.bigint("lease_expiries")?,
+        deleted_at_source: facts.bigint("deleted_at_source")?,
+        purged_at_source: facts.bigint("purged_at_source")?,
+    })
+}
+
+async fn read_next_work<B: Backend>(s: &mut Session<B>) -> StateResult<NextWork> {
+    let row = s.fetch_one(next_work(), &[]).await?;
+    Ok(NextWork { due_at: row.opt_time("due_at")?, lease_expires_at: row.opt_time("lease_expires_at")? })
+}
+
+async fn read_oldest_unarchived<B: Backend>(s: &mut Session<B>) -> StateResult<Option<(RecordingId, DateTime<Utc>)>> {
+    s.fetch_optional(oldest_unarchived(), &[])
+        .await?
+        .map(|row| Ok((RecordingId(row.text("id")?), row.time("create_time")?)))
+        .transpose()
+}
+
+async fn read_quarantined<B: Backend>(s: &mut Session<B>) -> StateResult<i64> {
+    s.fetch_one(sql!("SELECT count(*) AS n FROM quarantine WHERE released_at IS NULL"), &[]).await?.bigint("n")
+}
+
+async fn read_oauth<B: Backend>(s: &mut Session<B>) -> StateResult<Option<TokenStatus>> {
+    s.fetch_optional(
+        sql!(
+            "SELECT access_expires_at, refresh_expires_at, refreshes FROM oauth_tokens \
+             WHERE refresh_token <> '' ORDER BY refreshed_at DESC LIMIT 1"
+        ),
+        &[],
+    )
+    .await?
+    .map(|r| -> StateResult<TokenStatus> {
+        Ok(TokenStatus {
+            access_expires_at: r.opt_time("access_expires_at")?,
+            refresh_expires_at: r.opt_time("refresh_expires_at")?,
+            refreshes: r.bigint("refreshes")?,
+        })
+    })
+    .transpose()
+}
+
+/// The plan of one of the statements whose plans `tests/it` checks, with representative
+/// values.
+pub(super) async fn explain<B: Backend>(backend: &B, statement: Planned) -> StateResult<Vec<String>> {
+    let mut s = Session::connect(backend).await?;
+    let archived = ArchivedRecord {
+        object_prefix: "2026/01/01/explain".into(),
+        media_key: "2026/01/01/explain/recording.mp4".into(),
+        metadata_key: "2026/01/01/explain/metadata.json".into(),
+        sha256: "0".repeat(64),
+        bytes: 1,
+        files: serde_json::json!([]),
+        size_mismatch: false,
+        archived_at: Utc::now(),
+        metadata_version: None,
+    };
+    match statement {
+        Planned::Claim => B::explain_claim(&mut s).await,
+        Planned::Finish => s.explain(finish_archived(), &archived_params(Text("explain"), Text("t"), &archived)).await,
+        Planned::EventHead => s.explain(events::recording_head(), &[Text("explain")]).await,
+        Planned::StatusCounts => s.explain(state_counts(), &[]).await,
+        Planned::StatusFacts => s.explain(status_facts(), &[]).await,
+        Planned::OldestUnarchived => s.explain(oldest_unarchived(), &[]).await,
+        Planned::RecentFailures => s.explain(recent_failures(), &[Int(20)]).await,
+        Planned::NextWork => s.explain(next_work(), &[]).await,
+    }
 }
 
 async fn read_cursors<B: Backend>(s: &mut Session<B>) -> StateResult<Vec<Cursor>> {
@@ -1133,32 +1339,7 @@ impl<B: Backend> StateStore for B {
         let mut event = finished_event(&id.0, outcome);
         let (id, token) = (Text(&id.0), Text(token));
         let done = match outcome {
-            Outcome::Archived(rec) => {
-                s.execute(
-                    sql!(
-                        "UPDATE recordings SET state = 'archived', lease_owner = NULL, lease_expires_at = NULL, \
-                             object_prefix = $3, media_key = $4, metadata_key = $5, sha256 = $6, bytes = $7, \
-                             files = $8, size_mismatch = $9, archived_at = $10, failure_reason = NULL, \
-                             last_error = NULL, retention_mode = $11, retained_until = $12, updated_at = {now} \
-                         WHERE id = $1 AND lease_owner = $2 AND state = 'archiving'"
-                    ),
-                    &[
-                        id,
-                        token,
-                        Text(&rec.object_prefix),
-                        Text(&rec.media_key),
-                        Text(&rec.metadata_key),
-                        Text(&rec.sha256),
-                        Int(rec.bytes),
-                        Json(&rec.files),
-                        Bool(rec.size_mismatch),
-                        Time(rec.archived_at),
-                        OptText(rec.retention.as_ref().map(|(mode, _)| mode.as_str())),
-                        OptTime(rec.retention.as_ref().map(|(_, until)| *until)),
-                    ],
-                )
-                .await?
-            }
+            Outcome::Archived(rec) => s.execute(finish_archived(), &archived_params(id, token, rec)).await?,
             Outcome::Retry { at, reason, message } => {
                 s.execute(
                     sql!(
@@ -1513,59 +1694,21 @@ impl<B: Backend> StateStore for B {
     async fn status(&self, failures: u32) -> StateResult<StatusReport> {
         let mut s = Session::connect(self).await?;
         let mut report = StatusReport::default();
-        for state in ArchiveState::ALL {
-            report.counts.insert(state, 0);
-        }
-        for row in s.fetch_all(sql!("SELECT state, count(*) AS n FROM recordings GROUP BY state"), &[]).await? {
-            report.counts.insert(ArchiveState::parse(&row.text("state")?)?, row.bigint("n")?);
-        }
-        let row = s
-            .fetch_one(
-                sql!(
-                    "SELECT CAST(COALESCE(sum(CASE WHEN state = 'archived' THEN bytes END), 0) AS BIGINT) AS bytes, \
-                         count(CASE WHEN state = 'pending' AND next_attempt_at <= {now} THEN 1 END) AS due_now, \
-                         min(CASE WHEN state = 'pending' THEN next_attempt_at END) AS next_due_at, \
-                         count(CASE WHEN size_mismatch THEN 1 END) AS size_mismatches, \
-                         CAST(COALESCE(sum(lease_expiries), 0) AS BIGINT) AS lease_expiries, \
-                         count(deleted_at_source) AS deleted_at_source, \
-                         count(purged_at_source) AS purged_at_source, \
-                         count(CASE WHEN legal_hold THEN 1 END) AS under_hold \
-                     FROM recordings"
-                ),
-                &[],
-            )
-            .await?;
-        report.bytes_archived = row.bigint("bytes")?;
-        report.due_now = row.bigint("due_now")?;
-        report.next_due_at = row.opt_time("next_due_at")?;
-        report.size_mismatches = row.bigint("size_mismatches")?;
-        report.under_hold = row.bigint("under_hold")?;
-        report.lease_expiries = row.bigint("lease_expiries")?;
-        report.deleted_at_source = row.bigint("deleted_at_source")?;
-        report.purged_at_source = row.bigint("purged_at_source")?;
-        if let Some(row) = s
-            .fetch_optional(
-                sql!(
-                    "SELECT id, create_time FROM recordings WHERE state IN ('pending', 'archiving', 'failed') \
-                     ORDER BY create_time LIMIT 1"
-                ),
-                &[],
-            )
-            .await?
-        {
-            report.oldest_unarchived = Some((RecordingId(row.text("id")?), row.time("create_time")?));
-        }
+        let counted = count_recordings(&mut s).await?;
+        report.counts = counted.counts;
+        report.bytes_archived = counted.bytes_archived;
+        report.deleted_at_source = counted.deleted_at_source;
+        report.purged_at_source = counted.purged_at_source;
+        report.due_now = counted.due_now;
+        report.size_mismatches = counted.size_mismatches;
+        report.lease_expiries = counted.lease_expiries;
+        // Legal holds are few: counted from their partial index.
+        report.under_hold =
+            s.fetch_one(sql!("SELECT count(*) AS n FROM recordings WHERE legal_hold"), &[]).await?.bigint("n")?;
+        report.next_due_at = read_next_work(&mut s).await?.due_at;
+        report.oldest_unarchived = read_oldest_unarchived(&mut s).await?;
         report.cursors = read_cursors(&mut s).await?;
-        for row in s
-            .fetch_all(
-                sql!(
-                    "SELECT id, state, failure_reason, last_error, attempts, updated_at FROM recordings \
-                     WHERE state IN ('failed', 'not_downloadable', 'lost_at_source') ORDER BY updated_at DESC LIMIT $1"
-                ),
-                &[Int(i64::from(failures))],
-            )
-            .await?
-        {
+        for row in s.fetch_all(recent_failures(), &[Int(i64::from(failures))]).await? {
             report.recent_failures.push(FailureRow {
                 id: RecordingId(row.text("id")?),
                 state: ArchiveState::parse(&row.text("state")?)?,
@@ -1575,10 +1718,7 @@ impl<B: Backend> StateStore for B {
                 updated_at: row.time("updated_at")?,
             });
         }
-        report.quarantined = s
-            .fetch_one(sql!("SELECT count(*) AS n FROM quarantine WHERE released_at IS NULL"), &[])
-            .await?
-            .bigint("n")?;
+        report.quarantined = read_quarantined(&mut s).await?;
         let rows = s
             .fetch_all(
                 sql!(
@@ -1593,24 +1733,95 @@ impl<B: Backend> StateStore for B {
         report.deletion_sweeps = read_deletion_sweeps(&mut s).await?;
         let paused = read_paused_until(&mut s).await?;
         report.paused_until = (paused > Utc::now()).then_some(paused);
-        report.oauth = s
+        report.oauth = read_oauth(&mut s).await?;
+        Ok(report)
+    }
+
+    async fn next_work(&self) -> StateResult<NextWork> {
+        read_next_work(&mut Session::connect(self).await?).await
+    }
+
+    async fn refresh_counts(&self, owner: &str, every: Duration, ttl: Duration) -> StateResult<bool> {
+        let mut s = Session::connect(self).await?;
+        let took = s.fetch_one(sql!("SELECT count_ms FROM recording_counts WHERE id = 1"), &[]).await?;
+        let took = Duration::from_millis(u64::try_from(took.bigint("count_ms")?).unwrap_or(0));
+        let every = every.max(took.saturating_mul(COUNT_COST_FACTOR));
+        // Whoever finds the counts stale and nobody counting takes the count; the others
+        // skip it rather than wait (a single short statement: no lock outlives it).
+        let Some(taken) = s
             .fetch_optional(
                 sql!(
-                    "SELECT access_expires_at, refresh_expires_at, refreshes FROM oauth_tokens \
-                     WHERE refresh_token <> '' ORDER BY refreshed_at DESC LIMIT 1"
+                    "UPDATE recording_counts SET counting_owner = $1, counting_until = {now} + $2 \
+                     WHERE id = 1 AND (counted_at IS NULL OR counted_at <= {now} - $3) \
+                       AND (counting_until IS NULL OR counting_until < {now}) \
+                     RETURNING {now} AS at"
+                ),
+                &[Text(owner), Interval(ttl), Interval(every)],
+            )
+            .await?
+        else {
+            return Ok(false);
+        };
+        let at = taken.time("at")?;
+        let started = std::time::Instant::now();
+        let counted = count_recordings(&mut s).await?;
+        let took = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let counts: serde_json::Map<String, serde_json::Value> =
+            counted.counts.iter().map(|(state, n)| (state.as_str().to_owned(), (*n).into())).collect();
+        let stored = s
+            .execute(
+                sql!(
+                    "UPDATE recording_counts SET counted_at = $2, counts = $3, deleted_at_source = $4, \
+                         purged_at_source = $5, count_ms = $6, counting_owner = NULL, counting_until = NULL \
+                     WHERE id = 1 AND counting_owner = $1"
+                ),
+                &[
+                    Text(owner),
+                    Time(at),
+                    Json(&serde_json::Value::Object(counts)),
+                    Int(counted.deleted_at_source),
+                    Int(counted.purged_at_source),
+                    Int(took),
+                ],
+            )
+            .await?;
+        Ok(stored == 1)
+    }
+
+    async fn gauges(&self) -> StateResult<Gauges> {
+        let mut s = Session::connect(self).await?;
+        let row = s
+            .fetch_one(
+                sql!(
+                    "SELECT counted_at, counts, deleted_at_source, purged_at_source FROM recording_counts WHERE id = 1"
                 ),
                 &[],
             )
-            .await?
-            .map(|r| -> StateResult<TokenStatus> {
-                Ok(TokenStatus {
-                    access_expires_at: r.opt_time("access_expires_at")?,
-                    refresh_expires_at: r.opt_time("refresh_expires_at")?,
-                    refreshes: r.bigint("refreshes")?,
+            .await?;
+        let counts = match row.opt_time("counted_at")? {
+            None => None,
+            Some(counted_at) => {
+                let mut counts: BTreeMap<ArchiveState, i64> = ArchiveState::ALL.iter().map(|s| (*s, 0)).collect();
+                let stored = row.json("counts")?;
+                for (state, n) in stored.as_object().into_iter().flatten() {
+                    let n = n.as_i64().ok_or_else(|| StateError::Corrupt(format!("the shared count of {state}")))?;
+                    counts.insert(ArchiveState::parse(state)?, n);
+                }
+                Some(SharedCounts {
+                    counted_at,
+                    counts,
+                    deleted_at_source: row.bigint("deleted_at_source")?,
+                    purged_at_source: row.bigint("purged_at_source")?,
                 })
-            })
-            .transpose()?;
-        Ok(report)
+            }
+        };
+        Ok(Gauges {
+            counts,
+            oldest_unarchived: read_oldest_unarchived(&mut s).await?,
+            quarantined: read_quarantined(&mut s).await?,
+            cursors: read_cursors(&mut s).await?,
+            oauth: read_oauth(&mut s).await?,
+        })
     }
 
     async fn archived(&self, sample: Option<u32>) -> StateResult<Vec<ArchivedRow>> {

@@ -228,9 +228,11 @@ impl Setup {
     }
 }
 
-/// The value of a metric sample (name with labels, exactly as exposed).
-fn metric(services: &Services, report: &SyncReport, sample: &str) -> Option<f64> {
-    webex_archiver::server::observe_status(&services.metrics, &report.status, Utc::now());
+/// The value of a metric sample (name with labels, exactly as exposed), as a scrape
+/// would show it now.
+async fn metric(services: &Services, sample: &str) -> Option<f64> {
+    let gauges = services.state.gauges().await.expect("gauges");
+    webex_archiver::server::observe_gauges(&services.metrics, &gauges, Utc::now());
     let text = services.metrics.encode(Utc::now());
     text.lines().find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.parse().ok()))
 }
@@ -288,8 +290,8 @@ async fn an_answer_without_items_does_not_move_the_cursor_and_shows_in_status_on
     assert!(cursor.last_error.as_deref().is_some_and(|e| e.contains("bad page") && e.contains("STANDIN_")));
     let text = app::status_text(&report.status, Utc::now());
     assert!(text.contains("last error: listing user window ["), "{text}");
-    assert_eq!(metric(&services, &report, "webex_archiver_discovery_bad_pages_total{scope=\"user\"}"), Some(3.0));
-    assert_eq!(metric(&services, &report, "webex_archiver_discovery_last_pass_failed{scope=\"user\"}"), Some(1.0));
+    assert_eq!(metric(&services, "webex_archiver_discovery_bad_pages_total{scope=\"user\"}").await, Some(3.0));
+    assert_eq!(metric(&services, "webex_archiver_discovery_last_pass_failed{scope=\"user\"}").await, Some(1.0));
 
     // Once the answers are pages again, the same window is listed and the cursor moves.
     let page = json!({"items": [item("r1", hours_ago(30))]});
@@ -299,7 +301,7 @@ async fn an_answer_without_items_does_not_move_the_cursor_and_shows_in_status_on
     let after = setup.cursors().await["user"].clone();
     assert!(after.position > cursor.position && after.last_error.is_none());
     assert_eq!(report.status.counts[&ArchiveState::Pending], 1, "the recording older than any overlap is found");
-    assert_eq!(metric(&services, &report, "webex_archiver_discovery_last_pass_failed{scope=\"user\"}"), Some(0.0));
+    assert_eq!(metric(&services, "webex_archiver_discovery_last_pass_failed{scope=\"user\"}").await, Some(0.0));
 }
 
 #[tokio::test]
@@ -340,13 +342,13 @@ async fn an_item_without_an_id_is_quarantined_and_counted_and_the_other_scopes_g
     assert!(entry["last_seen_at"].is_string());
     let text = app::status_text(&report.status, Utc::now());
     assert!(text.contains("Quarantine (1 listed item(s)") && text.contains("the item has no id"), "{text}");
-    assert_eq!(metric(&services, &report, "webex_archiver_quarantined_items"), Some(1.0));
+    assert_eq!(metric(&services, "webex_archiver_quarantined_items").await, Some(1.0));
     assert_eq!(
-        metric(&services, &report, "webex_archiver_discovery_last_pass_failed{scope=\"admin:broken.webex.com\"}"),
+        metric(&services, "webex_archiver_discovery_last_pass_failed{scope=\"admin:broken.webex.com\"}").await,
         Some(1.0)
     );
     assert_eq!(
-        metric(&services, &report, "webex_archiver_discovery_last_pass_failed{scope=\"admin:acme.webex.com\"}"),
+        metric(&services, "webex_archiver_discovery_last_pass_failed{scope=\"admin:acme.webex.com\"}").await,
         Some(0.0)
     );
     assert_eq!(report.exit, 1, "sync says something was left");
@@ -510,7 +512,7 @@ async fn loops_foreign_links_and_endless_windows_end_as_bad_pages() {
     }
     assert!(!recorded.contains_key("endless-3"), "page 4 was never requested");
     assert_eq!(
-        metric(&services, &report, "webex_archiver_discovery_bad_pages_total{scope=\"admin:endless.webex.com\"}"),
+        metric(&services, "webex_archiver_discovery_bad_pages_total{scope=\"admin:endless.webex.com\"}").await,
         Some(1.0)
     );
 }

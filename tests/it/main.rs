@@ -14,6 +14,7 @@ mod manifests;
 mod oauth;
 mod object_lock;
 mod ops;
+mod plans;
 mod proxy;
 mod report;
 mod sim;

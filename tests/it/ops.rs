@@ -94,8 +94,20 @@ async fn run_serves_health_readiness_and_metrics_that_agree_with_status() {
 
     let response = http.get(format!("{base}/metrics")).send().await.unwrap();
     assert!(response.headers()["content-type"].to_str().unwrap().contains("openmetrics-text"));
-    let text = response.text().await.unwrap();
+    // The recordings per state are counted every few seconds, not at each scrape: wait for
+    // the count that follows the last recording archived.
+    let text = wait_for("the shared counts to count every recording archived", Duration::from_secs(60), || {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let text = http.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;
+            (scrape(&text).get("webex_archiver_recordings{state=archived}") == Some(&15.0)).then_some(text)
+        }
+    })
+    .await;
     let metrics = scrape(&text);
+    let counted_at = metrics["webex_archiver_recordings_counted_timestamp_seconds{}"];
+    assert!(counted_at > 1.7e9 && counted_at <= Utc::now().timestamp() as f64 + 1.0, "{text}");
     let status = services.state.status(0).await.unwrap();
     for (state, n) in &status.counts {
         let key = format!("webex_archiver_recordings{{state={}}}", state.as_str());

@@ -483,6 +483,100 @@ pub async fn renew_cursor_keeps_the_lease_for_its_owner_only(s: TestState) {
     assert!(!s.state.renew_cursor(&scope, CursorKind::Sync, OWNER, LEASE).await.unwrap(), "the lease was lost");
 }
 
+pub async fn next_work_tells_a_draining_worker_what_is_left(s: TestState) {
+    let next = s.state.next_work().await.unwrap();
+    assert_eq!((next.due_at, next.lease_expires_at), (None, None), "nothing at all: a drain ends");
+    seed(&s, &["r1", "r2"]).await;
+    let next = s.state.next_work().await.unwrap();
+    assert!(next.due_at.is_some_and(|at| at <= Utc::now()), "due now: {next:?}");
+    assert_eq!(next.lease_expires_at, None);
+
+    let first = s.state.claim_due("w", LEASE, 1).await.unwrap().pop().unwrap();
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let retry = Outcome::Retry { at: later, reason: "truncated".into(), message: "short".into() };
+    assert!(s.state.finish(&first.id, &first.token, &retry).await.unwrap());
+    let second = s.state.claim_due("w", LEASE, 1).await.unwrap().pop().unwrap();
+    let next = s.state.next_work().await.unwrap();
+    assert_eq!(next.due_at.map(|t| t.timestamp_millis()), Some(later.timestamp_millis()), "the retry, not before");
+    assert!(next.lease_expires_at.is_some_and(|at| at > Utc::now()), "one is being archived: {next:?}");
+
+    assert!(s.state.finish(&second.id, &second.token, &Outcome::Archived(archived_record("p"))).await.unwrap());
+    let next = s.state.next_work().await.unwrap();
+    assert_eq!(next.lease_expires_at, None, "nothing is being archived any more");
+}
+
+pub async fn an_expired_lease_is_taken_over_before_new_work(s: TestState) {
+    seed(&s, &["r1", "r2"]).await;
+    // NOTE: long enough to outlast the next claim on a loaded machine.
+    let dead = s.state.claim_due("dead-worker", Duration::from_secs(2), 1).await.unwrap().pop().unwrap();
+    // The other one is given back, due since long before the dead worker's claim.
+    let other = s.state.claim_due("w", LEASE, 1).await.unwrap().pop().unwrap();
+    assert!(s.state.finish(&other.id, &other.token, &Outcome::Release { at: t(1, 0) }).await.unwrap());
+    let state = s.state.clone();
+    wait_for("the lease to expire", Duration::from_secs(10), || {
+        let state = state.clone();
+        async move {
+            let next = state.next_work().await.unwrap();
+            next.lease_expires_at.filter(|at| *at < Utc::now() - chrono::Duration::milliseconds(5))
+        }
+    })
+    .await;
+    // A pending recording is due too, and was due first: the dead worker's comes first.
+    let claim = s.state.claim_due("live-worker", LEASE, 1).await.unwrap().pop().unwrap();
+    assert_eq!((&claim.id, claim.recovered), (&dead.id, true));
+    let claim = s.state.claim_due("live-worker", LEASE, 1).await.unwrap().pop().unwrap();
+    assert_eq!((&claim.id, claim.recovered), (&other.id, false));
+}
+
+/// Sets the shared counts' bookkeeping as another process would leave it.
+async fn plant_counting(s: &TestState, owner: &str, until: DateTime<Utc>, count_ms: i64) {
+    let statement = "UPDATE recording_counts SET counting_owner = $1, counting_until = $2, count_ms = $3";
+    if s.url.starts_with("postgres") {
+        let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&s.url).await.unwrap();
+        sqlx::query(statement).bind(owner).bind(until).bind(count_ms).execute(&mut db).await.unwrap();
+    } else {
+        let db = sqlx::SqlitePool::connect(&s.url).await.unwrap();
+        sqlx::query(statement).bind(owner).bind(until.timestamp_millis()).bind(count_ms).execute(&db).await.unwrap();
+    }
+}
+
+pub async fn shared_counts_are_taken_by_one_process_at_most_so_often(s: TestState) {
+    const TTL: Duration = Duration::from_secs(60);
+    let gauges = s.state.gauges().await.unwrap();
+    assert_eq!(gauges.counts, None, "never counted: nothing to show rather than zeros");
+    seed(&s, &["r1", "r2", "r3"]).await;
+    let claim = s.state.claim_due("w", LEASE, 1).await.unwrap().pop().unwrap();
+    assert!(s.state.finish(&claim.id, &claim.token, &Outcome::Archived(archived_record("p"))).await.unwrap());
+    let before = Utc::now();
+    assert!(s.state.refresh_counts("a", Duration::ZERO, TTL).await.unwrap());
+    let counted = s.state.gauges().await.unwrap().counts.expect("counted");
+    let status = s.state.status(0).await.unwrap();
+    assert_eq!(counted.counts, status.counts, "the shared counts are status's counts");
+    assert_eq!((counted.counts[&ArchiveState::Pending], counted.counts[&ArchiveState::Archived]), (2, 1));
+    assert!(counted.counted_at >= before - chrono::Duration::seconds(1) && counted.counted_at <= Utc::now());
+
+    // Fresh enough: not counted again, and reading them counts nothing.
+    seed(&s, &["r4"]).await;
+    assert!(!s.state.refresh_counts("b", Duration::from_secs(3600), TTL).await.unwrap());
+    let gauges = s.state.gauges().await.unwrap();
+    assert_eq!(gauges.counts.expect("counted").counts[&ArchiveState::Pending], 2, "a read does not count");
+    assert!(gauges.oldest_unarchived.is_some(), "what is one index lookup is read live");
+
+    // Another process is counting: skipped at once, not waited for.
+    plant_counting(&s, "c", Utc::now() + chrono::Duration::hours(1), 0).await;
+    let started = std::time::Instant::now();
+    assert!(!s.state.refresh_counts("b", Duration::ZERO, TTL).await.unwrap());
+    assert!(started.elapsed() < Duration::from_secs(5), "waited for the other counter");
+    // Its claim expired (it died counting): taken over.
+    plant_counting(&s, "c", Utc::now() - chrono::Duration::seconds(1), 0).await;
+    assert!(s.state.refresh_counts("b", Duration::ZERO, TTL).await.unwrap());
+    assert_eq!(s.state.gauges().await.unwrap().counts.unwrap().counts[&ArchiveState::Pending], 3);
+
+    // A slow count spaces the next ones out (50 times what it took), whatever is asked.
+    plant_counting(&s, "", Utc::now() - chrono::Duration::seconds(1), 3_600_000).await;
+    assert!(!s.state.refresh_counts("b", Duration::ZERO, TTL).await.unwrap());
+}
+
 pub async fn migrations_apply_twice(s: TestState) {
     s.state.migrate().await.unwrap();
     s.state.migrate().await.unwrap();
@@ -524,5 +618,8 @@ contract!(
     quarantine_is_recorded_with_the_page_and_counted,
     a_later_readable_listing_releases_the_entry,
     renew_cursor_keeps_the_lease_for_its_owner_only,
+    next_work_tells_a_draining_worker_what_is_left,
+    an_expired_lease_is_taken_over_before_new_work,
+    shared_counts_are_taken_by_one_process_at_most_so_often,
     migrations_apply_twice,
 );
