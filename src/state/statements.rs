@@ -1016,6 +1016,8 @@ pub(super) async fn explain<B: Backend>(backend: &B, statement: Planned) -> Stat
         size_mismatch: false,
         archived_at: Utc::now(),
         metadata_version: None,
+        retention: None,
+        metadata_retain_until: None,
     };
     match statement {
         Planned::Claim => B::explain_claim(&mut s).await,
