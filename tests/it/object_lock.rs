@@ -415,3 +415,30 @@ async fn the_posture_check_refuses_a_bucket_that_does_not_match_the_settings() {
     assert_eq!(lock["bucket"]["versioning"], "Enabled", "{lock}");
     assert!(lock["errors"].as_array().unwrap().is_empty() && lock["warnings"].as_array().unwrap().is_empty(), "{lock}");
 }
+
+#[tokio::test]
+async fn readiness_fails_when_the_bucket_does_not_match_the_settings() {
+    // A replica started with mode = "none" on a bucket without Object Lock is ready, with
+    // the warning; the same bucket read with a retention mode asked is a mismatch, and the
+    // replica is not ready.
+    let plain = service_env("WA_TEST_MOTO_BUCKET_PLAIN");
+    let mut h = locked_harness(&plain, "none", "create_time", config(0, 1000, 2000)).await;
+    let services = h.services(Default::default()).await;
+    let endpoint = |store| webex_archiver::server::Endpoint {
+        state: services.state.clone(),
+        store,
+        webex: services.webex.clone(),
+        metrics: services.metrics.clone(),
+        liveness: Default::default(),
+        max_pass_age: std::time::Duration::from_secs(3600),
+        started_at: Utc::now(),
+    };
+    let ready = webex_archiver::server::readiness(&endpoint(services.store.clone())).await;
+    assert!(ready.object_lock.starts_with("ok (warning: "), "{ready:?}");
+    assert!(ready.object_lock.contains("has no Object Lock"), "{ready:?}");
+    h.set("WEBEX_ARCHIVER__STORAGE__OBJECT_LOCK__MODE", "compliance");
+    h.set("WEBEX_ARCHIVER__STORAGE__OBJECT_LOCK__RETENTION", RETENTION);
+    let ready = webex_archiver::server::readiness(&endpoint(h.store())).await;
+    assert!(!ready.ready, "{ready:?}");
+    assert!(ready.object_lock.starts_with("mismatch: storage.object_lock.mode = \"compliance\""), "{ready:?}");
+}
