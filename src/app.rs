@@ -170,6 +170,10 @@ pub async fn config_check(settings: &Settings) -> anyhow::Result<u8> {
     for warning in settings.warnings() {
         eprintln!("warning: {warning}");
     }
+    if !settings.storage.url.starts_with("s3://") {
+        // A directory archive: no bucket to read (and nothing to create by checking).
+        return Ok(0);
+    }
     let store = Store::from_settings(&settings.storage).context("building the archive store")?;
     match store.check_posture().await {
         Ok((posture, check)) => {
@@ -429,6 +433,10 @@ pub async fn object_lock_status(settings: &Settings) -> ObjectLockStatus {
         errors: Vec::new(),
         warnings: Vec::new(),
     };
+    if !settings.storage.url.starts_with("s3://") {
+        // A directory archive: no bucket to read (and nothing to create by checking).
+        return status;
+    }
     let store = match Store::from_settings(&settings.storage) {
         Ok(store) => store,
         Err(e) => {
