@@ -486,10 +486,12 @@ async fn backfill_lists_older_history_on_its_own_resumable_cursor() {
 async fn a_failing_window_stops_its_scope_naming_the_window_and_tracking_id_and_the_others_go_on() {
     let mut h = Harness::start(Backend::Sqlite, Store::Local, "admin", config(30)).await;
     h.set("WEBEX_ARCHIVER__WEBEX__SITE_URLS", "acme-eu.webex.com,acme.webex.com");
-    // The first listing request (acme-eu's first window) is refused for good.
+    // acme-eu's first listing request is refused for good (sites are listed at once:
+    // the rule names the site, not the first request).
     h.sim.set_faults(vec![
         webex_archiver::sim::FaultRule::new(FaultAction::ApiError { status: 403 })
             .endpoint(FaultEndpoint::AdminList)
+            .sites(["acme-eu.webex.com"])
             .times(1),
     ]);
     let report = h.sync().await;
