@@ -769,26 +769,39 @@ pub async fn retry(settings: &Settings, ids: Option<Vec<String>>) -> anyhow::Res
 /// `webex-archiver hold add|remove`: set or clear the legal hold of each recording; exit
 /// 1 when one could not be changed (the others are done).
 pub async fn hold(settings: &Settings, ids: Vec<String>, on: bool, reason: &str) -> anyhow::Result<u8> {
+    let (state, store, by) = object_lock_command(settings).await?;
+    let mut failed = 0;
+    for id in ids.into_iter().map(RecordingId) {
+        let done = crate::retention::set_legal_hold(&state, &store, &id, on, reason, &by).await;
+        failed += said(done.map(|done| {
+            format!("{id}: legal hold {} on {} object version(s)", if on { "set" } else { "removed" }, done.versions)
+        }));
+    }
+    Ok(if failed > 0 { EXIT_INCOMPLETE } else { 0 })
+}
+
+/// What `hold` and `retention` start from: the state, the store (its posture checked)
+/// and the operator.
+async fn object_lock_command(settings: &Settings) -> anyhow::Result<(State, Store, state::Operator)> {
     let state = open_state(settings).await?;
     let store = Store::from_settings(&settings.storage).context("building the archive store")?;
     check_posture(&store).await?;
     let (user, host) = crate::config::operator_identity();
-    let by = state::Operator { user, host };
-    let mut failed = 0;
-    for id in ids.into_iter().map(RecordingId) {
-        match crate::retention::set_legal_hold(&state, &store, &id, on, reason, &by).await {
-            Ok(done) => eprintln!(
-                "{id}: legal hold {} on {} object version(s)",
-                if on { "set" } else { "removed" },
-                done.versions
-            ),
-            Err(e) => {
-                failed += 1;
-                eprintln!("error: {}", crate::errors::ErrorChain(&e));
-            }
+    Ok((state, store, state::Operator { user, host }))
+}
+
+/// Prints what a change did to one recording, or why it failed; 1 when it failed.
+fn said(result: Result<String, crate::retention::RetentionError>) -> u32 {
+    match result {
+        Ok(line) => {
+            eprintln!("{line}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {}", crate::errors::ErrorChain(&e));
+            1
         }
     }
-    Ok(if failed > 0 { EXIT_INCOMPLETE } else { 0 })
 }
 
 /// `webex-archiver hold list`: the recordings under legal hold.
@@ -816,23 +829,16 @@ pub async fn hold_list(settings: &Settings, json: bool) -> anyhow::Result<u8> {
 /// `webex-archiver retention extend`: lengthen each recording's retention to `until`;
 /// exit 1 when one could not be extended (the others are done).
 pub async fn retention_extend(settings: &Settings, ids: Vec<String>, until: DateTime<Utc>) -> anyhow::Result<u8> {
-    let state = open_state(settings).await?;
-    let store = Store::from_settings(&settings.storage).context("building the archive store")?;
-    check_posture(&store).await?;
-    let (user, host) = crate::config::operator_identity();
-    let by = state::Operator { user, host };
+    let (state, store, by) = object_lock_command(settings).await?;
     let mut failed = 0;
     for id in ids.into_iter().map(RecordingId) {
-        match crate::retention::extend_retention(&state, &store, &id, until, &by).await {
-            Ok(done) => eprintln!(
+        let done = crate::retention::extend_retention(&state, &store, &id, until, &by).await;
+        failed += said(done.map(|done| {
+            format!(
                 "{id}: retention extended on {} object version(s); {} already retained until then or later",
                 done.versions, done.unchanged
-            ),
-            Err(e) => {
-                failed += 1;
-                eprintln!("error: {}", crate::errors::ErrorChain(&e));
-            }
-        }
+            )
+        }));
     }
     Ok(if failed > 0 { EXIT_INCOMPLETE } else { 0 })
 }
