@@ -3,7 +3,7 @@
 //! Lock calls, read back with HEAD, then recorded in the database with its custody event
 //! (who, why, which versions). Also the retention check `verify` runs on each object.
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use object_store::path::Path;
 
 use crate::config::LockMode;
@@ -153,8 +153,7 @@ pub async fn extend_retention(
         .and_then(|(mode, _)| LockMode::from_s3_name(mode))
         .or_else(|| store.object_lock().retention().map(|(mode, _)| mode))
         .ok_or_else(|| RetentionError::NoMode(id.clone()))?;
-    let whole = until.trunc_subsecs(0);
-    let until = if whole < until { whole + chrono::Duration::seconds(1) } else { whole };
+    let until = crate::time::ceil_seconds(until);
     let mut changed = Vec::new();
     let mut unchanged = 0;
     let mut earliest: Option<DateTime<Utc>> = None;

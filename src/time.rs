@@ -10,6 +10,14 @@ pub fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(d).ok().and_then(|d| t.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// `t` rounded up to a whole second (S3 Object Lock dates are whole seconds; rounding up
+/// never shortens a retention).
+pub fn ceil_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    let whole = t.trunc_subsecs(0);
+    if whole < t { whole + chrono::Duration::seconds(1) } else { whole }
+}
+
 /// `t - d`, or the earliest representable time.
 pub fn before(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(d).ok().and_then(|d| t.checked_sub_signed(d)).unwrap_or(DateTime::<Utc>::MIN_UTC)

@@ -41,7 +41,7 @@ mod upload;
 pub use lock::{BucketPosture, LockClient, PostureCheck, VersionLock};
 pub use upload::Upload;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::config::{ChecksumAlgorithm, ObjectLockSettings, RetainFrom, SignPayload, StorageLocation, StorageSettings};
 
@@ -279,9 +279,7 @@ impl Store {
             RetainFrom::CreateTime => create_time,
             RetainFrom::ArchivedAt => archived_at,
         };
-        let until = crate::time::after(from, period);
-        let whole = until.trunc_subsecs(0);
-        Some(if whole < until { whole + chrono::Duration::seconds(1) } else { whole })
+        Some(crate::time::ceil_seconds(crate::time::after(from, period)))
     }
 
     /// Puts the configured retention on the version of `key` just written (`version`;
