@@ -1,7 +1,7 @@
 //! `verify`: re-read archived objects, recompute their SHA-256, and compare them with the
 //! database and with `metadata.json`; report missing, corrupt and unclaimed objects.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -110,8 +110,7 @@ pub async fn verify_in_batches(
     }
     if sample.is_none() {
         report.scanned_for_unclaimed = true;
-        let claimed = state.archived_prefixes().await?;
-        report.unclaimed = unclaimed(store, &claimed).await?;
+        report.unclaimed = unclaimed(state, store).await?;
     }
     Ok(report)
 }
@@ -243,23 +242,34 @@ async fn hash_object(store: &Store, relative: &str) -> Result<Option<(String, u6
     Ok(Some((hex::encode(hasher.finalize()), size)))
 }
 
+/// Listed objects whose directories are looked up in the database at once by [`unclaimed`].
+const LIST_BATCH: usize = 1000;
+
 /// Objects whose directory belongs to no recording of the database (the daily
-/// manifests, which `verify --manifests` checks, aside).
-async fn unclaimed(store: &Store, claimed: &HashSet<String>) -> Result<Vec<String>, VerifyError> {
-    let keys: Vec<String> = store
+/// manifests, which `verify --manifests` checks, aside). The listing is read
+/// [`LIST_BATCH`] objects at a time and each batch's directories are asked about in one
+/// query, so memory grows with the unclaimed objects found, not with the archive.
+async fn unclaimed(state: &State, store: &Store) -> Result<Vec<String>, VerifyError> {
+    let manifests = format!("{}/", crate::manifest::MANIFEST_DIR);
+    let mut batches = store
         .list("")?
         .map_ok(|meta| store.relative(&meta.location).unwrap_or_else(|| meta.location.to_string()))
-        .try_collect()
-        .await?;
+        .try_filter(|key| std::future::ready(!key.starts_with(&manifests)))
+        .try_chunks(LIST_BATCH);
     let mut out = BTreeSet::new();
-    let manifests = format!("{}/", crate::manifest::MANIFEST_DIR);
-    for key in keys.into_iter().filter(|k| !k.starts_with(&manifests)) {
-        let dir = key.rsplit_once('/').map_or("", |(dir, _)| dir);
-        if !claimed.contains(dir) {
-            out.insert(key);
-        }
+    while let Some(keys) = batches.try_next().await.map_err(|e| e.1)? {
+        let mut dirs: Vec<String> = keys.iter().map(|key| directory(key).to_owned()).collect();
+        dirs.sort_unstable();
+        dirs.dedup();
+        let claimed = state.claimed_prefixes(&dirs).await?;
+        out.extend(keys.into_iter().filter(|key| !claimed.contains(directory(key))));
     }
     Ok(out.into_iter().collect())
+}
+
+/// The directory of an object key (empty for a key at the root).
+fn directory(key: &str) -> &str {
+    key.rsplit_once('/').map_or("", |(dir, _)| dir)
 }
 
 /// The text form of a report.

@@ -138,9 +138,70 @@ pub(super) fn recording_head() -> &'static Statement {
     sql!("SELECT sha256 FROM events WHERE recording_id = $1 ORDER BY seq DESC LIMIT 1")
 }
 
+/// The columns of an [`Event`], as a literal for `sql!`.
+macro_rules! event_columns {
+    () => {
+        "seq, recording_id, type, at, data, prev_sha256, prev_global_sha256, sha256"
+    };
+}
+pub(super) use event_columns;
+
+/// An event ready to insert: numbered, chained and hashed.
+#[derive(Debug)]
+pub(super) struct EventRow<'a> {
+    pub(super) seq: i64,
+    pub(super) recording_id: Option<&'a str>,
+    pub(super) kind: &'static str,
+    pub(super) at: DateTime<Utc>,
+    pub(super) data: &'a serde_json::Value,
+    pub(super) prev_sha256: Option<String>,
+    pub(super) prev_global_sha256: Option<String>,
+    pub(super) sha256: String,
+}
+
+/// The portable form of [`Backend::recording_heads`]: one index lookup per recording.
+pub(super) async fn recording_heads_one_by_one<B: Backend>(
+    s: &mut Session<B>,
+    ids: &[&str],
+) -> StateResult<HashMap<String, String>> {
+    let mut heads = HashMap::with_capacity(ids.len());
+    for id in ids {
+        if let Some(row) = s.fetch_optional(recording_head(), &[Param::Text(id)]).await? {
+            heads.insert((*id).to_owned(), row.text("sha256")?);
+        }
+    }
+    Ok(heads)
+}
+
+/// The portable form of [`Backend::insert_events`]: one `INSERT` per event.
+pub(super) async fn insert_events_one_by_one<B: Backend>(s: &mut Session<B>, rows: &[EventRow<'_>]) -> StateResult<()> {
+    for row in rows {
+        s.execute(
+            sql!("INSERT INTO events (", event_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+            &[
+                Param::Int(row.seq),
+                Param::OptText(row.recording_id),
+                Param::Text(row.kind),
+                Param::Time(row.at),
+                Param::Json(row.data),
+                Param::OptText(row.prev_sha256.as_deref()),
+                Param::OptText(row.prev_global_sha256.as_deref()),
+                Param::Text(&row.sha256),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Appends `events`, in order, in the session's transaction. Call it last in the
 /// transaction: on Postgres it locks `events_head` until the commit, and a transaction
 /// that waits for nothing while holding it can deadlock with no one.
+///
+/// Whatever the number of events, this is four steps: take the global head, read the
+/// heads of the recordings concerned, insert the events, store the new global head
+/// (on Postgres each is one statement: a listing page of 100 new recordings costs four
+/// round trips, not two hundred).
 pub(super) async fn append<B: Backend>(s: &mut Session<B>, events: &[NewEvent]) -> StateResult<()> {
     if events.is_empty() {
         return Ok(());
@@ -155,21 +216,15 @@ pub(super) async fn append<B: Backend>(s: &mut Session<B>, events: &[NewEvent]) 
     let mut seq = head.bigint("seq")? - n;
     let mut prev_global = head.opt_text("sha256")?;
     let at = head.time("at")?;
-    // A recording's head: its latest event, or one appended earlier in this batch.
-    let mut heads: HashMap<String, Option<String>> = HashMap::new();
+    let mut ids: Vec<&str> = events.iter().filter_map(|e| e.recording_id.as_deref()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // A recording's head: its latest event, or the one appended before it in this batch.
+    let mut heads = B::recording_heads(s, &ids).await?;
+    let mut rows = Vec::with_capacity(events.len());
     for event in events {
         seq += 1;
-        let prev = match &event.recording_id {
-            None => None,
-            Some(id) => match heads.get(id) {
-                Some(prev) => prev.clone(),
-                None => s
-                    .fetch_optional(recording_head(), &[Param::Text(id)])
-                    .await?
-                    .map(|row| row.text("sha256"))
-                    .transpose()?,
-            },
-        };
+        let prev = event.recording_id.as_ref().and_then(|id| heads.get(id).cloned());
         let sha256 = hex::encode(Sha256::digest(
             canonical_encoding(
                 seq,
@@ -182,40 +237,25 @@ pub(super) async fn append<B: Backend>(s: &mut Session<B>, events: &[NewEvent]) 
             )
             .as_bytes(),
         ));
-        s.execute(
-            sql!(
-                "INSERT INTO events (seq, recording_id, type, at, data, prev_sha256, prev_global_sha256, sha256) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            ),
-            &[
-                Param::Int(seq),
-                Param::OptText(event.recording_id.as_deref()),
-                Param::Text(event.kind),
-                Param::Time(at),
-                Param::Json(&event.data),
-                Param::OptText(prev.as_deref()),
-                Param::OptText(prev_global.as_deref()),
-                Param::Text(&sha256),
-            ],
-        )
-        .await?;
         if let Some(id) = &event.recording_id {
-            heads.insert(id.clone(), Some(sha256.clone()));
+            heads.insert(id.clone(), sha256.clone());
         }
-        prev_global = Some(sha256);
+        rows.push(EventRow {
+            seq,
+            recording_id: event.recording_id.as_deref(),
+            kind: event.kind,
+            at,
+            data: &event.data,
+            prev_sha256: prev,
+            prev_global_sha256: prev_global.replace(sha256.clone()),
+            sha256,
+        });
     }
+    B::insert_events(s, &rows).await?;
     s.execute(sql!("UPDATE events_head SET sha256 = $1 WHERE id = 1"), &[Param::OptText(prev_global.as_deref())])
         .await?;
     Ok(())
 }
-
-/// The columns of an [`Event`], as a literal for `sql!`.
-macro_rules! event_columns {
-    () => {
-        "seq, recording_id, type, at, data, prev_sha256, prev_global_sha256, sha256"
-    };
-}
-pub(super) use event_columns;
 
 /// An event from a row of [`event_columns!`].
 pub(super) fn event_from_row(row: &impl Cells) -> StateResult<Event> {

@@ -488,6 +488,9 @@ pub enum Planned {
     RecentFailures,
     /// A draining worker's question ([`StateStore::next_work`]).
     NextWork,
+    /// `verify`'s question about a batch of listed directories
+    /// ([`StateStore::claimed_prefixes`]).
+    ClaimedPrefixes,
 }
 
 /// Counts and facts for `status`.
@@ -1003,9 +1006,10 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// batch by batch, memory flat in the number of rows).
     async fn archived_after(&self, after: Option<&RecordingId>, limit: u32) -> StateResult<Vec<ArchivedRow>>;
 
-    /// The directory keys of every recording that has written (or is writing) objects,
-    /// to find unclaimed objects.
-    async fn archived_prefixes(&self) -> StateResult<HashSet<String>>;
+    /// Which of `prefixes` (directory keys) belong to a recording that has written (or is
+    /// writing) objects: to find unclaimed objects a batch of listed directories at a
+    /// time, memory flat in the number of rows (an index lookup each).
+    async fn claimed_prefixes(&self, prefixes: &[String]) -> StateResult<HashSet<String>>;
 
     /// A read-only snapshot of the period `[from, to)` for the attestation report.
     async fn report(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StateResult<Box<dyn ReportSnapshot>>;

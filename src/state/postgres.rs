@@ -6,6 +6,7 @@
 //! statement (`UNNEST` arrays, `xmax = 0`, `ANY`, `FOR UPDATE SKIP LOCKED`). The
 //! statements themselves are shared (`statements.rs`).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -129,6 +130,7 @@ impl Backend for PgState {
     const NOW: Now = Now::Sql("now()");
     const EXPRESSIONS: &'static [(&'static str, &'static str)] = &[
         ("{create_date}", "to_char(create_time AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
+        ("{texts_of_1}", "jsonb_array_elements_text($1)"),
         (
             "{files_size}",
             "CASE WHEN jsonb_typeof(files) = 'array' THEN (SELECT COALESCE(sum(CAST(f.value ->> 'size' AS BIGINT)), 0) \
@@ -321,6 +323,57 @@ impl Backend for PgState {
     async fn explain_claim(s: &mut Session<Self>) -> StateResult<Vec<String>> {
         s.explain(claim_statement(), &[Param::Text("explain"), Param::Interval(Duration::from_secs(60)), Param::Int(1)])
             .await
+    }
+
+    /// One statement: each id's latest event, from the `(recording_id, seq)` index.
+    async fn recording_heads(s: &mut Session<Self>, ids: &[&str]) -> StateResult<HashMap<String, String>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query(
+            sql!(
+                "SELECT u.id, h.sha256 FROM UNNEST($1::text[]) AS u(id) \
+                 CROSS JOIN LATERAL (SELECT sha256 FROM events WHERE recording_id = u.id \
+                     ORDER BY seq DESC LIMIT 1) AS h"
+            )
+            .text::<Self>(),
+        )
+        .bind(ids)
+        .fetch_all(s.connection())
+        .await?;
+        rows.iter().map(|row| Ok((row.try_get::<String, _>("id")?, row.try_get::<String, _>("sha256")?))).collect()
+    }
+
+    /// One statement for every event.
+    async fn insert_events(s: &mut Session<Self>, rows: &[events::EventRow<'_>]) -> StateResult<()> {
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        let ids: Vec<Option<&str>> = rows.iter().map(|r| r.recording_id).collect();
+        let kinds: Vec<&str> = rows.iter().map(|r| r.kind).collect();
+        let ats: Vec<DateTime<Utc>> = rows.iter().map(|r| r.at).collect();
+        let data: Vec<&serde_json::Value> = rows.iter().map(|r| r.data).collect();
+        let prevs: Vec<Option<&str>> = rows.iter().map(|r| r.prev_sha256.as_deref()).collect();
+        let globals: Vec<Option<&str>> = rows.iter().map(|r| r.prev_global_sha256.as_deref()).collect();
+        let hashes: Vec<&str> = rows.iter().map(|r| r.sha256.as_str()).collect();
+        sqlx::query(
+            sql!(
+                "INSERT INTO events (",
+                events::event_columns!(),
+                ") SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::timestamptz[], $5::jsonb[], \
+                     $6::text[], $7::text[], $8::text[])"
+            )
+            .text::<Self>(),
+        )
+        .bind(&seqs)
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&ats)
+        .bind(&data)
+        .bind(&prevs)
+        .bind(&globals)
+        .bind(&hashes)
+        .execute(s.connection())
+        .await?;
+        Ok(())
     }
 
     /// One statement for every id.

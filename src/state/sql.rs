@@ -37,6 +37,7 @@
 //! Rendering happens once per statement and backend (cached in the statement's
 //! `static`), so the shared form costs nothing per call but a match per bound value.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::ops::DerefMut;
@@ -49,6 +50,7 @@ use futures::stream::BoxStream;
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Pool, Transaction};
 
+use super::events::{self, EventRow};
 use super::{Claim, ListedRecording, Operator, QuarantinedItem, RecordingId, StateError, StateResult, statements};
 use statements::Upserted;
 
@@ -211,7 +213,8 @@ pub(super) trait Backend: fmt::Debug + Send + Sync + Sized + 'static {
     /// How statements say "now".
     const NOW: Now;
     /// Expressions the two databases write differently, by the name statements use:
-    /// `{create_date}`, the UTC day of `create_time` as `YYYY-MM-DD` text; `{files_size}`,
+    /// `{create_date}`, the UTC day of `create_time` as `YYYY-MM-DD` text; `{texts_of_1}`,
+    /// the text elements of the JSON array `$1` as a table of one column, `value`; `{files_size}`,
     /// the sum of the `size` members of the JSON array `files` (0 for an empty array,
     /// NULL when `files` is not an array).
     const EXPRESSIONS: &'static [(&'static str, &'static str)];
@@ -278,6 +281,20 @@ pub(super) trait Backend: fmt::Debug + Send + Sync + Sized + 'static {
     /// The plan of what a claim runs to choose its recordings (see [`Session::explain`]).
     fn explain_claim(s: &mut Session<Self>) -> impl Future<Output = StateResult<Vec<String>>> + Send {
         statements::explain_claim(s)
+    }
+
+    /// The latest event's SHA-256 of each of `ids` that has one (the custody log's
+    /// per-recording heads).
+    fn recording_heads(
+        s: &mut Session<Self>,
+        ids: &[&str],
+    ) -> impl Future<Output = StateResult<HashMap<String, String>>> + Send {
+        events::recording_heads_one_by_one(s, ids)
+    }
+
+    /// Inserts the custody log's rows, in order.
+    fn insert_events(s: &mut Session<Self>, rows: &[EventRow<'_>]) -> impl Future<Output = StateResult<()>> + Send {
+        events::insert_events_one_by_one(s, rows)
     }
 
     /// Makes the given `failed` or `not_downloadable` recordings due again, appending

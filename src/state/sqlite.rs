@@ -128,6 +128,7 @@ impl Backend for SqliteState {
     const NOW: Now = Now::Param;
     const EXPRESSIONS: &'static [(&'static str, &'static str)] = &[
         ("{create_date}", "strftime('%Y-%m-%d', create_time / 1000, 'unixepoch')"),
+        ("{texts_of_1}", "json_each($1)"),
         (
             "{files_size}",
             "CASE WHEN json_type(files) = 'array' THEN (SELECT COALESCE(sum(CAST(json_extract(f.value, '$.size') \

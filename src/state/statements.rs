@@ -1002,6 +1002,11 @@ async fn read_oauth<B: Backend>(s: &mut Session<B>) -> StateResult<Option<TokenS
     .transpose()
 }
 
+/// Which directories of the JSON array `$1` are some recording's `object_prefix`.
+fn claimed_prefixes() -> &'static Statement {
+    sql!("SELECT DISTINCT object_prefix FROM recordings WHERE object_prefix IN (SELECT value FROM {texts_of_1})")
+}
+
 /// The plan of one of the statements whose plans `tests/it` checks, with representative
 /// values.
 pub(super) async fn explain<B: Backend>(backend: &B, statement: Planned) -> StateResult<Vec<String>> {
@@ -1028,6 +1033,10 @@ pub(super) async fn explain<B: Backend>(backend: &B, statement: Planned) -> Stat
         Planned::OldestUnarchived => s.explain(oldest_unarchived(), &[]).await,
         Planned::RecentFailures => s.explain(recent_failures(), &[Int(20)]).await,
         Planned::NextWork => s.explain(next_work(), &[]).await,
+        Planned::ClaimedPrefixes => {
+            s.explain(claimed_prefixes(), &[Json(&serde_json::json!(["2026/01/01/explain", "2026/01/02/explain"]))])
+                .await
+        }
     }
 }
 
@@ -1932,9 +1941,12 @@ impl<B: Backend> StateStore for B {
         rows.iter().map(archived_row).collect()
     }
 
-    async fn archived_prefixes(&self) -> StateResult<HashSet<String>> {
-        let rows =
-            fetch_all(self, sql!("SELECT object_prefix FROM recordings WHERE object_prefix IS NOT NULL"), &[]).await?;
+    async fn claimed_prefixes(&self, prefixes: &[String]) -> StateResult<HashSet<String>> {
+        if prefixes.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let asked = serde_json::Value::from(prefixes);
+        let rows = fetch_all(self, claimed_prefixes(), &[Json(&asked)]).await?;
         rows.iter().map(|r| r.text("object_prefix")).collect()
     }
 

@@ -289,7 +289,10 @@ pub async fn outcomes_are_recorded_only_for_the_lease_holder(s: TestState) {
     assert_eq!(archived.len(), 1);
     assert_eq!(archived[0].record.media_key, "2026/11/02/r/recording.mp4");
     assert_eq!(archived[0].record.sha256, "ab".repeat(32));
-    assert!(s.state.archived_prefixes().await.unwrap().contains("2026/11/02/r"));
+    let asked = ["2026/11/02/r".to_owned(), "2026/11/02/nobody".to_owned(), "2026/11/02/r".to_owned()];
+    let claimed = s.state.claimed_prefixes(&asked).await.unwrap();
+    assert_eq!(claimed, ["2026/11/02/r".to_owned()].into_iter().collect(), "only the recorded directory");
+    assert!(s.state.claimed_prefixes(&[]).await.unwrap().is_empty());
     let unfinished = s.state.unfinished(10).await.unwrap();
     assert_eq!(unfinished.len(), 2);
 }
