@@ -16,64 +16,14 @@ const ROWS: i64 = 100_000;
 /// A realistic mix (per thousand: 940 archived, 25 not downloadable, 10 failed, 5 lost at
 /// the source, 18 pending, 2 archiving; 3% deleted at the source) over five years, with
 /// the `discovered` and final events of each recording.
-const FILL_POSTGRES: &str = "
-INSERT INTO recordings (id, scope, site_url, create_time, listing, discovered_at, last_listed_at, state, attempts,
-    next_attempt_at, lease_owner, lease_expires_at, failure_reason, updated_at, object_prefix, media_key,
-    metadata_key, sha256, bytes, files, archived_at, deleted_at_source, purged_at_source, lease_expiries)
-SELECT id, 'admin:site' || i % 50, 'site' || i % 50, t, jsonb_build_object('id', id, 'topic', 'Weekly ' || i % 97),
-    t, t, state, 1, CASE WHEN state = 'pending' AND i % 2 = 0 THEN now() + interval '1 day' ELSE t END,
-    CASE WHEN state = 'archiving' THEN 'w/lease' END, CASE WHEN state = 'archiving' THEN now() + interval '1 hour' END,
-    CASE WHEN state IN ('failed', 'not_downloadable', 'lost_at_source') THEN 'x' END, t,
-    CASE WHEN state = 'archived' THEN id END, CASE WHEN state = 'archived' THEN id || '/recording.mp4' END,
-    CASE WHEN state = 'archived' THEN id || '/metadata.json' END, CASE WHEN state = 'archived' THEN md5(id) END,
-    CASE WHEN state = 'archived' THEN 1000 + i END,
-    CASE WHEN state = 'archived' THEN jsonb_build_array(jsonb_build_object('kind', 'recording', 'size', 1000 + i)) END,
-    CASE WHEN state = 'archived' THEN t END, CASE WHEN i % 100 < 3 THEN t END, CASE WHEN i % 100 = 0 THEN t END,
-    CASE WHEN i % 1000 = 7 THEN 1 ELSE 0 END
-FROM (
-    SELECT i, 'r' || i AS id, now() - (i * interval '26 minutes') AS t,
-        CASE WHEN i % 1000 < 940 THEN 'archived' WHEN i % 1000 < 965 THEN 'not_downloadable'
-             WHEN i % 1000 < 975 THEN 'failed' WHEN i % 1000 < 980 THEN 'lost_at_source'
-             WHEN i % 1000 < 998 THEN 'pending' ELSE 'archiving' END AS state
-    FROM generate_series(1, $1) AS i
-) AS numbered";
+const FILL_POSTGRES: &str = include_str!("../fixtures/scale/recordings.postgres.sql");
 
-const EVENTS_POSTGRES: &str = "
-INSERT INTO events (seq, recording_id, type, at, data, sha256)
-SELECT row_number() OVER (ORDER BY at, recording_id, type), recording_id, type, at, '{}', md5(recording_id || type)
-FROM (SELECT id AS recording_id, 'discovered' AS type, discovered_at AS at FROM recordings
-      UNION ALL SELECT id, state, updated_at FROM recordings WHERE state <> 'pending') AS e";
+const EVENTS_POSTGRES: &str = include_str!("../fixtures/scale/events.postgres.sql");
 
 /// The same mix in SQLite (times in milliseconds; `$1` rows, `$2` now).
-const FILL_SQLITE: &str = "
-WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1),
-numbered AS (
-    SELECT i, 'r' || i AS id, $2 - i * 1560000 AS t,
-        CASE WHEN i % 1000 < 940 THEN 'archived' WHEN i % 1000 < 965 THEN 'not_downloadable'
-             WHEN i % 1000 < 975 THEN 'failed' WHEN i % 1000 < 980 THEN 'lost_at_source'
-             WHEN i % 1000 < 998 THEN 'pending' ELSE 'archiving' END AS state
-    FROM n
-)
-INSERT INTO recordings (id, scope, site_url, create_time, listing, discovered_at, last_listed_at, state, attempts,
-    next_attempt_at, lease_owner, lease_expires_at, failure_reason, updated_at, object_prefix, media_key,
-    metadata_key, sha256, bytes, files, archived_at, deleted_at_source, purged_at_source, lease_expiries)
-SELECT id, 'admin:site' || i % 50, 'site' || i % 50, t, json_object('id', id, 'topic', 'Weekly ' || i % 97), t, t,
-    state, 1, CASE WHEN state = 'pending' AND i % 2 = 0 THEN $2 + 86400000 ELSE t END,
-    CASE WHEN state = 'archiving' THEN 'w/lease' END, CASE WHEN state = 'archiving' THEN $2 + 3600000 END,
-    CASE WHEN state IN ('failed', 'not_downloadable', 'lost_at_source') THEN 'x' END, t,
-    CASE WHEN state = 'archived' THEN id END, CASE WHEN state = 'archived' THEN id || '/recording.mp4' END,
-    CASE WHEN state = 'archived' THEN id || '/metadata.json' END, CASE WHEN state = 'archived' THEN 'ab' END,
-    CASE WHEN state = 'archived' THEN 1000 + i END,
-    CASE WHEN state = 'archived' THEN json_array(json_object('kind', 'recording', 'size', 1000 + i)) END,
-    CASE WHEN state = 'archived' THEN t END, CASE WHEN i % 100 < 3 THEN t END, CASE WHEN i % 100 = 0 THEN t END,
-    CASE WHEN i % 1000 = 7 THEN 1 ELSE 0 END
-FROM numbered";
+const FILL_SQLITE: &str = include_str!("../fixtures/scale/recordings.sqlite.sql");
 
-const EVENTS_SQLITE: &str = "
-INSERT INTO events (seq, recording_id, type, at, data, sha256)
-SELECT row_number() OVER (ORDER BY at, recording_id, type), recording_id, type, at, '{}', 'ab'
-FROM (SELECT id AS recording_id, 'discovered' AS type, discovered_at AS at FROM recordings
-      UNION ALL SELECT id, state, updated_at FROM recordings WHERE state <> 'pending') AS e";
+const EVENTS_SQLITE: &str = include_str!("../fixtures/scale/events.sqlite.sql");
 
 /// Each statement and the indexes its plan must use (`a|b`: either), in Postgres and in
 /// SQLite. SQLite answers the oldest unarchived recording and the latest failures from
@@ -89,6 +39,7 @@ const EXPECTED: &[(Planned, &[&str], &[&str])] = &[
     (Planned::OldestUnarchived, &["recordings_unarchived"], &["recordings_unarchived|recordings_state_bytes"]),
     (Planned::RecentFailures, &["recordings_final_failures"], &["recordings_final_failures|recordings_state_bytes"]),
     (Planned::NextWork, &["recordings_due", "recordings_leased"], &["recordings_due", "recordings_leased"]),
+    (Planned::ClaimedPrefixes, &["recordings_object_prefix"], &["recordings_object_prefix"]),
 ];
 
 const FACTS: &[&str] = &[
