@@ -114,6 +114,7 @@ struct Inner {
     quarantined: Gauge,
     gone_at_source: Family<SourceStatusLabel, Gauge>,
     counted_at: FloatGauge,
+    runtime_tasks: Gauge,
     expiries: Mutex<TokenExpiries>,
 }
 
@@ -255,6 +256,12 @@ impl Metrics {
             "When recordings and recordings_gone_at_source were counted (shared by replicas, at most every few seconds)",
             counted_at.clone(),
         );
+        let runtime_tasks = Gauge::default();
+        registry.register(
+            "runtime_tasks",
+            "Tokio tasks alive in the process, as of the scrape (flat over months of uptime)",
+            runtime_tasks.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         registry.register("build_info", "Build of the running binary", build_info);
@@ -285,6 +292,7 @@ impl Metrics {
                 quarantined,
                 gone_at_source,
                 counted_at,
+                runtime_tasks,
                 expiries: Mutex::new(TokenExpiries::default()),
             }),
         }
@@ -396,6 +404,11 @@ impl Metrics {
     /// Sets when the recordings were counted (the counts' age is `now` minus this).
     pub fn set_counted_at(&self, at: DateTime<Utc>) {
         self.inner.counted_at.set(at.timestamp_millis() as f64 / 1e3);
+    }
+
+    /// Sets the number of tokio tasks alive in the process.
+    pub fn set_runtime_tasks(&self, n: usize) {
+        self.inner.runtime_tasks.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Sets whether the last discovery pass of `scope` (its sync cursor) ended in an error.

@@ -212,6 +212,7 @@ async fn metrics(AxumState(endpoint): AxumState<Endpoint>) -> Response {
         Err(_) => tracing::warn!("metrics: the database did not answer; database gauges are stale"),
     }
     endpoint.metrics.set_token_expiries(access, refresh);
+    endpoint.metrics.set_runtime_tasks(tokio::runtime::Handle::current().metrics().num_alive_tasks());
     let body = endpoint.metrics.encode(now);
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
         .into_response()

@@ -113,6 +113,9 @@ async fn run_serves_health_readiness_and_metrics_that_agree_with_status() {
         let key = format!("webex_archiver_recordings{{state={}}}", state.as_str());
         assert_eq!(metrics.get(&key).copied(), Some(*n as f64), "{key} disagrees with status:\n{text}");
     }
+    // The scrape counts the process's tasks (the server's, the workers', discovery's):
+    // what the soak bench watches over months of uptime.
+    assert!(metrics["webex_archiver_runtime_tasks{}"] >= 2.0, "{text}");
     assert_eq!(metrics["webex_archiver_recordings_archived_total{}"], 15.0);
     assert_eq!(metrics["webex_archiver_recordings_discovered_total{}"], 15.0);
     assert_eq!(metrics["webex_archiver_archived_bytes_total{}"], status.bytes_archived as f64);
