@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -34,9 +35,9 @@ MIB = 1 << 20
 GIB = 1 << 30
 MB = 1_000_000
 MIN_FREE_GIB = 30
-SCENARIOS = ("throughput", "memory", "discovery", "efficiency", "hostile", "report", "sites")
+SCENARIOS = ("throughput", "memory", "discovery", "efficiency", "hostile", "report", "sites", "scale", "soak")
 # Scenarios that need neither rclone nor Garage.
-WITHOUT_S3 = ("report", "sites")
+WITHOUT_S3 = ("report", "sites", "scale", "soak")
 CONCURRENCY = 4
 
 # Targets: (key, comparison, threshold, text shown in the table).
@@ -53,7 +54,22 @@ TARGETS = {
     "report_html_s": ("<=", 30, "≤ 30 s"),
     "sites_discovery_per_s_postgres": (">=", 10_000, "≥ 10,000/s"),
     "sites_api_calls_per_recording": ("<=", 1.02, "≤ 1.02 (details included)"),
+    "cpu_s_per_gib": ("<=", 1.0, "≤ 1.0 s/GiB"),
+    "scale_verify_all_rss_growth_mib": ("<=", 8, "≤ 8 MiB (flat)"),
+    "scale_verify_sample_intact_s_100000": ("<=", 5, "≤ 5 s"),
+    "soak_rss_growth": ("<=", 0.10, "≤ +10%"),
+    "soak_fds_growth": ("<=", 0.10, "≤ +10%"),
+    "soak_tasks_growth": ("<=", 0.10, "≤ +10%"),
 }
+for _backend in ("postgres", "sqlite"):
+    TARGETS.update({
+        f"scale_{_backend}_claim_p99_ms": ("<=", 5, "p99 ≤ 5 ms"),
+        f"scale_{_backend}_page_new_p99_ms": ("<=", 25, "p99 ≤ 25 ms"),
+        f"scale_{_backend}_finish_p99_ms": ("<=", 10, "p99 ≤ 10 ms"),
+        f"scale_{_backend}_status_json_s": ("<=", 1, "≤ 1 s"),
+        f"scale_{_backend}_metrics_p99_ms": ("<=", 50, "≤ 50 ms"),
+        f"scale_{_backend}_verify_sample_s": ("<=", 5, "≤ 5 s"),
+    })
 
 
 def log(msg: str) -> None:
@@ -393,7 +409,8 @@ def run_archiver(args: list[str], env: dict, workdir: str, label: str, timeout: 
             raise RuntimeError(f"{label}: webex-archiver {' '.join(args)} took over {timeout:.0f} s")
         wall = time.monotonic() - t0
         CHILDREN.remove(proc)
-    res = {"wall_s": wall, "exit": rc, **parse_time_v(timef), "log": summarize_log(logf), "stderr": logf}
+    res = {"wall_s": wall, "exit": rc, **parse_time_v(timef), "log": summarize_log(logf), "stderr": logf,
+           "stdout": outf}
     keep = os.environ.get("WA_BENCH_KEEP_LOGS")
     if keep:
         os.makedirs(keep, exist_ok=True)
@@ -531,6 +548,18 @@ def rclone_size(remote: str, env: dict) -> dict:
     return json.loads(out.stdout)
 
 
+def sha256_cpu_s(size: int) -> float:
+    """CPU seconds (user + system) of benches/sha256.rs hashing `size` bytes (rounded up
+    to whole GiB, then scaled back), 64 KiB at a time: the hash's own cost per byte."""
+    gib = max(1, -(-size // GIB))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([bench_executable("sha256"), "--gib", str(gib), "--chunk", str(64 * 1024)], check=True,
+                   stdout=subprocess.DEVNULL, timeout=600)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return cpu * size / (gib * GIB)
+
+
 def mp4_scenario(seed: int, recordings: int, size: int) -> dict:
     # Produced within the last day (a day's recordings of an org), so one 7-day window
     # per site lists them: what a daily pass of `run` sees.
@@ -661,6 +690,9 @@ def scenario_throughput(opts, root: str, workdir: str) -> dict:
             run["throughput_vs_rclone"] = run["ours_mb_s"] / run["rclone_mb_s"]
             run["throughput_vs_limit"] = run["ours_mb_s"] / min(run["source_mb_s"], run["sink_mb_s"])
             run["cpu_s_per_gib"] = run["ours_cpu_s"] / (total / GIB)
+            run["rclone_cpu_s_per_gib"] = run["cpu_peer"]["tool_cpu_s"] / (total / GIB)
+            run["sha256_cpu_s_per_gib"] = sha256_cpu_s(total) / (total / GIB)
+            run["cpu_s_per_gib_without_hash"] = run["cpu_s_per_gib"] - run["sha256_cpu_s_per_gib"]
             run["bottleneck"] = "source" if run["source_mb_s"] < run["sink_mb_s"] else "sink"
             runs.append(run)
             log(f"throughput run {rep + 1}/{opts.runs} ({' '.join(order)}): ours {run['ours_mb_s']:.0f} MB/s, "
@@ -685,6 +717,9 @@ def scenario_throughput(opts, root: str, workdir: str) -> dict:
         "throughput_cpu_s": median(col("ours_cpu_s")),
         "throughput_peak_rss_mib": median(col("ours_max_rss_mib")),
         "cpu_s_per_gib": median(col("cpu_s_per_gib")),
+        "rclone_cpu_s_per_gib": median(col("rclone_cpu_s_per_gib")),
+        "sha256_cpu_s_per_gib": median(col("sha256_cpu_s_per_gib")),
+        "cpu_s_per_gib_without_hash": median(col("cpu_s_per_gib_without_hash")),
         "api_calls_per_recording": median(col("api_calls_per_recording")),
         "details_calls_per_recording": median(col("details_per_recording")),
         "cpu_by_tool": {
@@ -1062,6 +1097,321 @@ def scenario_sites(opts, root: str, workdir: str) -> dict:
     }
 
 
+def bench_executable(name: str) -> str:
+    """The path of the `benches/<name>.rs` executable (release profile), built when missing."""
+    if name in BENCHES:
+        return BENCHES[name]
+    out = subprocess.run(["cargo", "bench", "--locked", "--quiet", "--no-run", "--message-format=json",
+                          "--bench", name], cwd=REPO, capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        raise RuntimeError(f"cargo bench --no-run --bench {name}: {out.stderr.strip()[-1500:]}")
+    for line in out.stdout.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg.get("target", {}).get("name") == name \
+                and msg.get("executable"):
+            BENCHES[name] = msg["executable"]
+            return BENCHES[name]
+    raise RuntimeError(f"cargo bench --no-run --bench {name} named no executable")
+
+
+BENCHES: dict[str, str] = {}
+
+
+def quantiles_ms(samples: list[float]) -> dict:
+    """p50 and p99 (nearest rank) of wall times in milliseconds, as benches/scale.rs computes them."""
+    s = sorted(samples)
+    rank = lambda q: s[min(len(s), max(1, -(-int(q * 1000) * len(s) // 1000))) - 1]
+    return {"n": len(s), "p50_ms": rank(0.50), "p99_ms": rank(0.99), "max_ms": s[-1]}
+
+
+def scrape(port: int) -> tuple[float, str]:
+    """One GET /metrics: wall time in milliseconds and the body."""
+    t0 = time.monotonic()
+    with HTTP.open(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        body = r.read().decode()
+    return (time.monotonic() - t0) * 1000, body
+
+
+def metric(body: str, name: str) -> float | None:
+    for line in body.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def serve_metrics(sim: "Sim", db_url: str, out: str, workdir: str, label: str, extra: dict | None = None):
+    """`webex-archiver run` with its HTTP endpoint on a free port; returns (process, port, log path)."""
+    port = free_port()
+    env = archiver_env(sim, db_url, f"file://{out}/archive", os.path.join(out, "data"), None, since="1d")
+    env.update({"WEBEX_ARCHIVER__HTTP__LISTEN": f"127.0.0.1:{port}", **(extra or {})})
+    logf = os.path.join(workdir, f"{label}.log")
+    with open(logf, "wb") as err:
+        proc = spawn([BIN, "run"], stdout=subprocess.DEVNULL, stderr=err, env=env)
+    wait_port(port, f"{label} /metrics", timeout=120)
+    return proc, port, logf
+
+
+# The verify scenario's archive: every recording archived, with a one-byte recording file
+# and its metadata.json really in a local directory (written by the bench), so that
+# `verify` finds everything intact and its memory shows only what it holds per row.
+VERIFY_FILL = """
+INSERT INTO recordings (id, scope, site_url, create_time, listing, state, attempts, object_prefix, media_key,
+    metadata_key, sha256, bytes, files, archived_at)
+SELECT id, 'admin:site' || i % 50, 'site' || i % 50, now() - i * interval '1 minute', jsonb_build_object('id', id),
+    'archived', 1, 'v/' || id, 'v/' || id || '/recording.mp4', 'v/' || id || '/metadata.json', '{sha}', 1,
+    jsonb_build_array(jsonb_build_object('kind', 'recording', 'key', 'v/' || id || '/recording.mp4',
+        'sha256', '{sha}', 'size', 1, 'content_type', 'video/mp4')), now()
+FROM (SELECT i, 'v' || i AS id FROM generate_series(1, {n}) AS i) AS numbered;
+VACUUM ANALYZE recordings;
+"""
+
+
+def verify_archive(n: int, root: str) -> str:
+    """A local archive of `n` intact recordings v1..vn (as VERIFY_FILL records them)."""
+    import hashlib
+    out = tempfile.mkdtemp(prefix="wa-bench-verify.", dir=root)
+    sha = hashlib.sha256(b"x").hexdigest()
+    for i in range(1, n + 1):
+        rid = f"v{i}"
+        d = os.path.join(out, "archive", "v", rid)
+        os.makedirs(d)
+        with open(os.path.join(d, "recording.mp4"), "wb") as f:
+            f.write(b"x")
+        meta = {"schema": "webex-archiver/metadata/v1", "recording_id": rid, "listing": {"id": rid},
+                "files": [{"kind": "recording", "key": f"v/{rid}/recording.mp4", "sha256": sha, "size": 1,
+                           "content_type": "video/mp4"}],
+                "archived_at": "2026-01-01T00:00:00Z", "size_mismatch": False, "archiver_version": "bench"}
+        with open(os.path.join(d, "metadata.json"), "w") as f:
+            json.dump(meta, f)
+    return out
+
+
+def scenario_scale(opts, root: str, workdir: str) -> dict:
+    """Issue 16's state layer at scale. (1) Postgres with 1,000,000 recordings and SQLite
+    with 200,000, filled with the fixture the plan checks use (a realistic mix over five
+    years and 50 sites): benches/scale.rs times claims, marking archived, listing pages of
+    100, status's queries, the shared counts, a draining worker's question and verify's
+    queries (p50/p99 each); then, on the same database, the commands as users run them:
+    `status --json`, `verify --sample 100` (against an empty local directory: the
+    database's share and the lookups; the hashing per byte is the throughput scenario's)
+    and `/metrics` scrapes of a running `run`. (2) `verify` of everything, 20,000 and then
+    100,000 intact recordings in a local directory: peak RSS must not grow with the rows."""
+    sizes = {"postgres": 100_000, "sqlite": 20_000} if opts.quick else {"postgres": 1_000_000, "sqlite": 200_000}
+    exe = bench_executable("scale")
+    sim = Sim("scale", {"seed": 51, "recordings": 1, "span": "1h", "size": 1024}, workdir)
+    out = {"params": {"rows": sizes}}
+    runs = []
+    try:
+        for rep in range(opts.runs):
+            run = {"run": rep + 1}
+            for backend, rows in sizes.items():
+                tmp = tempfile.mkdtemp(prefix="wa-bench-scale.", dir=root)
+                db = PgDb() if backend == "postgres" else None
+                url = db.url if db else f"sqlite://{tmp}/state.db"
+                try:
+                    res = subprocess.run([exe, "--url", url, "--rows", str(rows)], capture_output=True, text=True,
+                                         timeout=7200)
+                    if res.returncode != 0:
+                        raise RuntimeError(f"benches/scale.rs on {backend}: {res.stderr.strip()[-1500:]}")
+                    ops = json.loads(res.stdout.strip().splitlines()[-1])
+                    env = archiver_env(sim, url, f"file://{tmp}/archive", os.path.join(tmp, "data"), None)
+                    status = [run_archiver(["status", "--json"], env, workdir, f"scale-status-{backend}")["wall_s"]
+                              for _ in range(5)]
+                    sample = [run_archiver(["verify", "--sample", "100", "--json"], env, workdir,
+                                           f"scale-verify-{backend}", ok_exits=(0, 1))["wall_s"] for _ in range(3)]
+                    proc, port, _ = serve_metrics(sim, url, tmp, workdir, f"scale-run-{backend}",
+                                                  {"WEBEX_ARCHIVER__ARCHIVE__CONCURRENCY": "1"})
+                    try:
+                        # The first scrape after the start waits for nothing: the counts
+                        # are taken beside it (server::keep_counts); time the steady state.
+                        deadline = time.monotonic() + 120
+                        while not (metric(scrape(port)[1], "webex_archiver_recordings_counted_timestamp_seconds")
+                                   or 0) > 0:
+                            if time.monotonic() > deadline:
+                                raise RuntimeError(f"{backend}: /metrics never showed counted recordings")
+                            time.sleep(0.2)
+                        scrapes = []
+                        for _ in range(100):
+                            scrapes.append(scrape(port)[0])
+                            time.sleep(0.05)
+                    finally:
+                        stop(proc)
+                finally:
+                    if db:
+                        db.close()
+                    shutil.rmtree(tmp, ignore_errors=True)
+                run[backend] = {**ops, "status_json_s": median(status), "verify_sample_s": median(sample),
+                                "metrics_scrape": quantiles_ms(scrapes)}
+                o = run[backend]
+                log(f"scale run {rep + 1}/{opts.runs} {backend} ({rows:,} recordings, filled in {o['fill_s']:.0f} s): "
+                    f"claim p99 {o['claim']['p99_ms']:.1f} ms, archived p99 {o['finish']['p99_ms']:.1f} ms, "
+                    f"page of {o['page_size']} p99 {o['page_new']['p99_ms']:.1f} ms, status --json "
+                    f"{o['status_json_s']:.2f} s, /metrics p99 {o['metrics_scrape']['p99_ms']:.1f} ms, "
+                    f"verify --sample 100 {o['verify_sample_s']:.2f} s")
+            # verify of everything: memory at two sizes of an intact archive.
+            for n in ((4_000, 20_000) if opts.quick else (20_000, 100_000)):
+                db = PgDb()
+                archive = verify_archive(n, root)
+                try:
+                    import hashlib
+                    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBEX_ARCHIVER__")}
+                    env.update({"WEBEX_ARCHIVER__DATABASE__URL": db.url, "WEBEX_ARCHIVER__LOG__FORMAT": "json",
+                                "WEBEX_ARCHIVER__STORAGE__URL": f"file://{archive}/archive", "RUST_LOG": "warn"})
+                    run_archiver(["migrate"], env, workdir, "scale-verify-migrate")
+                    subprocess.run(["psql", db.url, "-X", "-q", "-v", "ON_ERROR_STOP=1"],
+                                   input=VERIFY_FILL.replace("{n}", str(n)).replace(
+                                       "{sha}", hashlib.sha256(b"x").hexdigest()),
+                                   text=True, check=True, stdout=subprocess.DEVNULL,
+                                   env=dict(os.environ, PGOPTIONS="-c client_min_messages=warning"))
+                    res = run_archiver(["verify", "--json"], env, workdir, f"scale-verify-all-{n}")
+                    with open(res["stdout"]) as f:
+                        said = json.load(f)
+                    if said.get("checked") != n or said.get("ok") != n or said.get("unclaimed"):
+                        raise RuntimeError(f"verify of {n} intact recordings said: checked {said.get('checked')}, "
+                                           f"ok {said.get('ok')}, unclaimed {len(said.get('unclaimed') or [])}")
+                    # A sample of an archive whose objects are there: the lookups and the
+                    # reads and hashes of 100 recordings and their metadata.json.
+                    sample_intact = []
+                    for _ in range(3):
+                        r = run_archiver(["verify", "--sample", "100", "--json"], env, workdir,
+                                         f"scale-verify-sample-{n}")
+                        with open(r["stdout"]) as f:
+                            said = json.load(f)
+                        if said.get("checked") != 100 or said.get("ok") != 100:
+                            raise RuntimeError(f"verify --sample 100 of {n} intact recordings said: checked "
+                                               f"{said.get('checked')}, ok {said.get('ok')}")
+                        sample_intact.append(r["wall_s"])
+                finally:
+                    db.close()
+                    shutil.rmtree(archive, ignore_errors=True)
+                run[f"verify_all_{n}"] = {"s": res["wall_s"], "max_rss_mib": res["max_rss_kib"] / 1024,
+                                          "sample_s": median(sample_intact)}
+            small, big = sorted((k for k in run if k.startswith("verify_all_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+            run["verify_all_rss_growth_mib"] = run[big]["max_rss_mib"] - run[small]["max_rss_mib"]
+            log(f"scale run {rep + 1}/{opts.runs}: verify of everything: {run[small]['max_rss_mib']:.0f} MiB at "
+                f"{small.rsplit('_', 1)[1]} recordings, {run[big]['max_rss_mib']:.0f} MiB at {big.rsplit('_', 1)[1]}")
+            runs.append(run)
+    finally:
+        sim.close()
+    for backend in sizes:
+        col = lambda f: median([f(r[backend]) for r in runs])
+        for op in ("claim", "finish", "page_new", "page_relisted", "gauges", "next_work", "refresh_counts",
+                   "verify_sample_query", "claimed_prefixes_1000", "status"):
+            for q in ("p50_ms", "p99_ms"):
+                if runs and runs[0][backend].get(op):
+                    out[f"scale_{backend}_{op}_{q}"] = col(lambda r: r[op][q])
+        out[f"scale_{backend}_status_json_s"] = col(lambda r: r["status_json_s"])
+        out[f"scale_{backend}_verify_sample_s"] = col(lambda r: r["verify_sample_s"])
+        out[f"scale_{backend}_metrics_p50_ms"] = col(lambda r: r["metrics_scrape"]["p50_ms"])
+        out[f"scale_{backend}_metrics_p99_ms"] = col(lambda r: r["metrics_scrape"]["p99_ms"])
+        out[f"scale_{backend}_fill_s"] = col(lambda r: r["fill_s"])
+        # Growth of a real recording's life: discovered (listing item, event), then
+        # claimed and archived (events, files), as measured on the filled database.
+        out[f"scale_{backend}_db_mib_per_million"] = col(
+            lambda r: (r["db_bytes_per_discovered"] + r["db_bytes_per_archived"]) * 1e6 / MIB)
+        out[f"scale_{backend}_db_mib_filled"] = col(lambda r: r["db_bytes_filled"] / MIB)
+    sizes_v = sorted(int(k.rsplit("_", 1)[1]) for k in runs[0] if re.fullmatch(r"verify_all_\d+", k))
+    for n in sizes_v:
+        out[f"scale_verify_all_rss_mib_{n}"] = median([r[f"verify_all_{n}"]["max_rss_mib"] for r in runs])
+        out[f"scale_verify_all_s_{n}"] = median([r[f"verify_all_{n}"]["s"] for r in runs])
+        out[f"scale_verify_sample_intact_s_{n}"] = median([r[f"verify_all_{n}"]["sample_s"] for r in runs])
+    out["scale_verify_all_rss_growth_mib"] = median([r["verify_all_rss_growth_mib"] for r in runs])
+    out["scale_runs"] = runs
+    return out
+
+
+def scenario_soak(opts, root: str, workdir: str) -> dict:
+    """Issue 16's months of uptime, in 30 minutes: `run` against a simulator with faults,
+    a new recording published every 3 s, access tokens that live one minute (refreshed
+    through OAuth, refresh tokens rotated). RSS, open file descriptors and tokio tasks of
+    the process are sampled every 30 s; start is the first sample after the initial
+    backlog is archived, end the last one."""
+    minutes = 3 if opts.quick else 30
+    scenario = {"seed": 61, "recordings": 200, "span": "1d", "size_min": 16 * 1024, "size_max": 512 * 1024,
+                "format_weights": {"MP4": 1}, "prevent_downloading_fraction": 0.02, "deleted_fraction": 0.0,
+                "access_token_lifetime": "1m", "rotate_refresh_tokens": True,
+                "faults": [{"kind": "api_error", "status": 503, "probability": 0.02},
+                           {"kind": "locked", "retry_after": 2, "endpoint": "details", "probability": 0.01},
+                           {"kind": "reset", "after_bytes": 8192, "probability": 0.03},
+                           {"kind": "stall", "after_bytes": 4096, "duration": "3s", "probability": 0.01},
+                           {"kind": "expired_link", "probability": 0.02}]}
+    sim = Sim("soak", scenario, workdir)
+    tmp = tempfile.mkdtemp(prefix="wa-bench-soak.", dir=root)
+    db = PgDb()
+    stop_publishing = threading.Event()
+    published = [0]
+
+    def publish():
+        while not stop_publishing.wait(3.0):
+            now = dt.datetime.now(dt.timezone.utc).isoformat()
+            try:
+                http_json(f"{sim.origin}/_sim/recordings", method="POST", body={"create_time": now}, timeout=30)
+                published[0] += 1
+            except Exception as e:  # a missed publication is only one fewer recording
+                log(f"soak: publishing failed: {e}")
+
+    samples = []
+    publisher = threading.Thread(target=publish, daemon=True)
+    try:
+        extra = {"WEBEX_ARCHIVER__WEBEX__ACCESS_TOKEN": "",
+                 "WEBEX_ARCHIVER__WEBEX__OAUTH__CLIENT_ID": sim.banner["client_id"],
+                 "WEBEX_ARCHIVER__WEBEX__OAUTH__CLIENT_SECRET": sim.banner["client_secret"],
+                 "WEBEX_ARCHIVER__WEBEX__OAUTH__REFRESH_TOKEN": sim.banner["refresh_token"],
+                 "WEBEX_ARCHIVER__SYNC__POLL_INTERVAL": "10s", "WEBEX_ARCHIVER__ARCHIVE__CONCURRENCY": "2"}
+        proc, port, logf = serve_metrics(sim, db.url, tmp, workdir, "soak-run", extra)
+        publisher.start()
+        t0 = time.monotonic()
+        end = t0 + minutes * 60
+        while time.monotonic() < end:
+            if proc.poll() is not None:
+                raise RuntimeError(f"soak: `run` exited {proc.returncode}; see {logf}")
+            _, body = scrape(port)
+            with open(f"/proc/{proc.pid}/status") as f:
+                rss_kib = int(re.search(r"^VmRSS:\s+(\d+)", f.read(), re.M).group(1))
+            samples.append({
+                "t_s": time.monotonic() - t0, "rss_mib": rss_kib / 1024,
+                "fds": len(os.listdir(f"/proc/{proc.pid}/fd")),
+                "tasks": metric(body, "webex_archiver_runtime_tasks"),
+                "archived": metric(body, 'webex_archiver_recordings{state="archived"}'),
+                "pending": metric(body, 'webex_archiver_recordings{state="pending"}'),
+                "token_refreshes": metric(body, "webex_archiver_token_refreshes_total"),
+                "cpu_s": proc_cpu_s(proc.pid),
+            })
+            time.sleep(min(30.0, max(0.0, end - time.monotonic())))
+        stop_publishing.set()
+        stop(proc)
+        counters = sim.counters()
+    finally:
+        stop_publishing.set()
+        sim.close()
+        db.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    # Start: the first sample after the initial backlog (200 recordings) was archived.
+    first = next((s for s in samples if (s["archived"] or 0) >= 150 and s["t_s"] >= 60), samples[0])
+    last = samples[-1]
+    growth = lambda k: (last[k] - first[k]) / first[k] if first[k] else None
+    log(f"soak: {minutes} min, {published[0]} published, {last['archived']:.0f} archived; RSS "
+        f"{first['rss_mib']:.1f} -> {last['rss_mib']:.1f} MiB, fds {first['fds']} -> {last['fds']}, tasks "
+        f"{first['tasks']:.0f} -> {last['tasks']:.0f}, {last['token_refreshes']:.0f} token refreshes")
+    return {
+        "params": {"minutes": minutes, "publish_every_s": 3, "access_token_lifetime": "1m",
+                   "faults": scenario["faults"]},
+        "soak_minutes": minutes,
+        "soak_published": published[0],
+        "soak_archived": last["archived"],
+        "soak_token_refreshes": last["token_refreshes"],
+        "soak_rss_mib_start": first["rss_mib"], "soak_rss_mib_end": last["rss_mib"],
+        "soak_rss_growth": growth("rss_mib"),
+        "soak_fds_start": first["fds"], "soak_fds_end": last["fds"], "soak_fds_growth": growth("fds"),
+        "soak_tasks_start": first["tasks"], "soak_tasks_end": last["tasks"], "soak_tasks_growth": growth("tasks"),
+        "soak_rss_mib_max": max(s["rss_mib"] for s in samples),
+        "soak_cpu_s": last["cpu_s"],
+        "soak_sim_rate_limited": counters.get("rate_limited"),
+        "soak_token_leaks": counters.get("token_leaks"),
+        "soak_samples": samples,
+    }
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -1164,6 +1514,54 @@ ROWS = [
      ("sites", "listings_per_recording")),
     ("sites_archive_per_s", "Archiving of those 100,000 recordings of 16 KiB (`sync`, local directory)",
      "recordings/s", ("sites", "archive_per_s")),
+    ("rclone_cpu_s_per_gib", "CPU per GiB, `rclone copyurl` (same bytes, same run; hashes nothing)", "s/GiB",
+     ("throughput", "rclone_cpu_s_per_gib")),
+    ("sha256_cpu_s_per_gib", "CPU per GiB of SHA-256 alone (`sha2`, as the archiver hashes)", "s/GiB",
+     ("throughput", "sha256_cpu_s_per_gib")),
+    ("cpu_s_per_gib_without_hash", "CPU per GiB, ours without the hash (ours − SHA-256 alone)", "s/GiB",
+     ("throughput", "cpu_s_per_gib_without_hash")),
+] + [
+    row for _backend, _rows in (("postgres", "1,000,000"), ("sqlite", "200,000")) for row in [
+        (f"scale_{_backend}_claim_p99_ms", f"{_backend.title()}, {_rows} recordings: one claim, p99", "ms", None),
+        (f"scale_{_backend}_claim_p50_ms", "… one claim, p50", "ms", None),
+        (f"scale_{_backend}_finish_p99_ms", "… marking one recording archived, p99", "ms", None),
+        (f"scale_{_backend}_finish_p50_ms", "… marking one recording archived, p50", "ms", None),
+        (f"scale_{_backend}_page_new_p99_ms", "… recording a listing page of 100 new recordings, p99", "ms", None),
+        (f"scale_{_backend}_page_new_p50_ms", "… recording a listing page of 100 new recordings, p50", "ms", None),
+        (f"scale_{_backend}_page_relisted_p99_ms", "… the same page listed again, p99", "ms", None),
+        (f"scale_{_backend}_status_json_s", "… `status --json` (the whole command)", "s", None),
+        (f"scale_{_backend}_metrics_p99_ms", "… one `/metrics` scrape of a running `run`, p99", "ms", None),
+        (f"scale_{_backend}_metrics_p50_ms", "… one `/metrics` scrape, p50", "ms", None),
+        (f"scale_{_backend}_refresh_counts_p50_ms", "… the shared count /metrics reads (taken at most every few s)",
+         "ms", None),
+        (f"scale_{_backend}_verify_sample_s", "… `verify --sample 100` (the whole command; objects absent)", "s",
+         None),
+        (f"scale_{_backend}_next_work_p99_ms", "… a draining worker's question, p99", "ms", None),
+        (f"scale_{_backend}_fill_s", "… time to fill the database (fixture SQL)", "s", None),
+        (f"scale_{_backend}_db_mib_filled", "… size of the filled database (fixture rows: short listings)", "MiB",
+         None),
+        (f"scale_{_backend}_db_mib_per_million", "… growth per million recordings discovered and archived (real "
+         "listing items and events)", "MiB", None),
+    ]
+] + [
+    ("scale_verify_all_rss_mib_20000", "`verify` of everything, 20,000 intact recordings: peak RSS", "MiB", None),
+    ("scale_verify_all_rss_mib_100000", "`verify` of everything, 100,000 intact recordings: peak RSS", "MiB", None),
+    ("scale_verify_all_rss_growth_mib", "… growth of peak RSS for 5× the rows", "MiB", None),
+    ("scale_verify_all_s_100000", "… wall time at 100,000 recordings", "s", None),
+    ("scale_verify_sample_intact_s_100000", "`verify --sample 100` of those 100,000 intact recordings (objects read "
+     "and hashed, local directory)", "s", None),
+    ("soak_rss_mib_start", "Soak (`run`, 30 min, faults, a publication every 3 s, tokens of 1 min): RSS at start",
+     "MiB", None),
+    ("soak_rss_mib_end", "… RSS at the end", "MiB", None),
+    ("soak_rss_growth", "… RSS growth", "fraction", None),
+    ("soak_fds_start", "… open file descriptors at start", "fds", None),
+    ("soak_fds_end", "… open file descriptors at the end", "fds", None),
+    ("soak_fds_growth", "… file descriptor growth", "fraction", None),
+    ("soak_tasks_start", "… tokio tasks at start", "tasks", None),
+    ("soak_tasks_end", "… tokio tasks at the end", "tasks", None),
+    ("soak_tasks_growth", "… task growth", "fraction", None),
+    ("soak_archived", "… recordings archived by the end", "recordings", None),
+    ("soak_token_refreshes", "… access-token refreshes", "refreshes", None),
 ]
 
 
@@ -1259,7 +1657,8 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    wanted = [opts.only] if opts.only else ["throughput", "memory", "discovery", "hostile", "report", "sites"]
+    wanted = [opts.only] if opts.only else ["throughput", "memory", "discovery", "hostile", "report", "sites",
+                                            "scale", "soak"]
     if "efficiency" in wanted:
         wanted = ["throughput"]
     workdir = tempfile.mkdtemp(prefix="wa-bench.", dir=root)
@@ -1269,7 +1668,8 @@ def main() -> int:
     try:
         for name in wanted:
             fn = {"throughput": scenario_throughput, "memory": scenario_memory, "discovery": scenario_discovery,
-                  "hostile": scenario_hostile, "report": scenario_report, "sites": scenario_sites}[name]
+                  "hostile": scenario_hostile, "report": scenario_report, "sites": scenario_sites,
+                  "scale": scenario_scale, "soak": scenario_soak}[name]
             log(f"scenario {name}: {opts.runs} run(s)")
             t0 = time.monotonic()
             try:
@@ -1288,7 +1688,7 @@ def main() -> int:
     for sc in results["scenarios"].values():
         for k, v in sc.items():
             if not k.endswith("_runs") and k not in ("params", "cpu_by_tool", "bottleneck_by_run", "sites_api_calls",
-                                                        "sites_listings_by_status"):
+                                                        "sites_listings_by_status", "soak_samples"):
                 results["figures"][k] = v
     f = results["figures"]
     if f.get("details_calls_per_recording") is not None and f.get("discovery_api_requests") is not None:
