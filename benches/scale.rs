@@ -83,27 +83,32 @@ impl Timings {
     }
 }
 
+/// The custody log's head after the fixture's events.
+const EVENTS_HEAD: &str = "UPDATE events_head SET seq = (SELECT max(seq) FROM events), \
+                           sha256 = (SELECT sha256 FROM events ORDER BY seq DESC LIMIT 1) WHERE id = 1";
+
 async fn fill(url: &str, rows: i64) -> Result<f64, Box<dyn std::error::Error>> {
     let started = Instant::now();
     if url.starts_with("postgres") {
         let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
-        sqlx::query(include_str!("../tests/fixtures/scale/recordings.postgres.sql")).bind(rows).execute(&mut db).await?;
-        sqlx::query(include_str!("../tests/fixtures/scale/events.postgres.sql")).execute(&mut db).await?;
-        sqlx::query("UPDATE events_head SET seq = (SELECT max(seq) FROM events), \
-                     sha256 = (SELECT sha256 FROM events ORDER BY seq DESC LIMIT 1) WHERE id = 1")
+        sqlx::query(include_str!("../tests/fixtures/scale/recordings.postgres.sql"))
+            .bind(rows)
             .execute(&mut db)
             .await?;
+        sqlx::query(include_str!("../tests/fixtures/scale/events.postgres.sql")).execute(&mut db).await?;
+        sqlx::query(EVENTS_HEAD).execute(&mut db).await?;
         // As autovacuum leaves a table: statistics, and the visibility map.
         sqlx::query("VACUUM ANALYZE").execute(&mut db).await?;
     } else {
         let db = sqlx::SqlitePool::connect(url).await?;
         let now = Utc::now().timestamp_millis();
-        sqlx::query(include_str!("../tests/fixtures/scale/recordings.sqlite.sql")).bind(rows).bind(now).execute(&db).await?;
-        sqlx::query(include_str!("../tests/fixtures/scale/events.sqlite.sql")).execute(&db).await?;
-        sqlx::query("UPDATE events_head SET seq = (SELECT max(seq) FROM events), \
-                     sha256 = (SELECT sha256 FROM events ORDER BY seq DESC LIMIT 1) WHERE id = 1")
+        sqlx::query(include_str!("../tests/fixtures/scale/recordings.sqlite.sql"))
+            .bind(rows)
+            .bind(now)
             .execute(&db)
             .await?;
+        sqlx::query(include_str!("../tests/fixtures/scale/events.sqlite.sql")).execute(&db).await?;
+        sqlx::query(EVENTS_HEAD).execute(&db).await?;
         sqlx::query("ANALYZE").execute(&db).await?;
         db.close().await;
     }
@@ -150,7 +155,11 @@ fn listed(page: usize, n: usize, scope: &ScopeKey) -> ListedRecording {
             "playbackUrl": format!("https://site.webex.com/recordingservice/sites/site/recording/playback/{id}"),
             "downloadUrl": format!("https://site.webex.com/recordingservice/sites/site/recording/download/{id}"),
         }),
-        listed_in: ListedIn { window: Some((create_time, Utc::now())), tracking_id: Some("bench".into()), ..Default::default() },
+        listed_in: ListedIn {
+            window: Some((create_time, Utc::now())),
+            tracking_id: Some("bench".into()),
+            ..Default::default()
+        },
     }
 }
 
@@ -196,7 +205,8 @@ async fn measure(args: &Args) -> Result<serde_json::Value, Box<dyn std::error::E
         let claimed = claim.time(started, state.claim_due("bench-worker", Duration::from_secs(600), 1).await?);
         let Some(c) = claimed.into_iter().next() else { break };
         let started = Instant::now();
-        let done = finish.time(started, state.finish(&c.id, &c.token, &Outcome::Archived(archived_record(&c.id.0))).await?);
+        let done =
+            finish.time(started, state.finish(&c.id, &c.token, &Outcome::Archived(archived_record(&c.id.0))).await?);
         if !done {
             return Err(format!("recording {} claimed but not finished", c.id.0).into());
         }

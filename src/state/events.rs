@@ -132,10 +132,14 @@ impl NewEvent {
     }
 }
 
-/// The latest event of recording `$1` (its chain's head), from the `(recording_id, seq)`
-/// index.
-pub(super) fn recording_head() -> &'static Statement {
-    sql!("SELECT sha256 FROM events WHERE recording_id = $1 ORDER BY seq DESC LIMIT 1")
+/// The latest event (its chain's head) of each recording of the JSON array `$1` that has
+/// one: one lookup in the `(recording_id, seq)` index each, in one statement.
+pub(super) fn recording_heads() -> &'static Statement {
+    sql!(
+        "SELECT id, sha256 FROM (SELECT value AS id, \
+             (SELECT sha256 FROM events WHERE recording_id = value ORDER BY seq DESC LIMIT 1) AS sha256 \
+         FROM {texts_of_1}) AS heads WHERE sha256 IS NOT NULL"
+    )
 }
 
 /// The columns of an [`Event`], as a literal for `sql!`.
@@ -157,20 +161,6 @@ pub(super) struct EventRow<'a> {
     pub(super) prev_sha256: Option<String>,
     pub(super) prev_global_sha256: Option<String>,
     pub(super) sha256: String,
-}
-
-/// The portable form of [`Backend::recording_heads`]: one index lookup per recording.
-pub(super) async fn recording_heads_one_by_one<B: Backend>(
-    s: &mut Session<B>,
-    ids: &[&str],
-) -> StateResult<HashMap<String, String>> {
-    let mut heads = HashMap::with_capacity(ids.len());
-    for id in ids {
-        if let Some(row) = s.fetch_optional(recording_head(), &[Param::Text(id)]).await? {
-            heads.insert((*id).to_owned(), row.text("sha256")?);
-        }
-    }
-    Ok(heads)
 }
 
 /// The portable form of [`Backend::insert_events`]: one `INSERT` per event.
@@ -198,10 +188,10 @@ pub(super) async fn insert_events_one_by_one<B: Backend>(s: &mut Session<B>, row
 /// transaction: on Postgres it locks `events_head` until the commit, and a transaction
 /// that waits for nothing while holding it can deadlock with no one.
 ///
-/// Whatever the number of events, this is four steps: take the global head, read the
-/// heads of the recordings concerned, insert the events, store the new global head
-/// (on Postgres each is one statement: a listing page of 100 new recordings costs four
-/// round trips, not two hundred).
+/// Whatever the number of events, this is four statements: take the global head, read
+/// the heads of the recordings concerned, insert the events ([`Backend::insert_events`]),
+/// store the new global head. A listing page of 100 new recordings costs four round
+/// trips, not two hundred.
 pub(super) async fn append<B: Backend>(s: &mut Session<B>, events: &[NewEvent]) -> StateResult<()> {
     if events.is_empty() {
         return Ok(());
@@ -220,7 +210,12 @@ pub(super) async fn append<B: Backend>(s: &mut Session<B>, events: &[NewEvent]) 
     ids.sort_unstable();
     ids.dedup();
     // A recording's head: its latest event, or the one appended before it in this batch.
-    let mut heads = B::recording_heads(s, &ids).await?;
+    let mut heads = HashMap::with_capacity(ids.len());
+    if !ids.is_empty() {
+        for row in s.fetch_all(recording_heads(), &[Param::Json(&serde_json::Value::from(ids))]).await? {
+            heads.insert(row.text("id")?, row.text("sha256")?);
+        }
+    }
     let mut rows = Vec::with_capacity(events.len());
     for event in events {
         seq += 1;

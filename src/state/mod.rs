@@ -476,7 +476,7 @@ pub enum Planned {
     Claim,
     /// Marking a recording archived ([`StateStore::finish`] with [`Outcome::Archived`]).
     Finish,
-    /// A recording's latest event, looked up by every append to the custody log.
+    /// The latest events of the recordings an append to the custody log concerns.
     EventHead,
     /// `status`: recordings and bytes per state.
     StatusCounts,

@@ -6,7 +6,6 @@
 //! statement (`UNNEST` arrays, `xmax = 0`, `ANY`, `FOR UPDATE SKIP LOCKED`). The
 //! statements themselves are shared (`statements.rs`).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -323,25 +322,6 @@ impl Backend for PgState {
     async fn explain_claim(s: &mut Session<Self>) -> StateResult<Vec<String>> {
         s.explain(claim_statement(), &[Param::Text("explain"), Param::Interval(Duration::from_secs(60)), Param::Int(1)])
             .await
-    }
-
-    /// One statement: each id's latest event, from the `(recording_id, seq)` index.
-    async fn recording_heads(s: &mut Session<Self>, ids: &[&str]) -> StateResult<HashMap<String, String>> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows = sqlx::query(
-            sql!(
-                "SELECT u.id, h.sha256 FROM UNNEST($1::text[]) AS u(id) \
-                 CROSS JOIN LATERAL (SELECT sha256 FROM events WHERE recording_id = u.id \
-                     ORDER BY seq DESC LIMIT 1) AS h"
-            )
-            .text::<Self>(),
-        )
-        .bind(ids)
-        .fetch_all(s.connection())
-        .await?;
-        rows.iter().map(|row| Ok((row.try_get::<String, _>("id")?, row.try_get::<String, _>("sha256")?))).collect()
     }
 
     /// One statement for every event.

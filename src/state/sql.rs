@@ -37,7 +37,6 @@
 //! Rendering happens once per statement and backend (cached in the statement's
 //! `static`), so the shared form costs nothing per call but a match per bound value.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::ops::DerefMut;
@@ -281,15 +280,6 @@ pub(super) trait Backend: fmt::Debug + Send + Sync + Sized + 'static {
     /// The plan of what a claim runs to choose its recordings (see [`Session::explain`]).
     fn explain_claim(s: &mut Session<Self>) -> impl Future<Output = StateResult<Vec<String>>> + Send {
         statements::explain_claim(s)
-    }
-
-    /// The latest event's SHA-256 of each of `ids` that has one (the custody log's
-    /// per-recording heads).
-    fn recording_heads(
-        s: &mut Session<Self>,
-        ids: &[&str],
-    ) -> impl Future<Output = StateResult<HashMap<String, String>>> + Send {
-        events::recording_heads_one_by_one(s, ids)
     }
 
     /// Inserts the custody log's rows, in order.

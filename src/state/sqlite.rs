@@ -4,7 +4,8 @@
 //!
 //! Times are integer milliseconds since the Unix epoch (UTC) and come from this host's
 //! clock, read once per operation; JSON is stored as text. Every statement is shared
-//! (`statements.rs`), batch forms included: they run row by row in the transaction.
+//! (`statements.rs`), batch forms included: they run row by row in the transaction,
+//! except the custody log's rows, inserted in one statement from a JSON array.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -19,7 +20,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::sql::{Backend, Call, Cells, Now, Param};
+use super::events::{EventRow, event_columns};
+use super::sql::{Backend, Call, Cells, Now, Param, Session, sql};
 use super::{Planned, StateError, StateResult, millis, statements};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -174,5 +176,39 @@ impl Backend for SqliteState {
 
     fn fetch<'c>(conn: &'c mut SqliteConnection, call: Call<'c>) -> BoxStream<'c, sqlx::Result<SqliteRow>> {
         query(call).fetch(conn)
+    }
+
+    /// One statement for every event: the rows as one JSON array of arrays, taken apart
+    /// by `json_each` (each statement is a round trip to the connection's thread). `data`
+    /// travels as a JSON string, so the stored text is the one that was hashed.
+    async fn insert_events(s: &mut Session<Self>, rows: &[EventRow<'_>]) -> StateResult<()> {
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!([
+                    r.seq,
+                    r.recording_id,
+                    r.kind,
+                    r.at.timestamp_millis(),
+                    r.data.to_string(),
+                    r.prev_sha256,
+                    r.prev_global_sha256,
+                    r.sha256
+                ])
+            })
+            .collect();
+        s.execute(
+            sql!(
+                "INSERT INTO events (",
+                event_columns!(),
+                ") SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), \
+                     json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), \
+                     json_extract(value, '$[6]'), json_extract(value, '$[7]') \
+                 FROM json_each($1) ORDER BY key"
+            ),
+            &[Param::Json(&serde_json::Value::Array(rows))],
+        )
+        .await?;
+        Ok(())
     }
 }

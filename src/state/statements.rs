@@ -1027,7 +1027,7 @@ pub(super) async fn explain<B: Backend>(backend: &B, statement: Planned) -> Stat
     match statement {
         Planned::Claim => B::explain_claim(&mut s).await,
         Planned::Finish => s.explain(finish_archived(), &archived_params(Text("explain"), Text("t"), &archived)).await,
-        Planned::EventHead => s.explain(events::recording_head(), &[Text("explain")]).await,
+        Planned::EventHead => s.explain(events::recording_heads(), &[Json(&serde_json::json!(["explain"]))]).await,
         Planned::StatusCounts => s.explain(state_counts(), &[]).await,
         Planned::StatusFacts => s.explain(status_facts(), &[]).await,
         Planned::OldestUnarchived => s.explain(oldest_unarchived(), &[]).await,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use webex_archiver::sim::{NewRecording, SimConfig};
-use webex_archiver::state::{ListedRecording, Outcome, RecordingId, ScopeKey, State};
+use webex_archiver::state::{ListedIn, ListedRecording, Outcome, RecordingId, ScopeKey, State};
 use webex_archiver::verify::{verify_log, verify_log_in_batches};
 
 use crate::helpers::{Backend, TestState, operator};
@@ -140,6 +140,53 @@ async fn failures_and_retries_are_recorded_on_sqlite() {
 #[tokio::test]
 async fn failures_and_retries_are_recorded_on_postgres() {
     failures_and_an_operator_retry_are_recorded(Backend::Postgres).await;
+}
+
+/// Appends of many events at once (a page of new recordings; a retry of recordings that
+/// already have chains) keep both chains, in order, with text that needs escaping kept
+/// byte for byte (SQLite inserts the batch from one JSON array).
+async fn batched_appends_keep_both_chains(backend: Backend) {
+    let s = TestState::new(backend).await;
+    let odd = "naïve \"quoted\" \\ tab\t newline\n 😀 ";
+    let items: Vec<ListedRecording> = (0..50)
+        .map(|i| ListedRecording {
+            listed_in: ListedIn { tracking_id: Some(format!("{odd}{i}")), ..Default::default() },
+            ..listed(&format!("r{i:02}"))
+        })
+        .collect();
+    assert_eq!(s.state.record_page(&ScopeKey::user(), "o", &items, &[], None).await.unwrap().new, 50);
+    let claims = s.state.claim_due("replica-1", LEASE, 50).await.unwrap();
+    assert_eq!(claims.len(), 50);
+    for claim in &claims {
+        let outcome = Outcome::Failed { reason: "http_4xx".into(), message: "gone".into() };
+        assert!(s.state.finish(&claim.id, &claim.token, &outcome).await.unwrap());
+    }
+    // One append of 50 events, each continuing a chain that already has three.
+    assert_eq!(s.state.retry(None, &operator()).await.unwrap(), 50);
+    for i in [0, 17, 49] {
+        let events = s.state.history(&RecordingId(format!("r{i:02}"))).await.unwrap();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["discovered", "claimed", "failed", "retried"], "r{i:02}");
+        assert_eq!(events[0].prev_sha256, None);
+        for pair in events.windows(2) {
+            assert_eq!(pair[1].prev_sha256.as_deref(), Some(pair[0].sha256.as_str()), "r{i:02}");
+        }
+        assert_eq!(events[0].data["tracking_id"], format!("{odd}{i}"));
+    }
+    let log = verify_log_in_batches(&s.state, 16).await.unwrap();
+    assert!(log.intact(), "{}", webex_archiver::verify::log_report_text(&log));
+    assert_eq!(log.events, 200);
+    assert_eq!(log.recordings, 50);
+}
+
+#[tokio::test]
+async fn batched_appends_keep_both_chains_on_sqlite() {
+    batched_appends_keep_both_chains(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn batched_appends_keep_both_chains_on_postgres() {
+    batched_appends_keep_both_chains(Backend::Postgres).await;
 }
 
 async fn events_table(url: &str) -> sqlx::PgConnection {
