@@ -163,27 +163,6 @@ pub(super) struct EventRow<'a> {
     pub(super) sha256: String,
 }
 
-/// The portable form of [`Backend::insert_events`]: one `INSERT` per event.
-pub(super) async fn insert_events_one_by_one<B: Backend>(s: &mut Session<B>, rows: &[EventRow<'_>]) -> StateResult<()> {
-    for row in rows {
-        s.execute(
-            sql!("INSERT INTO events (", event_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
-            &[
-                Param::Int(row.seq),
-                Param::OptText(row.recording_id),
-                Param::Text(row.kind),
-                Param::Time(row.at),
-                Param::Json(row.data),
-                Param::OptText(row.prev_sha256.as_deref()),
-                Param::OptText(row.prev_global_sha256.as_deref()),
-                Param::Text(&row.sha256),
-            ],
-        )
-        .await?;
-    }
-    Ok(())
-}
-
 /// Appends `events`, in order, in the session's transaction. Call it last in the
 /// transaction: on Postgres it locks `events_head` until the commit, and a transaction
 /// that waits for nothing while holding it can deadlock with no one.

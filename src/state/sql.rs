@@ -22,7 +22,8 @@
 //! - **Batch forms:** [`Backend`]'s hooks (`upsert_recordings`, `upsert_quarantine`,
 //!   `claim`, `retry_ids`) default to a portable row-by-row form in a transaction;
 //!   Postgres overrides them with single statements (`UNNEST` arrays, `xmax = 0`,
-//!   `ANY`, `FOR UPDATE SKIP LOCKED`).
+//!   `ANY`, `FOR UPDATE SKIP LOCKED`). `insert_events` has no portable form: each
+//!   backend inserts a batch of custody events in one statement (`UNNEST`, `json_each`).
 //!
 //! Why this shape, and not another:
 //! - sqlx's `Any` driver knows neither `timestamptz`, `jsonb` nor arrays: it would have
@@ -49,7 +50,7 @@ use futures::stream::BoxStream;
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Pool, Transaction};
 
-use super::events::{self, EventRow};
+use super::events::EventRow;
 use super::{Claim, ListedRecording, Operator, QuarantinedItem, RecordingId, StateError, StateResult, statements};
 use statements::Upserted;
 
@@ -282,10 +283,9 @@ pub(super) trait Backend: fmt::Debug + Send + Sync + Sized + 'static {
         statements::explain_claim(s)
     }
 
-    /// Inserts the custody log's rows, in order.
-    fn insert_events(s: &mut Session<Self>, rows: &[EventRow<'_>]) -> impl Future<Output = StateResult<()>> + Send {
-        events::insert_events_one_by_one(s, rows)
-    }
+    /// Inserts the custody log's rows in one statement (each backend has its own way of
+    /// passing many rows at once).
+    fn insert_events(s: &mut Session<Self>, rows: &[EventRow<'_>]) -> impl Future<Output = StateResult<()>> + Send;
 
     /// Makes the given `failed` or `not_downloadable` recordings due again, appending
     /// their `retried` events (by `by`) in the same transaction.
