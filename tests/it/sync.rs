@@ -612,6 +612,16 @@ async fn verify_reports_missing_corrupt_and_unclaimed_objects() {
     // A sample checks only recordings, not the prefix.
     let sample = webex_archiver::verify::verify(&h.db.state, &store, Some(3)).await.unwrap();
     assert!(!sample.scanned_for_unclaimed && sample.checked == 3);
+    // More objects than one listing batch (the database is asked about 1,000 listed
+    // objects at a time): every batch tells claimed directories from unclaimed ones.
+    for i in 0..1_200 {
+        let key = store.key(&format!("2020/01/02/stray-{i:04}/recording.mp4")).unwrap();
+        store.put_create(&key, Bytes::from_static(b"?"), "video/mp4", None).await.unwrap();
+    }
+    let report = webex_archiver::verify::verify(&h.db.state, &store, None).await.unwrap();
+    assert_eq!(report.unclaimed.len(), 1_201, "{:?}", &report.unclaimed[..5.min(report.unclaimed.len())]);
+    assert!(report.unclaimed.iter().all(|key| key.contains("/stray")), "a recording's object called unclaimed");
+    assert_eq!(report.checked, 3);
 }
 
 /// Issue 13, point 4: a claim's lease lives as long as its attempt, not only while bytes
