@@ -204,7 +204,7 @@ impl Backend for SqliteState {
                 ") SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), \
                      json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), \
                      json_extract(value, '$[6]'), json_extract(value, '$[7]') \
-                 FROM json_each($1) ORDER BY key"
+                 FROM json_each($1)"
             ),
             &[Param::Json(&serde_json::Value::Array(rows))],
         )
